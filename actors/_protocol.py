@@ -1,0 +1,161 @@
+"""The channel protocol between the supervisor and one child actor.
+
+Frames are msgpack-encoded msgspec structs, each preceded by a 4-byte
+big-endian length. The child speaks first (:class:`Hello`); the parent answers
+with :class:`Init`, and the child confirms with :class:`Ready` once the actor
+object exists. After that the child sends beats, log events, health results
+and cron-run results; the parent sends run requests and stop requests.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Union
+
+import msgspec
+
+__all__ = [
+    "MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "Beat",
+    "ChildFrame",
+    "Exiting",
+    "FrameDecoder",
+    "Health",
+    "Hello",
+    "Init",
+    "Log",
+    "ParentFrame",
+    "Ready",
+    "RunDone",
+    "RunNow",
+    "Stop",
+    "encode",
+]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 32 * 1024 * 1024  # one frame; far above any sane log event
+_HEADER = struct.Struct(">I")
+
+
+class _Frame(msgspec.Struct, tag_field="t", array_like=True, frozen=True):
+    pass
+
+
+# --- child -> parent -------------------------------------------------------
+class Hello(_Frame, tag="hello"):
+    version: int
+    pid: int
+
+
+class Ready(_Frame, tag="ready"):
+    """The actor object exists; ``run()`` (or the cron loop) starts now."""
+
+
+class Beat(_Frame, tag="beat"):
+    seq: int
+
+
+class Log(_Frame, tag="log"):
+    """One structured event, already rendered by the child as a JSON object."""
+
+    level: int  # stdlib numeric level, for sink filters without parsing
+    body: bytes
+
+
+class Health(_Frame, tag="health"):
+    ok: bool
+    error: str | None = None
+
+
+class RunDone(_Frame, tag="run_done"):
+    run_id: str
+    outcome: str  # ok | error | timeout
+    duration: float
+    error: str | None = None
+
+
+class Exiting(_Frame, tag="exiting"):
+    """``run()`` returned or raised; the child exits right after this frame."""
+
+    reason: str  # completed | error
+    error: str | None = None
+
+
+# --- parent -> child -------------------------------------------------------
+class Init(_Frame, tag="init"):
+    name: str
+    target: str
+    args: dict[str, Any]
+    mode: str  # actor | cron
+    heartbeat_interval: float
+    health_interval: float
+    health_timeout: float
+    backend: str = "trio"
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+
+class RunNow(_Frame, tag="run"):
+    run_id: str
+    timeout: float | None = None
+
+
+class Stop(_Frame, tag="stop"):
+    """Cancel ``run()`` and exit cleanly (the same as SIGTERM)."""
+
+
+ChildFrame = Union[Hello, Ready, Beat, Log, Health, RunDone, Exiting]
+ParentFrame = Union[Init, RunNow, Stop]
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(frame: _Frame) -> bytes:
+    """Encode one frame with its length prefix."""
+    payload = _encoder.encode(frame)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes as they arrive, get whole frames out.
+
+    Raises :class:`ValueError` with a precise reason on an oversized or
+    undecodable frame; the caller turns that into a protocol error for the
+    actor, and the channel is not used again.
+    """
+
+    def __init__(self, frame_type: Any) -> None:
+        self._decoder = msgspec.msgpack.Decoder(frame_type)
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += data
+        frames = []
+        buf = self._buffer
+        offset = 0
+        with memoryview(buf) as view:
+            while len(buf) - offset >= 4:
+                (size,) = _HEADER.unpack_from(buf, offset)
+                if size > MAX_FRAME:
+                    raise ValueError(
+                        f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit"
+                    )
+                end = offset + 4 + size
+                if len(buf) < end:
+                    break
+                try:
+                    frames.append(self._decoder.decode(view[offset + 4 : end]))
+                except msgspec.ValidationError as exc:
+                    raise ValueError(f"invalid frame: {exc}") from None
+                except msgspec.DecodeError as exc:
+                    raise ValueError(f"undecodable frame: {exc}") from None
+                offset = end
+        if offset:
+            del buf[:offset]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered."""
+        return len(self._buffer)
