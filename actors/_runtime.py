@@ -1,0 +1,193 @@
+"""What runs inside a child actor process.
+
+``python -m actors._runtime FD``: FD is the inherited channel socket. The
+runtime says Hello, receives Init, builds the actor, says Ready, then runs the
+actor's body next to a heartbeat task, a health-check task and a channel
+reader. A blocked event loop stops the beats, which is how the supervisor
+detects a hang. EOF on the channel (the supervisor is gone) ends the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+import anyio
+
+from ._base import Actor, CronTask
+from ._channel import ChildChannel
+from ._protocol import Beat, Exiting, Health, Init, Ready, RunDone, RunNow, Stop
+
+__all__ = ["main"]
+
+_PR_SET_PDEATHSIG = 1
+INIT_TIMEOUT = 60.0  # a spare may wait long in the warm pool; EOF ends it earlier
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the supervisor dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: channel EOF still ends us
+        return
+    expected = os.environ.get("ACTORSUP_PARENT_PID")
+    if expected and os.getppid() != int(expected):
+        os._exit(70)  # the parent died before prctl took effect
+
+
+def _load(target: str) -> type:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    _die_with_parent()
+    channel = ChildChannel(socket.socket(fileno=int(argv[1])))
+    channel.hello(os.getpid())
+    init = channel.receive_blocking(timeout=INIT_TIMEOUT)
+    if not isinstance(init, Init):
+        os._exit(0)  # supervisor gone, or a spare retired from the warm pool
+    os.environ.update(init.env)
+    if init.cwd:
+        os.chdir(init.cwd)
+
+    from ._logging import actor_logger, configure_child_logging
+
+    configure_child_logging(channel.send_log)
+    log = actor_logger(init.name)
+    try:
+        actor = _load(init.target)(**init.args)
+        actor._bind(init.name, log)
+    except BaseException as exc:
+        error = "".join(traceback.format_exception(exc))
+        log.error("actor.init_failed", target=init.target, error=error)
+        channel.send(Exiting(reason="error", error=error))
+        os._exit(1)
+    channel.send(Ready())
+    code = anyio.run(_Runtime(channel, init, actor).main, backend=init.backend)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Runtime:
+    def __init__(self, channel: ChildChannel, init: Init, actor: Actor) -> None:
+        self.channel = channel
+        self.init = init
+        self.actor = actor
+        self.log = actor.log
+        self.exit_code = 0
+
+    async def main(self) -> int:
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            tg.start_soon(self._beat)
+            tg.start_soon(self._read_channel)
+            tg.start_soon(self._on_signals)
+            if type(self.actor).health_check is not Actor.health_check:
+                tg.start_soon(self._health_loop)
+            if self.init.mode == "actor":
+                tg.start_soon(self._run_actor)
+        return self.exit_code
+
+    async def _beat(self) -> None:
+        seq = 0
+        while True:
+            self.channel.send(Beat(seq=seq))
+            seq += 1
+            await anyio.sleep(self.init.heartbeat_interval)
+
+    async def _run_actor(self) -> None:
+        try:
+            await self.actor.run()
+        except Exception as exc:
+            error = "".join(traceback.format_exception(exc))
+            self.log.error("actor.run_failed", error=error)
+            self.channel.send(Exiting(reason="error", error=error))
+            self.exit_code = 1
+        else:
+            self.channel.send(Exiting(reason="completed"))
+        self.tg.cancel_scope.cancel()
+
+    async def _read_channel(self) -> None:
+        while True:
+            frame = await self.channel.receive()
+            if frame is None or isinstance(frame, Stop):
+                self.tg.cancel_scope.cancel()
+                return
+            if isinstance(frame, RunNow):
+                self.tg.start_soon(self._run_once, frame)
+
+    async def _on_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                self.tg.cancel_scope.cancel()  # graceful: run() sees cancellation
+                return
+
+    async def _run_once(self, request: RunNow) -> None:
+        """One cron execution, reported back as a RunDone frame."""
+        assert isinstance(self.actor, CronTask)
+        started = time.monotonic()
+        outcome, error = "ok", None
+        try:
+            with anyio.fail_after(request.timeout) if request.timeout else _nullscope():
+                await self.actor._execute()
+        except TimeoutError:
+            outcome = "timeout"
+        except Exception as exc:
+            outcome = "error"
+            error = "".join(traceback.format_exception(exc))
+            self.log.error("cron.run.error", run_id=request.run_id, error=error)
+        self.channel.send(
+            RunDone(run_id=request.run_id, outcome=outcome, duration=time.monotonic() - started, error=error)
+        )
+
+    async def _health_loop(self) -> None:
+        check = self.actor.health_check
+        while True:
+            await anyio.sleep(self.init.health_interval)
+            ok, error = True, None
+            try:
+                with anyio.fail_after(self.init.health_timeout):
+                    if _is_async(check):
+                        result = await check()
+                    else:  # a sync check must never block the beat
+                        result = await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+                ok = result is not False
+                if not ok:
+                    error = "health_check returned False"
+            except TimeoutError:
+                ok, error = False, f"health_check timed out after health_timeout={self.init.health_timeout:g}s"
+            except Exception as exc:
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+            self.channel.send(Health(ok=ok, error=error))
+
+
+def _is_async(fn: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+class _nullscope:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()

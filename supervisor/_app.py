@@ -1,0 +1,59 @@
+"""Wiring for `actorsup run`: logging, supervisor, control server, signals."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+import structlog
+
+from ._supervisor import Supervisor
+from .config import Config
+from .logs import LogRouter, configure_supervisor_logging
+from .logs import build_sinks
+
+__all__ = ["serve"]
+
+log = structlog.get_logger()
+
+
+def control_socket_path(config: Config, override: Path | None = None) -> Path:
+    if override is not None:
+        return override
+    return config.supervisor.control_socket or config.supervisor.state_dir / "actorsup.sock"
+
+
+async def serve(config: Config, socket_override: Path | None = None) -> int:
+    """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`; exit status 0."""
+    router = LogRouter(build_sinks(config.logs.sinks), ring_size=config.supervisor.log_buffer)
+    configure_supervisor_logging(router)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(router.run)
+            supervisor: Supervisor = await tg.start(Supervisor(config, router=router).run)
+            tg.start_soon(_handle_signals, supervisor, router)
+            await _serve_control(tg, supervisor, control_socket_path(config, socket_override))
+            await supervisor.closed.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        await router.aclose()
+    return 0
+
+
+async def _serve_control(tg: anyio.abc.TaskGroup, supervisor: Supervisor, path: Path) -> None:
+    from .control import ControlServer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await tg.start(ControlServer(supervisor, path).serve)
+
+
+async def _handle_signals(supervisor: Supervisor, router: LogRouter) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("supervisor.sighup", action="reopening log files")
+                router.reopen()
+                continue
+            log.info("supervisor.signal", signal=signal.Signals(signum).name, action="graceful shutdown")
+            supervisor.shutdown_nowait()

@@ -1,0 +1,419 @@
+"""ActorHandle: one supervised actor's whole life, and its one state machine.
+
+The handle's ``run()`` loop starts the actor, supervises it, and on exit asks
+the restart policy what next. A crash, a heartbeat timeout, a handshake
+timeout, a protocol error and a failed health check all end up at the same
+place: :meth:`_after_exit`. Every state change goes through
+:meth:`_transition`, which emits one log event and publishes it on the bus.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from actors._protocol import Exiting, Health, Init, Log, Ready, RunDone, encode
+
+from ._bus import EventBus
+from ._clock import Clock
+from ._health import HealthTracker
+from ._heartbeat import HeartbeatDeadline
+from ._policy import Backoff, RestartIntensity, should_restart
+from ._process import ChildProcess, signal_name, stop_process, wait_until
+from ._spawn import Spawner
+from ._states import ALLOWED, TRANSITION_EVENTS, ActorState, IllegalTransition
+from .config import ActorSpec, import_target
+from .exceptions import HandshakeTimeout, ProtocolError
+from .logs import LogRouter
+from .logs._lines import LineAssembler
+
+__all__ = ["ActorHandle", "Exit"]
+
+log = structlog.get_logger()
+DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
+
+
+@dataclass
+class Exit:
+    """How one run of an actor ended."""
+
+    reason: str  # completed | exit | crash | heartbeat_timeout | handshake_timeout | ...
+    exit_code: int | None = None
+    signal: str | None = None
+    error: str | None = None
+
+    @property
+    def abnormal(self) -> bool:
+        return self.reason not in ("completed", "stopped")
+
+
+class ActorHandle:
+    def __init__(
+        self,
+        spec: ActorSpec,
+        *,
+        spawner: Spawner,
+        router: LogRouter,
+        bus: EventBus,
+        clock: Clock,
+        backend: str = "trio",
+        base_dir: str | None = None,
+        mode: str = "actor",
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._spawner = spawner
+        self._router = router
+        self._bus = bus
+        self._clock = clock
+        self._backend = backend
+        self._base_dir = base_dir
+        self._mode = mode
+        self.state = ActorState.STOPPED
+        self.pid: int | None = None
+        self.child: ChildProcess | None = None
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.beats: HeartbeatDeadline | None = None
+        self.last_error: str | None = None
+        self.last_exit: Exit | None = None
+        self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
+        self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
+        self._health = HealthTracker(spec.health_failure_threshold)
+        self._want_running = False
+        self._stop_requested = anyio.Event()
+        self._wake = anyio.Event()
+        self._kill_reason: str | None = None
+        self._exiting: Exiting | None = None
+        self.frame_listeners: list[Any] = []  # callables(frame) for cron executors
+        self.closed = anyio.Event()
+        self._state_changed: anyio.Event | None = None
+
+    # --- commands --------------------------------------------------------------
+    def reconfigure(self, spec: ActorSpec) -> None:
+        """Adopt a changed spec (while stopped): fresh policy state, same restart count."""
+        self.spec = spec
+        self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
+        self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
+        self._health = HealthTracker(spec.health_failure_threshold)
+
+    def start(self) -> None:
+        """Ask for the actor to run (also revives a failed actor)."""
+        if self.state is ActorState.FAILED:
+            self._intensity.reset()
+            self._backoff.attempt = 0
+        self._want_running = True
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the actor and wait until it is stopped (or failed)."""
+        self._want_running = False
+        self._stop_requested.set()
+        self._wake.set()
+        while self.state not in (ActorState.STOPPED, ActorState.FAILED):
+            await self._changed()
+
+    async def restart(self) -> None:
+        await self.stop()
+        self.start()
+
+    async def _changed(self) -> None:
+        if self._state_changed is None:
+            self._state_changed = anyio.Event()
+        await self._state_changed.wait()
+
+    def request_kill(self, reason: str) -> None:
+        """Restart the running child gracefully (unhealthy, resource limit)."""
+        if self.child is not None and self._kill_reason is None:
+            self._kill_reason = reason
+            self._stop_requested.set()
+
+    # --- the state machine ------------------------------------------------------
+    def _transition(self, new: ActorState, **fields: Any) -> None:
+        old = self.state
+        if new not in ALLOWED[old]:
+            raise IllegalTransition(f"{self.name}: {old.value} -> {new.value}")
+        self.state = new
+        event = TRANSITION_EVENTS[new]
+        fields = {"actor": self.name, "state": new.value, "previous": old.value, **fields}
+        level = "warning" if new in (ActorState.ERRORED, ActorState.BACKOFF) else "info"
+        if new is ActorState.FAILED:
+            level = "error"
+        getattr(log, level)(event, **fields)
+        self._bus.publish({"event": event, **fields})
+        changed, self._state_changed = self._state_changed, None
+        if changed is not None:
+            changed.set()
+
+    # --- the life loop ----------------------------------------------------------
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                if not self._want_running:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    continue
+                self._stop_requested = anyio.Event()
+                ended = await self._run_once()
+                await self._after_exit(ended)
+        finally:
+            self.closed.set()
+
+    async def _run_once(self) -> Exit:
+        self._transition(ActorState.STARTING, attempt=self._backoff.attempt, kind=self.spec.kind)
+        self._kill_reason = None
+        self._exiting = None
+        self._health.reset()
+        if self.spec.kind == "task":
+            return await self._run_task()
+        try:
+            child = await self._spawner.spawn(actor=self.name, start_timeout=self.spec.start_timeout)
+        except HandshakeTimeout as exc:
+            return Exit("handshake_timeout", error=str(exc))
+        except ProtocolError as exc:
+            return Exit("protocol_error", error=str(exc))
+        except OSError as exc:
+            return Exit("spawn_error", error=f"cannot start a child process: {exc}")
+        self.child = child
+        self.pid = child.pid
+        try:
+            return await self._supervise(child)
+        finally:
+            self.child = None
+            await child.aclose()
+
+    async def _supervise(self, child: ChildProcess) -> Exit:
+        readers_done = [anyio.Event() for _ in range(3)]
+        ready = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump_channel, child, ready, readers_done[0])
+            tg.start_soon(self._pump_pipe, child, "stdout", readers_done[1])
+            tg.start_soon(self._pump_pipe, child, "stderr", readers_done[2])
+            watchers = anyio.CancelScope()
+            tg.start_soon(self._watch, child, ready, watchers)
+            returncode = await child.wait()
+            watchers.cancel()
+            child.signal_group(signal.SIGKILL)  # grandchildren die with the actor
+            with anyio.move_on_after(DRAIN_TIMEOUT):
+                for done in readers_done:
+                    await done.wait()
+            tg.cancel_scope.cancel()
+        return self._exit_for(returncode)
+
+    async def _watch(self, child: ChildProcess, ready: anyio.Event, scope: anyio.CancelScope) -> None:
+        with scope:
+            init = Init(
+                name=self.name,
+                target=self.spec.target,
+                args=self.spec.args,
+                mode=self._mode,
+                heartbeat_interval=self.spec.heartbeat_interval,
+                health_interval=self.spec.health_interval,
+                health_timeout=self.spec.health_timeout,
+                backend=self._backend,
+                env=self.spec.env,
+                cwd=self.spec.cwd,
+            )
+            if not await child.send(encode(init)):
+                return
+            if not await wait_until(ready.wait, self._clock, self._clock.now() + self.spec.start_timeout):
+                self._kill_reason = "handshake_timeout"
+                log.warning(
+                    "actor.handshake_timeout", actor=self.name, pid=child.pid,
+                    start_timeout=self.spec.start_timeout,
+                    hint="the actor's import or constructor took too long; raise start_timeout",
+                )
+                child.signal_group(signal.SIGKILL)
+                return
+            self.started_at = self._clock.now()
+            self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
+            self._transition(ActorState.RUNNING, pid=child.pid, kind=self.spec.kind, restarts=self.restarts)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_heartbeat, child)
+                await self._stop_requested.wait()
+                if self._kill_reason is None:
+                    self._transition(ActorState.STOPPING, pid=child.pid)
+                await stop_process(child, stop_timeout=self.spec.stop_timeout, clock=self._clock, actor=self.name)
+
+    async def _watch_heartbeat(self, child: ChildProcess) -> None:
+        beats = self.beats
+        assert beats is not None
+        while True:
+            await self._clock.sleep_until(beats.deadline)
+            now = self._clock.now()
+            if beats.expired(now):
+                break
+        self._kill_reason = "heartbeat_timeout"
+        log.warning(
+            "actor.heartbeat_timeout", actor=self.name, pid=child.pid,
+            last_beat_age=round(beats.age(now), 6), heartbeat_timeout=beats.timeout,
+        )
+        self._bus.publish({"event": "actor.heartbeat_timeout", "actor": self.name, "pid": child.pid})
+        child.signal_group(signal.SIGKILL)  # a hung loop cannot handle SIGTERM
+
+    async def _pump_channel(self, child: ChildProcess, ready: anyio.Event, done: anyio.Event) -> None:
+        try:
+            while True:
+                try:
+                    frames = await child.receive_frames()
+                except ValueError as exc:
+                    self._protocol_error(child, str(exc))
+                    return
+                if not frames:
+                    return
+                for frame in frames:
+                    self._on_frame(child, frame, ready)
+        finally:
+            done.set()
+
+    def _on_frame(self, child: ChildProcess, frame: Any, ready: anyio.Event) -> None:
+        if isinstance(frame, Log):
+            self._router.emit_child(frame.level, frame.body, actor=self.name, pid=child.pid, restarts=self.restarts)
+        elif self.beats is not None and not isinstance(frame, Ready):
+            self.beats.beat(self._clock.now())  # any frame proves the loop is alive
+            if isinstance(frame, Health):
+                self._on_health(frame)
+            elif isinstance(frame, Exiting):
+                self._exiting = frame
+            elif isinstance(frame, RunDone):
+                for listener in list(self.frame_listeners):
+                    listener(frame)
+        elif isinstance(frame, Ready):
+            ready.set()
+        elif isinstance(frame, Exiting):
+            self._exiting = frame  # failed before Ready (import error)
+        else:
+            self._protocol_error(child, f"unexpected {type(frame).__name__} frame before Ready")
+
+    def _on_health(self, frame: Health) -> None:
+        if self._health.record(frame.ok, frame.error):
+            log.warning("actor.unhealthy", actor=self.name, pid=self.pid, failures=self._health.failures, error=frame.error)
+            self._bus.publish({"event": "actor.unhealthy", "actor": self.name, "failures": self._health.failures})
+            self.request_kill("unhealthy")
+
+    def _protocol_error(self, child: ChildProcess, reason: str) -> None:
+        log.error(
+            "actor.protocol_error", actor=self.name, pid=child.pid, error=reason,
+            hint="the child wrote something that is not a channel frame to the channel fd; it is restarted",
+        )
+        if self._kill_reason is None:
+            self._kill_reason = "protocol_error"
+        child.signal_group(signal.SIGKILL)
+
+    async def _pump_pipe(self, child: ChildProcess, stream_name: str, done: anyio.Event) -> None:
+        stream = getattr(child.process, stream_name)
+        pid, restarts = child.pid, self.restarts
+
+        def emit(event: dict[str, Any]) -> None:
+            self._router.emit({**event, "actor": self.name, "pid": pid, "restarts": restarts})
+
+        assembler = LineAssembler(stream_name, emit)
+        try:
+            async for chunk in stream:
+                assembler.feed(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            assembler.close()
+            done.set()
+
+    def _exit_for(self, returncode: int) -> Exit:
+        sig = signal_name(-returncode) if returncode < 0 else None
+        code = returncode if returncode >= 0 else None
+        error = self._exiting.error if self._exiting else None
+        if self._kill_reason is not None:
+            ended = Exit(self._kill_reason, code, sig, error)
+        elif self._stop_requested.is_set():
+            ended = Exit("stopped", code, sig)
+        elif self._exiting is not None and self._exiting.reason == "completed" and returncode == 0:
+            ended = Exit("completed", code)
+        elif returncode == 0:
+            ended = Exit("exit", code, error="exited with status 0 without returning from run()")
+        else:
+            ended = Exit("crash", code, sig, error)
+        fields: dict[str, Any] = {"exit_code": code} if sig is None else {"signal": sig}
+        log.log(
+            20 if not ended.abnormal else 30,
+            "actor.exited", actor=self.name, pid=self.pid, reason=ended.reason, **fields,
+        )
+        self._bus.publish({"event": "actor.exited", "actor": self.name, "pid": self.pid, "reason": ended.reason, **fields})
+        return ended
+
+    # --- in-process task actors --------------------------------------------------
+    async def _run_task(self) -> Exit:
+        try:
+            cls = import_target(self.spec.target, None)
+            actor = cls(**self.spec.args)
+            actor._bind(self.name, structlog.get_logger().bind(actor=self.name, pid=os.getpid()))
+        except Exception as exc:
+            return Exit("crash", error="".join(traceback.format_exception(exc)))
+        self.pid = os.getpid()
+        self.started_at = self._clock.now()
+        self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
+        self._transition(ActorState.RUNNING, pid=self.pid, kind="task", restarts=self.restarts)
+        ended: Exit | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def body() -> None:
+                nonlocal ended
+                try:
+                    await actor.run()
+                    ended = Exit("completed")
+                except Exception as exc:
+                    error = "".join(traceback.format_exception(exc))
+                    log.error("actor.run_failed", actor=self.name, pid=self.pid, error=error)
+                    ended = Exit("crash", error=error)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(body)
+            await self._stop_requested.wait()
+            if self._kill_reason is None:
+                self._transition(ActorState.STOPPING, pid=self.pid)
+            tg.cancel_scope.cancel()
+        if ended is None:
+            ended = Exit(self._kill_reason or "stopped")
+        log.info("actor.exited", actor=self.name, pid=self.pid, reason=ended.reason)
+        return ended
+
+    # --- what next ---------------------------------------------------------------
+    async def _after_exit(self, ended: Exit) -> None:
+        self.last_exit = ended
+        ran_for = self._clock.now() - self.started_at if self.started_at is not None else 0.0
+        self.started_at = None
+        self.beats = None
+        self.pid = None
+        if ended.error:
+            self.last_error = ended.error.strip().splitlines()[-1][:500]
+        elif ended.abnormal:
+            self.last_error = ended.reason + (f" ({ended.signal})" if ended.signal else "")
+        stopping = not self._want_running or ended.reason == "stopped"
+        if stopping or not should_restart(self.spec.restart, ended.abnormal):
+            if ended.abnormal and not stopping:
+                self._transition(ActorState.ERRORED, reason=ended.reason)
+            self._want_running = False
+            self._transition(ActorState.STOPPED, reason=ended.reason)
+            return
+        self._transition(ActorState.ERRORED, reason=ended.reason, exit_code=ended.exit_code, signal=ended.signal)
+        now = self._clock.now()
+        if not self._intensity.allow(now):
+            self._want_running = False
+            self._transition(
+                ActorState.FAILED, restarts=self.restarts, window=self.spec.restart_window,
+                max_restarts=self.spec.max_restarts,
+                hint="restart intensity exceeded; fix the actor, then `actorsup start NAME`",
+            )
+            return
+        delay = self._backoff.next_delay(ran_for)
+        self.restarts += 1
+        self._transition(ActorState.BACKOFF, attempt=self._backoff.attempt, delay=round(delay, 6), reason=ended.reason)
+        self._stop_requested = anyio.Event()
+        if await wait_until(self._stop_requested.wait, self._clock, now + delay):
+            self._want_running = False
+            self._transition(ActorState.STOPPED, reason="stopped")

@@ -1,0 +1,167 @@
+"""One child process as the supervisor sees it, and the one routine that stops it.
+
+A child is identified by (pid, create_time). Signals go to its process group
+(the child is a session leader, so pgid == pid), which also reaches any
+grandchildren it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any, Protocol
+
+import anyio
+import psutil
+import structlog
+from anyio.abc import Process, SocketStream
+
+from actors._protocol import ChildFrame, FrameDecoder, Hello
+
+from ._clock import Clock
+
+__all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "wait_until"]
+
+log = structlog.get_logger()
+REAP_TIMEOUT = 5.0  # bound on the shielded wait after SIGKILL
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+class ChildProcess:
+    """A spawned child: its process, its channel, and its identity."""
+
+    def __init__(self, process: Process, channel: SocketStream, raw_channel: socket.socket) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.channel = channel
+        self._raw_channel = raw_channel
+        self.decoder = FrameDecoder(ChildFrame)
+        self.backlog: list[Any] = []  # frames decoded along with the Hello
+        self.hello: Hello | None = None
+        try:
+            self.create_time: float | None = psutil.Process(self.pid).create_time()
+        except psutil.NoSuchProcess:
+            self.create_time = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def is_ours(self) -> bool:
+        """True while the pid still names the process we started."""
+        if self.process.returncode is not None:
+            return False
+        try:
+            return psutil.Process(self.pid).create_time() == self.create_time
+        except psutil.NoSuchProcess:
+            return False
+
+    def signal_group(self, sig: int) -> bool:
+        """Signal the whole process group; never a reused pid.
+
+        Before the child is reaped its pid cannot be reused, and the identity
+        check confirms it. After reaping, the group id stays reserved while any
+        grandchild still lives in the group, so killpg reaches only them.
+        """
+        if self.process.returncode is None and not self.is_ours():
+            return False
+        try:
+            os.killpg(self.pid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    async def receive_frames(self) -> list[Any]:
+        """Frames from the channel; an empty list means EOF."""
+        if self.backlog:
+            frames, self.backlog = self.backlog, []
+            return frames
+        while True:
+            try:
+                data = await self.channel.receive(256 * 1024)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return []
+            frames = self.decoder.feed(data)  # ValueError on garbage
+            if frames:
+                return frames
+
+    async def send(self, data: bytes) -> bool:
+        try:
+            await self.channel.send(data)
+            return True
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.channel.aclose()
+            await self.process.aclose()
+
+
+class StoppableProcess(Protocol):
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def signal_group(self, sig: int) -> bool: ...
+
+    async def wait(self) -> int: ...
+
+
+async def wait_until(wait: Any, clock: Clock, deadline: float) -> bool:
+    """Await ``wait()`` unless ``clock`` reaches ``deadline`` first; True if it finished."""
+    finished = False
+    async with anyio.create_task_group() as tg:
+
+        async def waiter() -> None:
+            nonlocal finished
+            await wait()
+            finished = True
+            tg.cancel_scope.cancel()
+
+        async def timer() -> None:
+            await clock.sleep_until(deadline)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(waiter)
+        tg.start_soon(timer)
+    return finished
+
+
+async def stop_process(
+    proc: StoppableProcess, *, stop_timeout: float, clock: Clock, actor: str, setting: str = "stop_timeout"
+) -> int | None:
+    """SIGTERM the group, wait ``stop_timeout``, SIGKILL the group, reap.
+
+    Every step is logged, and the escalation names the setting that controls
+    it. The reap runs shielded and bounded, so a cancelled caller still
+    leaves no zombie behind. Returns the exit status (None if not reaped).
+    """
+    if proc.returncode is None:
+        proc.signal_group(signal.SIGTERM)
+        log.info("actor.signalled", actor=actor, pid=proc.pid, signal="SIGTERM")
+        if not await wait_until(proc.wait, clock, clock.now() + stop_timeout):
+            log.warning(
+                "actor.stop_timeout",
+                actor=actor,
+                pid=proc.pid,
+                signal="SIGKILL",
+                **{setting: stop_timeout},
+                hint=f"the actor ignored SIGTERM for {stop_timeout:g}s; raise {setting} if it needs longer",
+            )
+            proc.signal_group(signal.SIGKILL)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(REAP_TIMEOUT):
+        await proc.wait()
+    proc.signal_group(signal.SIGKILL)  # grandchildren that outlived their parent
+    return proc.returncode

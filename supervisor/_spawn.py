@@ -1,0 +1,162 @@
+"""Spawners: how a fresh child process comes to be.
+
+``ColdSpawner`` starts ``python -m actors._runtime`` and waits for its Hello.
+``WarmSpawner`` keeps a few such children pre-started (interpreter up,
+anyio/trio/structlog/msgspec imported, Hello sent) and hands one out at once,
+so a restart costs the actor's own import and construction, not the
+interpreter's start-up. Both hide behind the one-method :class:`Spawner`
+interface, so a fork server could replace them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus, UNIXSocketStream
+
+from actors._protocol import PROTOCOL_VERSION, Hello
+
+from ._clock import Clock, MonotonicClock
+from ._process import REAP_TIMEOUT, ChildProcess, wait_until
+from .exceptions import HandshakeTimeout, ProtocolError
+
+__all__ = ["ColdSpawner", "Spawner", "WarmSpawner"]
+
+log = structlog.get_logger()
+
+
+class Spawner(Protocol):
+    async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
+        """A running child that has completed the Hello handshake."""
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        """Background work (keeping a pool warm); returns when cancelled."""
+
+
+class ColdSpawner:
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        pythonpath: Sequence[str] = (),
+        clock: Clock | None = None,
+    ) -> None:
+        self.python = python
+        self.clock = clock or MonotonicClock()
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"  # print() then os._exit() must still reach the pipe
+        env["ACTORSUP_PARENT_PID"] = str(os.getpid())
+        paths = [*pythonpath, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        self.env = env
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await anyio.open_process(
+                [self.python, "-m", "actors._runtime", str(child_end.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(child_end.fileno(),),
+                start_new_session=True,  # own process group: killpg reaches grandchildren
+                env=self.env,
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        parent_end.setblocking(False)
+        stream = await UNIXSocketStream.from_socket(parent_end)
+        child = ChildProcess(process, stream, parent_end)
+        try:
+            await self._await_hello(child, actor, start_timeout)
+        except BaseException:
+            await _discard(child)
+            raise
+        return child
+
+    async def _await_hello(self, child: ChildProcess, actor: str, start_timeout: float) -> None:
+        frames: list[object] = []
+
+        async def read() -> None:
+            frames.extend(await child.receive_frames())
+
+        try:
+            got = await wait_until(read, self.clock, self.clock.now() + start_timeout)
+        except ValueError as exc:
+            raise ProtocolError(f"garbage before handshake: {exc}", actor) from None
+        if not got:
+            raise HandshakeTimeout(actor, start_timeout, "Hello")
+        if not frames:
+            raise ProtocolError("child exited before the handshake", actor)
+        hello = frames[0]
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"expected Hello first, got {type(hello).__name__}", actor)
+        if hello.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {hello.version} does not match the supervisor's {PROTOCOL_VERSION}"
+                " (reinstall actorsup so both sides match)",
+                actor,
+            )
+        child.hello = hello
+        child.backlog = list(frames[1:])
+
+
+async def _discard(child: ChildProcess) -> None:
+    child.signal_group(signal.SIGKILL)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(REAP_TIMEOUT):
+        await child.wait()
+    await child.aclose()
+
+
+class WarmSpawner(ColdSpawner):
+    """Hands out pre-started children; refills the pool in the background."""
+
+    def __init__(self, *, spares: int = 1, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.spares = spares
+        self._pool: deque[ChildProcess] = deque()
+        self._taken = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                while len(self._pool) < self.spares:
+                    try:
+                        child = await super().spawn(actor="<spare>", start_timeout=30.0)
+                    except Exception as exc:  # keep serving cold spawns; retry later
+                        log.warning("spawner.spare_failed", error=str(exc))
+                        await anyio.sleep(1.0)
+                        continue
+                    self._pool.append(child)
+                self._taken = anyio.Event()
+                await self._taken.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                while self._pool:
+                    await _discard(self._pool.popleft())
+
+    async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
+        while self._pool:
+            child = self._pool.popleft()
+            self._taken.set()
+            if child.returncode is None and child.is_ours():
+                return child
+            await _discard(child)
+        return await super().spawn(actor=actor, start_timeout=start_timeout)

@@ -1,0 +1,187 @@
+"""The Supervisor: owns the actor handles, the spawner and the log router.
+
+It starts every actor in config order, serves commands (start, stop,
+restart, reload, shutdown) and, on shutdown, stops the actors in reverse
+start order before it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._bus import EventBus
+from ._clock import Clock, MonotonicClock
+from ._handle import ActorHandle
+from ._spawn import Spawner, WarmSpawner
+from ._states import ActorState
+from .config import ActorSpec, Config, load_config
+from .exceptions import ControlError, UnknownActor
+from .logs import LogRouter
+
+__all__ = ["Supervisor"]
+
+log = structlog.get_logger()
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        router: LogRouter | None = None,
+        clock: Clock | None = None,
+        spawner: Spawner | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
+        self.bus = bus or EventBus()
+        self.spawner = spawner or WarmSpawner(
+            spares=config.supervisor.spare_processes,
+            pythonpath=[str(config.base_dir)],
+            clock=self.clock,
+        )
+        self.handles: dict[str, ActorHandle] = {}
+        self._order: list[str] = []
+        self._shutdown = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self.started_at: float | None = None
+        self.closed = anyio.Event()
+
+    # --- lifetime ------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown`; then stop every actor in reverse start order."""
+        cfg = self.config
+        names = [s.name for s in (*cfg.actors, *cfg.cron)]
+        try:
+            await self._run(cfg, names, task_status)
+        finally:
+            self.closed.set()
+
+    async def _run(self, cfg: Config, names: list[str], task_status: TaskStatus[Supervisor]) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self.spawner.run)
+            self.started_at = self.clock.now()
+            for spec in cfg.actors:
+                await self._add(spec)
+            log.info(
+                "supervisor.started",
+                config=str(cfg.source) if cfg.source else "<demo>",
+                actors=names,
+                pid=os.getpid(),
+            )
+            task_status.started(self)
+            await self._shutdown.wait()
+            await self._stop_all()
+            log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
+            tg.cancel_scope.cancel()
+
+    async def _add(self, spec: ActorSpec) -> ActorHandle:
+        assert self._tg is not None
+        handle = ActorHandle(
+            spec,
+            spawner=self.spawner,
+            router=self.router,
+            bus=self.bus,
+            clock=self.clock,
+            backend=self.config.supervisor.backend,
+            base_dir=str(self.config.base_dir),
+        )
+        self.handles[spec.name] = handle
+        self._order.append(spec.name)
+        await self._tg.start(handle.run)
+        handle.start()
+        return handle
+
+    async def _stop_all(self) -> None:
+        for name in reversed(self._order):
+            await self.handles[name].stop()
+
+    def shutdown_nowait(self) -> None:
+        self._shutdown.set()
+
+    async def shutdown(self) -> None:
+        self._shutdown.set()
+
+    # --- commands --------------------------------------------------------------------
+    def handle(self, name: str) -> ActorHandle:
+        try:
+            return self.handles[name]
+        except KeyError:
+            raise UnknownActor(name) from None
+
+    async def start_actor(self, name: str) -> None:
+        self.handle(name).start()
+
+    async def stop_actor(self, name: str) -> None:
+        await self.handle(name).stop()
+
+    async def restart_actor(self, name: str) -> None:
+        await self.handle(name).restart()
+
+    async def wait_for_state(self, name: str, *states: ActorState) -> None:
+        """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
+        handle = self.handle(name)
+        while handle.state not in states:
+            await handle._changed()
+
+    async def reload(self, config: Config | None = None) -> dict[str, list[str]]:
+        """Apply a new config: start added actors, stop removed, restart changed ones."""
+        if config is None:
+            if self.config.source is None:
+                raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
+            config = load_config(self.config.source)  # ConfigError: the running config stays
+        new = config
+        old_specs = {s.name: s for s in self.config.actors}
+        new_specs = {s.name: s for s in new.actors}
+        added = [n for n in new_specs if n not in old_specs]
+        removed = [n for n in old_specs if n not in new_specs]
+        changed = [n for n in new_specs if n in old_specs and new_specs[n] != old_specs[n]]
+        self.config = new
+        for name in removed:
+            await self.handles[name].stop()
+            del self.handles[name]
+            self._order.remove(name)
+        for name in changed:
+            handle = self.handles[name]
+            await handle.stop()
+            handle.reconfigure(new_specs[name])
+            handle.start()
+        for name in added:
+            await self._add(new_specs[name])
+        log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
+        return {"added": added, "removed": removed, "changed": changed}
+
+    # --- views ---------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        rows = []
+        for name in self._order:
+            h = self.handles[name]
+            rows.append(
+                {
+                    "name": name,
+                    "kind": h.spec.kind,
+                    "state": h.state.value,
+                    "pid": h.pid,
+                    "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
+                    "restarts": h.restarts,
+                    "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
+                    "last_error": h.last_error,
+                }
+            )
+        return rows
+
+    @asynccontextmanager
+    async def subscribe_events(self) -> AsyncIterator[Any]:
+        async with self.bus.subscribe() as receive:
+            yield receive
