@@ -1,9 +1,10 @@
 """The log pipeline: router, sinks, spool."""
 
+from ._lines import LineAssembler as LineAssembler
 from ._record import LogRecord as LogRecord
 from ._router import LogRouter as LogRouter
 from ._setup import configure_supervisor_logging as configure_supervisor_logging
 from ._sinks import Sink as Sink
 from ._sinks import StdoutSink as StdoutSink
 
-__all__ = ["LogRecord", "LogRouter", "Sink", "StdoutSink", "configure_supervisor_logging"]
+__all__ = ["LineAssembler", "LogRecord", "LogRouter", "Sink", "StdoutSink", "configure_supervisor_logging"]

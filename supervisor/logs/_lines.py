@@ -1,0 +1,208 @@
+"""Turn a child's raw stdout/stderr bytes into structured events.
+
+The interpreter writes an uncaught traceback line by line, so the pieces
+arrive in separate reads; :class:`LineAssembler` recognises the shape
+(``Traceback (most recent call last):``, indented frames, the exception line,
+chained sections) and emits it as ONE event. Bytes that are not UTF-8 are
+escaped (``\\xff``), and over-long lines are split on a character boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ._time import iso_utc
+
+__all__ = ["LineAssembler"]
+
+_TB_START = "Traceback (most recent call last):"
+_GROUP_START = re.compile(r"^\s*\+ Exception Group Traceback \(most recent call last\):$")
+_CHAIN = frozenset(
+    {
+        "During handling of the above exception, another exception occurred:",
+        "The above exception was the direct cause of the following exception:",
+    }
+)
+_GROUP_EXC = re.compile(r"^\s*\| (\S.*)$")
+_MAX_TB_LINES = 5000
+
+_NONE, _FRAMES, _AFTER = 0, 1, 2
+
+
+class LineAssembler:
+    """Split one stream into line events; group interpreter tracebacks."""
+
+    def __init__(
+        self, stream: str, emit: Callable[[dict[str, Any]], None], max_line: int = 1 << 20
+    ) -> None:
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f'stream must be "stdout" or "stderr" (got {stream!r})')
+        if max_line < 16:
+            raise ValueError(f"max_line must be >= 16 (got {max_line})")
+        self.stream = stream
+        self._emit = emit
+        self._max_line = max_line
+        self._level = "info" if stream == "stdout" else "error"
+        self._partial = bytearray()
+        # traceback being assembled
+        self._state = _NONE
+        self._tb: list[str] = []
+        self._tb_size = 0
+        self._tb_event = ""
+        self._tb_time = ""
+        self._held: list[str] = []  # blank/chain lines after an exception line
+        self._group = False
+
+    # --- bytes -> lines ------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Consume a chunk of raw bytes; emit every complete line in it."""
+        if not data:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._partial += data
+            self._split_long()
+            return
+        if self._partial:
+            self._partial += data[: end + 1]
+            head, self._partial = bytes(self._partial), bytearray(data[end + 1 :])
+        else:
+            head = data[: end + 1]
+            self._partial = bytearray(data[end + 1 :])
+        lines = head.split(b"\n")
+        lines.pop()  # empty: head ends with the newline
+        max_line = self._max_line
+        for raw in lines:
+            if len(raw) > max_line:
+                self._long_line(raw)
+            else:
+                self._line(_decode(raw))
+        self._split_long()
+
+    def _split_long(self) -> None:
+        # An endless line must not grow memory: emit it in max_line pieces.
+        while len(self._partial) > self._max_line:
+            cut = _boundary(self._partial, self._max_line)
+            piece = bytes(self._partial[:cut])
+            del self._partial[:cut]
+            self._flush_tb()
+            self._plain(_decode(piece), continued=True)
+
+    def _long_line(self, raw: bytes) -> None:
+        self._flush_tb()
+        while len(raw) > self._max_line:
+            cut = _boundary(raw, self._max_line)
+            self._plain(_decode(raw[:cut]), continued=True)
+            raw = raw[cut:]
+        self._plain(_decode(raw))
+
+    def flush(self) -> None:
+        """Emit a traceback held back in case a chained section follows.
+
+        Call it when the stream has been idle for a moment; ``close()`` does it too.
+        """
+        held, self._held = self._held, []
+        self._flush_tb()
+        for text in held:
+            self._line(text)
+        self._flush_tb()
+
+    def close(self) -> None:
+        """End of stream: emit a partial last line and any pending traceback."""
+        if self._partial:
+            raw, self._partial = bytes(self._partial), bytearray()
+            self._line(_decode(raw))
+        self.flush()
+
+    # --- lines -> events -----------------------------------------------------
+    def _plain(self, text: str, continued: bool = False) -> None:
+        event = {"timestamp": iso_utc(), "level": self._level, "event": text, "stream": self.stream}
+        if continued:
+            event["continued"] = True
+        self._emit(event)
+
+    def _line(self, text: str) -> None:
+        state = self._state
+        if state == _NONE:
+            if text == _TB_START or _GROUP_START.match(text):
+                self._start_tb(text)
+            else:
+                self._plain(text)
+        elif state == _FRAMES:
+            if text[:1] in (" ", "\t"):
+                self._add_tb(text)
+                if self._group and not self._tb_event and (m := _GROUP_EXC.match(text)):
+                    if not m[1].startswith(("File ", "Traceback")):
+                        self._tb_event = m[1]
+            elif self._group or not text:
+                self._flush_tb()
+                self._line(text)
+            else:  # the exception line ends this section
+                self._add_tb(text)
+                self._tb_event = text
+                self._state = _AFTER
+        else:  # _AFTER: a chained section may follow
+            if not text or text in _CHAIN:
+                self._held.append(text)
+            elif (text == _TB_START or _GROUP_START.match(text)) and any(
+                h in _CHAIN for h in self._held
+            ):
+                for held in self._held:
+                    self._add_tb(held)
+                self._held = []
+                self._add_tb(text)
+                self._group = text != _TB_START
+                self._state = _FRAMES
+            else:
+                held, self._held = self._held, []
+                self._flush_tb()
+                for h in held:
+                    self._line(h)
+                self._line(text)
+        if self._state != _NONE and (
+            len(self._tb) > _MAX_TB_LINES or self._tb_size > self._max_line
+        ):
+            self.flush()
+
+    def _start_tb(self, text: str) -> None:
+        self._state = _FRAMES
+        self._tb = [text]
+        self._tb_size = len(text)
+        self._tb_event = ""
+        self._tb_time = iso_utc()
+        self._group = text != _TB_START
+
+    def _add_tb(self, text: str) -> None:
+        self._tb.append(text)
+        self._tb_size += len(text) + 1
+
+    def _flush_tb(self) -> None:
+        if self._state == _NONE:
+            return
+        self._state = _NONE
+        lines, self._tb = self._tb, []
+        self._emit(
+            {
+                "timestamp": self._tb_time,
+                "level": self._level,
+                "event": self._tb_event or lines[-1],
+                "stream": self.stream,
+                "exception": "\n".join(lines),
+            }
+        )
+
+
+def _decode(raw: bytes) -> str:
+    if raw[-1:] == b"\r":
+        raw = raw[:-1]
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _boundary(buf: bytes | bytearray, limit: int) -> int:
+    """Largest cut <= limit that does not split a UTF-8 sequence."""
+    cut = limit
+    while cut > limit - 4 and (buf[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 else limit

@@ -1,0 +1,150 @@
+"""LineAssembler: raw child output bytes -> structured line events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from supervisor.logs import LineAssembler
+
+
+def _assembler(stream: str = "stdout", max_line: int = 1 << 20) -> tuple[LineAssembler, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    return LineAssembler(stream, events.append, max_line), events
+
+
+class TestLineAssembler:
+    def test_lines_become_events(self) -> None:
+        """Each complete line is one event with timestamp, level, event and stream."""
+        asm, events = _assembler()
+        asm.feed(b"hello\nwor")
+        asm.feed(b"ld\r\n")
+        assert [e["event"] for e in events] == ["hello", "world"]
+        assert events[0]["level"] == "info" and events[0]["stream"] == "stdout"
+        assert events[0]["timestamp"].endswith("Z") and "T" in events[0]["timestamp"]
+
+    def test_stderr_is_error_level(self) -> None:
+        """Lines from stderr are level error."""
+        asm, events = _assembler("stderr")
+        asm.feed(b"oops\n")
+        assert events[0]["level"] == "error" and events[0]["stream"] == "stderr"
+
+    def test_partial_last_line_flushed_on_close(self) -> None:
+        """close() emits a last line that had no newline."""
+        asm, events = _assembler()
+        asm.feed(b"a\nno newline")
+        assert [e["event"] for e in events] == ["a"]
+        asm.close()
+        assert [e["event"] for e in events] == ["a", "no newline"]
+
+    def test_100_kib_line_is_one_event(self) -> None:
+        """A 100 KiB line fed in small chunks arrives as one intact event."""
+        asm, events = _assembler()
+        line = (b"0123456789abcdef" * 6400)[: 100 * 1024]
+        for i in range(0, len(line), 4096):
+            asm.feed(line[i : i + 4096])
+        asm.feed(b"\n")
+        assert len(events) == 1 and events[0]["event"] == line.decode()
+
+    def test_over_long_line_split_on_char_boundary(self) -> None:
+        """A line above max_line is split into pieces without breaking a UTF-8 character."""
+        asm, events = _assembler(max_line=64)
+        text = "é" * 100  # 200 bytes, 2 bytes per character
+        asm.feed(text.encode() + b"\n")
+        assert "".join(e["event"] for e in events) == text
+        assert all(e.get("continued") for e in events[:-1]) and "continued" not in events[-1]
+        assert all("\\x" not in e["event"] for e in events)
+
+    def test_endless_line_bounded_memory(self) -> None:
+        """Bytes without a newline are emitted in max_line pieces, not buffered forever."""
+        asm, events = _assembler(max_line=1000)
+        for _ in range(50):
+            asm.feed(b"x" * 999)
+        assert sum(len(e["event"]) for e in events) >= 49 * 999 - 1000
+        asm.close()
+        assert sum(len(e["event"]) for e in events) == 50 * 999
+
+    def test_binary_junk_escaped(self) -> None:
+        """Bytes that are not valid UTF-8 are escaped, never fatal."""
+        asm, events = _assembler()
+        asm.feed(b"ok \xff\xfe\x00\x80 end\n\xc3\n")
+        asm.close()
+        assert events[0]["event"] == "ok \\xff\\xfe\x00\\x80 end"
+        assert events[1]["event"] == "\\xc3"
+
+    def test_traceback_is_one_event(self) -> None:
+        """An interpreter traceback arrives as one event: the exception line, full text."""
+        asm, events = _assembler("stderr")
+        text = (
+            "Traceback (most recent call last):\n"
+            '  File "x.py", line 3, in <module>\n'
+            "    1 / 0\n"
+            "    ~~^~~\n"
+            "ZeroDivisionError: division by zero\n"
+        )
+        for line in text.splitlines(keepends=True):
+            asm.feed(line.encode())
+        asm.feed(b"next line\n")
+        assert len(events) == 2
+        assert events[0]["event"] == "ZeroDivisionError: division by zero"
+        assert events[0]["exception"] == text.rstrip("\n")
+        assert events[1]["event"] == "next line"
+
+    def test_chained_traceback_is_one_event(self) -> None:
+        """A chained traceback (during handling / direct cause) is one event."""
+        proc = subprocess.run(
+            [sys.executable, "-c", "try:\n 1/0\nexcept Exception as e:\n raise KeyError('k') from e"],
+            capture_output=True,
+            timeout=30,
+        )
+        asm, events = _assembler("stderr")
+        for line in proc.stderr.splitlines(keepends=True):
+            asm.feed(line)
+        asm.close()
+        assert len(events) == 1
+        assert events[0]["event"] == "KeyError: 'k'"
+        assert "ZeroDivisionError" in events[0]["exception"]
+        assert "direct cause" in events[0]["exception"]
+
+    def test_exception_group_is_one_event(self) -> None:
+        """An exception group traceback is one event named after the group."""
+        proc = subprocess.run(
+            [sys.executable, "-c", "raise ExceptionGroup('eg', [ValueError('v'), TypeError('t')])"],
+            capture_output=True,
+            timeout=30,
+        )
+        asm, events = _assembler("stderr")
+        asm.feed(proc.stderr + b"after\n")
+        asm.close()
+        assert [e["event"] for e in events] == ["ExceptionGroup: eg (2 sub-exceptions)", "after"]
+        assert "ValueError: v" in events[0]["exception"]
+
+    def test_traceback_then_blank_lines(self) -> None:
+        """Blank lines after a traceback that start no chain are their own events."""
+        asm, events = _assembler("stderr")
+        asm.feed(b"Traceback (most recent call last):\n  File \"a\", line 1\nValueError: x\n\n")
+        asm.feed(b"\nplain\n")
+        assert [e["event"] for e in events] == ["ValueError: x", "", "", "plain"]
+
+    def test_flush_emits_held_traceback(self) -> None:
+        """flush() releases a traceback held back for a possible chained section."""
+        asm, events = _assembler("stderr")
+        asm.feed(b"Traceback (most recent call last):\n  File \"a\", line 1\nValueError: x\n")
+        assert events == []
+        asm.flush()
+        assert [e["event"] for e in events] == ["ValueError: x"]
+
+    def test_not_a_traceback(self) -> None:
+        """A header followed by an unindented line is emitted line by line, nothing lost."""
+        asm, events = _assembler("stderr")
+        asm.feed(b"Traceback (most recent call last):\n\nfoo\n")
+        asm.close()
+        assert [e["event"] for e in events] == ["Traceback (most recent call last):", "", "foo"]
+
+    def test_bad_stream_rejected(self) -> None:
+        """An unknown stream name is rejected when the assembler is built."""
+        with pytest.raises(ValueError, match=r'^stream must be "stdout" or "stderr" \(got \'x\'\)$'):
+            LineAssembler("x", print)
