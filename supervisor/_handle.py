@@ -23,7 +23,7 @@ from actors._protocol import Exiting, Health, Init, Log, Ready, RunDone, encode
 from ._bus import EventBus
 from ._clock import Clock
 from ._health import HealthTracker
-from ._heartbeat import HeartbeatDeadline
+from ._heartbeat import HeartbeatDeadline, wait_for_expiry
 from ._policy import Backoff, RestartIntensity, should_restart
 from ._process import ChildProcess, signal_name, stop_process, wait_until
 from ._spawn import Spawner
@@ -243,17 +243,12 @@ class ActorHandle:
                 await stop_process(child, stop_timeout=self.spec.stop_timeout, clock=self._clock, actor=self.name)
 
     async def _watch_heartbeat(self, child: ChildProcess) -> None:
-        beats = self.beats
-        assert beats is not None
-        while True:
-            await self._clock.sleep_until(beats.deadline)
-            now = self._clock.now()
-            if beats.expired(now):
-                break
+        assert self.beats is not None
+        age = await wait_for_expiry(self.beats, self._clock)
         self._kill_reason = "heartbeat_timeout"
         log.warning(
             "actor.heartbeat_timeout", actor=self.name, pid=child.pid,
-            last_beat_age=round(beats.age(now), 6), heartbeat_timeout=beats.timeout,
+            last_beat_age=round(age, 6), heartbeat_timeout=self.beats.timeout,
         )
         self._bus.publish({"event": "actor.heartbeat_timeout", "actor": self.name, "pid": child.pid})
         child.signal_group(signal.SIGKILL)  # a hung loop cannot handle SIGTERM

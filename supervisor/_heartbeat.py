@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["HeartbeatDeadline"]
+from ._clock import Clock
+
+__all__ = ["HeartbeatDeadline", "wait_for_expiry"]
 
 
 class HeartbeatDeadline:
@@ -26,3 +28,17 @@ class HeartbeatDeadline:
 
     def age(self, now: float) -> float:
         return now - self.last_beat
+
+
+async def wait_for_expiry(beats: HeartbeatDeadline, clock: Clock) -> float:
+    """Sleep until ``beats`` misses its deadline; return the last beat's age then.
+
+    It sleeps to the exact deadline rather than polling on a tick, so a hang
+    is seen at ``last_beat + timeout``, and every beat that arrives meanwhile
+    simply moves the next wake-up.
+    """
+    while True:
+        await clock.sleep_until(beats.deadline)
+        now = clock.now()
+        if beats.expired(now):
+            return beats.age(now)
