@@ -95,6 +95,13 @@ class LogRouter:
                 await tg.start(sink.run)
             task_status.started()
 
+    def reopen(self) -> None:
+        """SIGHUP: file sinks reopen their files (after an external logrotate)."""
+        for sink in self.sinks:
+            reopen = getattr(sink, "reopen", None)
+            if reopen is not None:
+                reopen()
+
     async def aclose(self) -> None:
         for sink in self.sinks:
             with anyio.CancelScope(shield=True):
