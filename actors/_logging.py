@@ -1,0 +1,150 @@
+"""Child-side logging: every event becomes one JSON object sent on the channel.
+
+structlog calls (``self.log.info("fetched", items=3)``) and stdlib ``logging``
+records of third-party libraries (through structlog's ``ProcessorFormatter`` on
+the root logger) are rendered here to a JSON object and handed to ``send_log``
+synchronously: once the logging call returned, the frame is in the channel's
+socket buffer and survives ``os._exit`` or SIGKILL of this process.
+
+The supervisor splices ``seq``, ``id``, ``host``, ``actor``, ``pid`` and
+``restarts`` in front of the object without parsing it, so those keys must not
+appear here: a user key that clashes is renamed to ``user_<key>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+__all__ = ["RESERVED_KEYS", "actor_logger", "configure_child_logging"]
+
+RESERVED_KEYS = frozenset({"actor", "pid", "restarts", "host", "seq", "id"})
+_LEVELS = {
+    "debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40,
+    "exception": 40, "critical": 50, "fatal": 50, "notset": 0,
+}
+_FRONT = ("timestamp", "level", "event")
+
+
+def _fallback(obj: Any) -> Any:
+    return str(obj)  # never fail on a value JSON has no type for (Path, UUID, ...)
+
+
+_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
+
+
+def _render(event_dict: dict[str, Any]) -> bytes:
+    """timestamp, level, event first, then user keys; reserved keys renamed."""
+    out = {key: event_dict.pop(key) for key in _FRONT if key in event_dict}
+    for key, value in event_dict.items():
+        out[f"user_{key}" if key in RESERVED_KEYS else key] = value
+    try:
+        return _encode(out)
+    except (TypeError, ValueError, OverflowError):  # e.g. non-str dict keys
+        return _encode({k: repr(v) if not isinstance(v, str) else v for k, v in out.items()})
+
+
+class _Sender:
+    """The last processor: render and send; structlog itself then drops the event."""
+
+    def __init__(self, send_log: Callable[[int, bytes], None]) -> None:
+        self.send_log = send_log
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+        level = _LEVELS.get(str(event_dict.get("level", method)), 20)
+        self.send_log(level, _render(event_dict))
+        raise structlog.DropEvent
+
+
+class _ChannelHandler(logging.Handler):
+    """Root-logger handler for stdlib records: format with structlog, send now."""
+
+    def __init__(self, sender: _Sender) -> None:
+        super().__init__(logging.NOTSET)
+        self.sender = sender
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            body = self.format(record)
+            self.sender.send_log(record.levelno, body.encode())
+        except Exception:
+            self.handleError(record)
+
+
+def _stdlib_renderer(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+    return _render(event_dict).decode()
+
+
+_sender: _Sender | None = None
+
+
+def configure_child_logging(
+    send_log: Callable[[int, bytes], None], *, level: int = logging.DEBUG, stdlib_level: int = logging.INFO
+) -> None:
+    """Configure structlog and the root logger once per child process.
+
+    A second call only swaps ``send_log`` (for example after a fork).
+    """
+    global _sender
+    if _sender is not None:
+        _sender.send_log = send_log
+        return
+    _sender = _Sender(send_log)
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            timestamper,
+            structlog.processors.format_exc_info,
+            _sender,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    handler = _ChannelHandler(_sender)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _stdlib_renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in root.handlers[:]:  # a library's basicConfig must not print twice
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(stdlib_level)
+    logging.captureWarnings(True)
+    # print() must not sit in a block buffer when the child dies by os._exit.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, errors="backslashreplace")
+
+
+def actor_logger(name: str) -> Any:
+    """The BoundLogger given to an actor as ``self.log``.
+
+    ``name`` is not bound as a key: the supervisor adds ``actor`` itself.
+    """
+    return structlog.get_logger(name).bind()
+
+
+def _reset_for_tests() -> None:
+    global _sender
+    _sender = None
