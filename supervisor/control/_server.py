@@ -1,0 +1,374 @@
+"""The control server: a Unix socket speaking line-delimited JSON.
+
+Every connection is its own task and holds no lock, so a slow or stuck client
+only ever stalls itself: its reads are bounded by ``idle_timeout`` and its
+writes by ``send_timeout``. Only the socket owner's uid may connect
+(SO_PEERCRED); the socket file is 0600 before it listens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import ObjectReceiveStream, SocketAttribute, SocketListener, SocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from ..exceptions import ConfigError, ControlError, SupervisorError, UnknownActor
+from ._api import ControlTarget
+from ._errors import SocketInUse
+from ._wire import COMMANDS, MAX_REQUEST, BadRequest, LogsArgs, encode, error_reply, parse_request
+
+__all__ = ["ControlServer", "PeerCred", "peer_credentials"]
+
+log = structlog.get_logger("supervisor.control")
+
+PROTOCOL = 1
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the trailing NUL
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_BATCH = 256  # stream items coalesced into one write when they queue up
+_MUTATING = {"start", "stop", "restart", "reload", "shutdown", "cron_trigger"}
+
+
+class PeerCred(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCred:
+    """The connecting process's pid, uid and gid, from the kernel (Linux SO_PEERCRED)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise ControlError("SO_PEERCRED is not available on this platform; cannot check the peer uid")
+    return PeerCred(*_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)))
+
+
+class _Drop(Exception):
+    """End this connection now (the client is gone or stuck)."""
+
+
+class ControlServer:
+    def __init__(
+        self,
+        target: ControlTarget,
+        path: Path,
+        *,
+        max_request: int = MAX_REQUEST,
+        max_connections: int = 256,
+        idle_timeout: float | None = 600.0,
+        send_timeout: float = 10.0,
+        peercred: Callable[[socket.socket], PeerCred] = peer_credentials,
+        allowed_uid: int | None = None,
+    ) -> None:
+        if max_request < 2:
+            raise ValueError(f"max_request must be >= 2 (got {max_request})")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1 (got {max_connections})")
+        self.target = target
+        self.path = Path(path)
+        self.max_request = max_request
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        self._peercred = peercred
+        self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
+        self.connections = 0
+        self._identity: tuple[int, int] | None = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[Path] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen until cancelled; ``task_status.started(path)`` once connections are accepted."""
+        listener = await self._listen()
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                log.info("control.listening", path=str(self.path))
+                task_status.started(self.path)
+                while True:
+                    try:
+                        conn = await listener.accept()
+                    except OSError as exc:  # EMFILE and friends: back off, keep serving
+                        log.warning("control.accept_failed", error=str(exc))
+                        await anyio.sleep(0.1)
+                        continue
+                    tg.start_soon(self._connection, conn)
+        finally:
+            self._remove_socket()
+            log.info("control.stopped", path=str(self.path))
+
+    # --- socket file -----------------------------------------------------------
+    async def _listen(self) -> SocketListener:
+        path = self.path
+        if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+            raise ControlError(
+                f"control socket path {path} is {len(os.fsencode(path))} bytes long, Unix sockets "
+                f"allow at most {_MAX_UNIX_PATH}: set a shorter [supervisor] control_socket"
+            )
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise ControlError(f"cannot prepare control socket {path}: {exc}") from None
+        if mode is not None:
+            if not stat.S_ISSOCK(mode):
+                raise ControlError(
+                    f"{path} exists and is not a socket; remove it or set another "
+                    "[supervisor] control_socket"
+                )
+            await self._check_stale()
+        try:
+            # anyio binds, chmods to 0600 and only then listens: no window where
+            # another user could connect through a wider mode.
+            listener = await anyio.create_unix_listener(path, mode=0o600)
+        except OSError as exc:
+            raise ControlError(f"cannot listen on control socket {path}: {exc}") from None
+        st = path.stat()
+        self._identity = (st.st_dev, st.st_ino)
+        return listener
+
+    async def _check_stale(self) -> None:
+        """Refuse a socket a live supervisor answers on; remove a dead one."""
+        try:
+            with anyio.fail_after(2):
+                conn = await anyio.connect_unix(self.path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            log.info("control.stale_socket_removed", path=str(self.path))
+            return
+        except TimeoutError:
+            raise SocketInUse(self.path, "a process accepts connections there but does not answer") from None
+        except OSError as exc:
+            raise ControlError(f"cannot probe existing control socket {self.path}: {exc}") from None
+        await conn.aclose()
+        raise SocketInUse(self.path)
+
+    def _remove_socket(self) -> None:
+        # Only our own socket: a successor may already have replaced the file.
+        try:
+            st = self.path.stat()
+            if (st.st_dev, st.st_ino) == self._identity:
+                self.path.unlink()
+        except OSError:
+            pass
+
+    # --- one connection ----------------------------------------------------------
+    async def _connection(self, conn: SocketStream) -> None:
+        async with conn:
+            try:
+                peer = self._peercred(conn.extra(SocketAttribute.raw_socket))
+            except (OSError, ControlError) as exc:
+                log.warning("control.refused", reason="no peer credentials", error=str(exc))
+                return
+            if peer.uid != self.allowed_uid:
+                log.warning("control.refused", reason="foreign uid", peer_pid=peer.pid,
+                            peer_uid=peer.uid, uid=self.allowed_uid)
+                await self._try_send(conn, error_reply(
+                    "forbidden", f"peer uid {peer.uid} may not control this supervisor "
+                    f"(only uid {self.allowed_uid}); run the command as that user"))
+                return
+            if self.connections >= self.max_connections:
+                log.warning("control.busy", peer_pid=peer.pid, connections=self.connections)
+                await self._try_send(conn, error_reply(
+                    "busy", f"too many control connections ({self.max_connections}); retry later"))
+                return
+            self.connections += 1
+            try:
+                await self._session(conn, peer)
+            except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+            except Exception:
+                log.exception("control.connection_failed", peer_pid=peer.pid)
+            finally:
+                self.connections -= 1
+
+    async def _session(self, conn: SocketStream, peer: PeerCred) -> None:
+        reader = BufferedByteReceiveStream(conn)
+        while True:
+            with anyio.move_on_after(self.idle_timeout if self.idle_timeout is not None else float("inf")) as idle:
+                try:
+                    line = await reader.receive_until(b"\n", self.max_request)
+                except anyio.IncompleteRead:
+                    return  # client hung up (possibly mid-line)
+                except anyio.DelimiterNotFound:
+                    line = None
+            if idle.cancelled_caught:
+                log.info("control.idle_timeout", peer_pid=peer.pid, timeout=self.idle_timeout)
+                return
+            if line is None or len(line) >= self.max_request:
+                log.warning("control.request_too_large", peer_pid=peer.pid, limit=self.max_request)
+                await self._send(conn, error_reply(
+                    "too_large", f"request exceeds {self.max_request} bytes (newline included); "
+                    "the connection is closed"))
+                return
+            try:
+                cmd, args = parse_request(line)
+            except BadRequest as exc:
+                log.info("control.bad_request", peer_pid=peer.pid, code=exc.code, error=exc.message)
+                await self._send(conn, error_reply(exc.code, exc.message))
+                continue
+            if COMMANDS[cmd].streaming or (isinstance(args, LogsArgs) and args.follow):
+                await self._stream(conn, reader, cmd, args, peer)
+                return
+            await self._send(conn, await self._call(cmd, args, peer))
+
+    async def _call(self, cmd: str, args: Any, peer: PeerCred) -> bytes:
+        name = getattr(args, "name", None)
+        started = time.perf_counter()
+        if cmd in _MUTATING:
+            log.info("control.command", cmd=cmd, name=name, peer_pid=peer.pid)
+        try:
+            if cmd == "logs":
+                reply = self._tail_reply(args)
+            else:
+                reply = encode({"ok": True, "result": await self._dispatch(cmd, args)})
+        except Exception as exc:
+            reply = self._failure(cmd, exc)
+        log.debug("control.request", cmd=cmd, peer_pid=peer.pid,
+                  duration=round(time.perf_counter() - started, 6))
+        return reply
+
+    async def _dispatch(self, cmd: str, args: Any) -> Any:
+        t = self.target
+        if cmd == "ping":
+            return {"pid": os.getpid(), "protocol": PROTOCOL}
+        if cmd == "status":
+            return t.status()
+        if cmd == "heartbeat_status":
+            return t.heartbeat_status()
+        if cmd == "start":
+            return await t.start_actor(args.name)
+        if cmd == "stop":
+            return await t.stop_actor(args.name)
+        if cmd == "restart":
+            return await t.restart_actor(args.name)
+        if cmd == "reload":
+            return await t.reload()
+        if cmd == "shutdown":
+            return await t.shutdown()
+        if cmd == "cron_list":
+            return t.cron_list()
+        if cmd == "cron_trigger":
+            return {"run_id": await t.cron_trigger(args.name)}
+        raise AssertionError(f"command {cmd!r} has no handler")  # COMMANDS and this disagree
+
+    def _tail_reply(self, args: LogsArgs) -> bytes:
+        lines = [_raw_json(line) for line in self.target.log_tail(args.n, args.actor)]
+        return encode({"ok": True, "result": lines})
+
+    def _failure(self, cmd: str, exc: Exception) -> bytes:
+        if isinstance(exc, UnknownActor):
+            return error_reply("unknown_actor", str(exc))
+        if isinstance(exc, ConfigError):
+            return error_reply("config_error", f"{exc}; the running config is kept")
+        if isinstance(exc, SupervisorError):
+            return error_reply("failed", str(exc))
+        if isinstance(exc, NotImplementedError):
+            return error_reply("unsupported", f"{cmd} is not supported by this supervisor")
+        log.exception("control.command_failed", cmd=cmd)
+        return error_reply("internal", f"{cmd} failed: {type(exc).__name__}: {exc}; "
+                                       "see the supervisor's log")
+
+    # --- streams -----------------------------------------------------------------
+    async def _stream(self, conn: SocketStream, reader: BufferedByteReceiveStream,
+                      cmd: str, args: Any, peer: PeerCred) -> None:
+        async with AsyncExitStack() as stack:
+            try:
+                if cmd == "events":
+                    items: ObjectReceiveStream[Any] = await stack.enter_async_context(
+                        self.target.subscribe_events())
+                    backlog: list[bytes] = []
+                else:
+                    # Follow first, then take the tail with no await in between:
+                    # no line falls between the two.
+                    items = await stack.enter_async_context(self.target.follow_logs(args.actor))
+                    backlog = [_line(b) for b in self.target.log_tail(args.n, args.actor)]
+            except Exception as exc:
+                await self._send(conn, self._failure(cmd, exc))
+                return
+            log.info("control.stream_opened", cmd=cmd, peer_pid=peer.pid)
+            await self._send(conn, encode({"ok": True, "stream": cmd}) + b"".join(backlog))
+            render = _line if cmd == "logs" else encode
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_hangup, reader, tg.cancel_scope)
+                try:
+                    await self._pump(conn, items, render)
+                except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                    pass  # the client went away mid-write
+                tg.cancel_scope.cancel()  # the source ended (or the client left): close
+            log.info("control.stream_closed", cmd=cmd, peer_pid=peer.pid)
+
+    async def _pump(self, conn: SocketStream, items: ObjectReceiveStream[Any],
+                    render: Callable[[Any], bytes]) -> None:
+        receive_nowait = getattr(items, "receive_nowait", None)
+        while True:
+            try:
+                chunk = [render(await items.receive())]
+            except anyio.EndOfStream:
+                return
+            ended = False
+            while receive_nowait is not None and len(chunk) < _BATCH:
+                try:
+                    chunk.append(render(receive_nowait()))
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    ended = True
+                    break
+            await self._send(conn, b"".join(chunk))
+            if ended:
+                return
+
+    # --- writes ----------------------------------------------------------------
+    async def _send(self, conn: SocketStream, data: bytes) -> None:
+        with anyio.move_on_after(self.send_timeout) as scope:
+            await conn.send(data)
+        if scope.cancelled_caught:
+            log.warning("control.client_stuck", send_timeout=self.send_timeout)
+            raise _Drop
+
+    async def _try_send(self, conn: SocketStream, data: bytes) -> None:
+        try:
+            await self._send(conn, data)
+        except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+
+
+async def _cancel_on_hangup(reader: BufferedByteReceiveStream, scope: anyio.CancelScope) -> None:
+    """Stream requests take no further input: discard it, and stop at EOF."""
+    try:
+        while True:
+            await reader.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+    scope.cancel()
+
+
+def _line(data: bytes) -> bytes:
+    return data.rstrip(b"\r\n") + b"\n"
+
+
+_check = msgspec.json.Decoder()
+
+
+def _raw_json(data: bytes) -> msgspec.Raw:
+    """Embed a log line without re-encoding it, unless it is not valid JSON."""
+    data = data.strip()
+    try:
+        _check.decode(data)
+    except msgspec.DecodeError:
+        return msgspec.Raw(encode({"event": "control.unparseable_log_line",
+                                   "raw": data.decode("utf-8", "replace")})[:-1])
+    return msgspec.Raw(data)
