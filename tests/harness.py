@@ -1,0 +1,77 @@
+"""Run a real Supervisor in-process and wait on its log events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from supervisor._supervisor import Supervisor
+from supervisor.config import SinkSpec, parse_config
+from supervisor.logs import LogRecord, LogRouter, configure_supervisor_logging
+
+Match = Callable[[dict[str, Any]], bool]
+
+
+class CaptureSink:
+    """A sink that keeps every event as a dict and wakes waiters."""
+
+    def __init__(self) -> None:
+        self.spec = SinkSpec(type="stdout")
+        self.events: list[dict[str, Any]] = []
+        self._changed = anyio.Event()
+
+    def write(self, record: LogRecord) -> None:
+        self.events.append(json.loads(record.line))
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def run(self, *, task_status: Any) -> None:
+        task_status.started()
+
+    async def aclose(self) -> None:
+        pass
+
+    def find(self, event: str | None = None, **fields: Any) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events
+            if (event is None or e.get("event") == event) and all(e.get(k) == v for k, v in fields.items())
+        ]
+
+    async def wait_for(self, event: str | None = None, count: int = 1, timeout: float = 15.0, **fields: Any) -> list[dict[str, Any]]:
+        """Wait until ``count`` matching events exist; fail with the recent log otherwise."""
+        try:
+            with anyio.fail_after(timeout):
+                while len(found := self.find(event, **fields)) < count:
+                    await self._changed.wait()
+        except TimeoutError:
+            recent = "\n".join(json.dumps(e) for e in self.events[-30:])
+            raise AssertionError(f"timed out waiting for {count} x {event} {fields}; recent events:\n{recent}") from None
+        return found
+
+
+def make_config(actors: dict[str, dict[str, Any]], **supervisor: Any) -> Any:
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "start_timeout": 10.0, **supervisor}
+    return parse_config({"supervisor": settings, "actors": actors}, label="test.toml")
+
+
+@asynccontextmanager
+async def running_supervisor(
+    actors: dict[str, dict[str, Any]], **supervisor: Any
+) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
+    """A started Supervisor; on exit it shuts down gracefully (bounded)."""
+    sink = CaptureSink()
+    router = LogRouter([sink])
+    configure_supervisor_logging(router)
+    sup = Supervisor(make_config(actors, **supervisor), router=router)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        try:
+            yield sup, sink
+        finally:
+            with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                sup.shutdown_nowait()
+                await sup.closed.wait()

@@ -1,0 +1,116 @@
+"""Actors used by the real-process tests."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import anyio
+
+from actors import Actor
+
+
+class Steady(Actor):
+    async def run(self) -> None:
+        self.log.info("steady.up")
+        await anyio.sleep_forever()
+
+
+class CrashOnce(Actor):
+    """Raises on the first life (marker file absent), then runs steadily."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    async def run(self) -> None:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise RuntimeError("boom on first life")
+        self.log.info("crashonce.second_life")
+        await anyio.sleep_forever()
+
+
+class BlockLoop(Actor):
+    """Blocks its event loop after a short delay, on the first life only."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    async def run(self) -> None:
+        if os.path.exists(self.marker):
+            self.log.info("blockloop.second_life")
+            await anyio.sleep_forever()
+        open(self.marker, "w").close()
+        await anyio.sleep(0.3)
+        self.log.info("blockloop.blocking")
+        time.sleep(3600)
+
+
+class LinesThenExit(Actor):
+    """Writes N lines through every path, then dies by os._exit."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    async def run(self) -> None:
+        std = logging.getLogger("thirdparty")
+        for i in range(self.n):
+            self.log.info("line", i=i)
+        print("printed line")
+        std.warning("stdlib line")
+        os.write(1, b"raw fd1 line\n")
+        os.write(2, b"raw fd2 line\n")
+        os._exit(7)
+
+
+class Grandparent(Actor):
+    """Starts a grandchild that would live forever, and reports its pid."""
+
+    async def run(self) -> None:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        self.log.info("grandchild.started", grandchild=child.pid)
+        await anyio.sleep_forever()
+
+
+class GarbageWriter(Actor):
+    """Writes bytes that are not a frame onto the channel fd."""
+
+    async def run(self) -> None:
+        await anyio.sleep(0.2)
+        os.write(int(sys.argv[1]), b"\xff\xff\xff\xffGARBAGE")
+        await anyio.sleep_forever()
+
+
+class IgnoresSigterm(Actor):
+    async def run(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.log.info("ignores.up")
+        while True:
+            time.sleep(0.05)  # keeps the loop busy too, but beats stop: a hard case
+            await anyio.sleep(0)
+
+
+class Segfault(Actor):
+    async def run(self) -> None:
+        ctypes.string_at(0)
+
+
+class Completes(Actor):
+    async def run(self) -> None:
+        self.log.info("completes.done")
+
+
+class SlowInit(Actor):
+    """Takes longer to construct than its start_timeout allows."""
+
+    def __init__(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()

@@ -1,0 +1,145 @@
+"""Real child processes under a real Supervisor: crashes, hangs, kills, lossless logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import psutil
+import pytest
+
+from supervisor._states import ActorState
+from tests.harness import running_supervisor
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+T = "tests.sample_actors:"
+
+
+class TestRestarts:
+    async def test_crash_leads_to_restart(self, tmp_path) -> None:
+        """An exception in run() exits non-zero, is logged with its traceback, and the actor restarts."""
+        actors = {"c": {"target": T + "CrashOnce", "args": {"marker": str(tmp_path / "m")}}}
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("crashonce.second_life")
+            exited = log.find("actor.exited", actor="c")[0]
+            assert exited["reason"] == "crash" and exited["exit_code"] == 1
+            assert "boom on first life" in log.find("actor.run_failed", actor="c")[0]["error"]
+            assert log.find("actor.restarting", actor="c")[0]["attempt"] == 1
+            started = log.find("actor.started", actor="c")
+            assert [e["restarts"] for e in started] == [0, 1]
+            assert sup.handles["c"].state is ActorState.RUNNING
+
+    async def test_sigkill_of_child_leads_to_restart(self) -> None:
+        """A child killed by SIGKILL is logged with the signal's name and replaced."""
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+            first = (await log.wait_for("actor.started", actor="s"))[0]["pid"]
+            os.kill(first, signal.SIGKILL)
+            second = (await log.wait_for("actor.started", actor="s", count=2))[1]["pid"]
+            assert second != first
+            exited = log.find("actor.exited", actor="s")[0]
+            assert exited["signal"] == "SIGKILL" and exited["reason"] == "crash"
+            assert "exit_code" not in exited
+
+    async def test_blocked_loop_is_a_heartbeat_timeout(self, tmp_path) -> None:
+        """time.sleep() inside run() stops the beats; the actor is killed and restarted."""
+        actors = {"b": {"target": T + "BlockLoop", "args": {"marker": str(tmp_path / "m")},
+                        "heartbeat_interval": 0.1, "heartbeat_timeout": 0.5}}
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("blockloop.second_life")
+            timeout = log.find("actor.heartbeat_timeout", actor="b")[0]
+            assert 0.5 <= timeout["last_beat_age"] < 0.5 + 0.1 + 0.2  # timeout + one tick + slack
+            assert log.find("actor.exited", actor="b")[0]["reason"] == "heartbeat_timeout"
+
+    async def test_handshake_timeout_takes_the_restart_path(self) -> None:
+        """A constructor slower than start_timeout is errored like a crash."""
+        actors = {"slow": {"target": T + "SlowInit", "args": {"seconds": 30}, "start_timeout": 0.5,
+                           "max_restarts": 0}}
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("actor.failed", actor="slow")
+            assert log.find("actor.errored", actor="slow")[0]["reason"] == "handshake_timeout"
+
+    async def test_restart_intensity_leads_to_failed(self) -> None:
+        """A permanent actor that keeps exiting goes to failed after max_restarts; others live on."""
+        actors = {
+            "done": {"target": T + "Completes", "max_restarts": 2, "backoff_initial": 0.01},
+            "s": {"target": T + "Steady"},
+        }
+        async with running_supervisor(actors) as (sup, log):
+            failed = (await log.wait_for("actor.failed", actor="done"))[0]
+            assert failed["restarts"] == 2 and failed["window"] == 60.0
+            assert [e["reason"] for e in log.find("actor.errored", actor="done")] == ["completed"] * 3
+            assert sup.handles["s"].state is ActorState.RUNNING
+
+    async def test_transient_clean_exit_is_not_restarted(self) -> None:
+        """A transient actor whose run() returns is stopped, not restarted."""
+        async with running_supervisor({"t": {"target": T + "Completes", "restart": "transient"}}) as (sup, log):
+            await log.wait_for("actor.stopped", actor="t")
+            assert log.find("actor.restarting", actor="t") == []
+            assert log.find("actor.exited", actor="t")[0]["reason"] == "completed"
+
+    async def test_garbage_frame_errors_only_that_actor(self) -> None:
+        """Bytes that are not a frame error the writer; the supervisor and other actors carry on."""
+        actors = {"g": {"target": T + "GarbageWriter", "max_restarts": 0}, "s": {"target": T + "Steady"}}
+        async with running_supervisor(actors) as (sup, log):
+            error = (await log.wait_for("actor.protocol_error", actor="g"))[0]
+            assert "exceeds" in error["error"] or "undecodable" in error["error"]
+            await log.wait_for("actor.failed", actor="g")
+            assert log.find("actor.exited", actor="g")[0]["reason"] == "protocol_error"
+            assert sup.handles["s"].state is ActorState.RUNNING
+
+    async def test_task_actor_crash_restarts_only_itself(self, tmp_path) -> None:
+        """A kind=task actor that raises is restarted in-process; a process actor is undisturbed."""
+        actors = {
+            "t": {"target": T + "CrashOnce", "kind": "task", "args": {"marker": str(tmp_path / "m")}},
+            "s": {"target": T + "Steady"},
+        }
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("crashonce.second_life", actor="t")
+            await log.wait_for("actor.started", actor="s")
+            assert log.find("actor.started", actor="t")[1]["pid"] == os.getpid()
+            assert len(log.find("actor.started", actor="s")) == 1
+            assert log.find("actor.exited", actor="s") == []
+
+
+class TestStopping:
+    async def test_stop_escalates_to_sigkill(self) -> None:
+        """A child ignoring SIGTERM is killed after stop_timeout, and the step is logged."""
+        actors = {"i": {"target": T + "IgnoresSigterm", "stop_timeout": 0.3, "heartbeat_timeout": 30}}
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("ignores.up")
+            await sup.stop_actor("i")
+            escalation = log.find("actor.stop_timeout", actor="i")[0]
+            assert escalation["stop_timeout"] == 0.3 and "raise stop_timeout" in escalation["hint"]
+            assert log.find("actor.exited", actor="i")[0]["signal"] == "SIGKILL"
+            assert sup.handles["i"].state is ActorState.STOPPED
+
+    async def test_grandchild_dies_with_its_actor(self) -> None:
+        """Killing an actor also kills the grandchildren in its process group."""
+        async with running_supervisor({"g": {"target": T + "Grandparent"}}) as (sup, log):
+            started = (await log.wait_for("grandchild.started"))[0]
+            grandchild = psutil.Process(started["grandchild"])
+            os.kill(started["pid"], signal.SIGKILL)
+            await log.wait_for("actor.started", actor="g", count=2)
+            with anyio.fail_after(5):
+                while grandchild.is_running() and grandchild.status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+            # the second life's grandchild goes with the graceful shutdown
+
+
+class TestLosslessLogs:
+    async def test_os_exit_after_n_lines_delivers_all(self) -> None:
+        """Every line logged before os._exit arrives: structlog, print, stdlib logging, raw fds."""
+        n = 2000
+        actors = {"l": {"target": T + "LinesThenExit", "args": {"n": n}, "restart": "temporary"}}
+        async with running_supervisor(actors) as (sup, log):
+            await log.wait_for("actor.stopped", actor="l")
+            lines = log.find("line", actor="l")
+            assert [e["i"] for e in lines] == list(range(n))
+            pid = lines[0]["pid"]
+            assert all(e["pid"] == pid for e in lines)
+            assert log.find("printed line", actor="l", stream="stdout")
+            assert log.find("raw fd1 line", actor="l", stream="stdout")
+            assert log.find("raw fd2 line", actor="l", stream="stderr")
+            assert log.find("stdlib line", actor="l")
+            assert log.find("actor.exited", actor="l")[0]["exit_code"] == 7
