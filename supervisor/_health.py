@@ -72,6 +72,7 @@ class HealthProbe:
             getattr(check, "__call__", None)
         )
         self._thread_busy = False
+        self.answered = False  # the last call returned or raised (no timeout, not busy)
 
     @property
     def busy(self) -> bool:
@@ -80,6 +81,7 @@ class HealthProbe:
 
     async def __call__(self) -> HealthResult:
         """Run the check once: ``(True, None)`` or ``(False, "why")``."""
+        self.answered = False
         if self._thread_busy:
             return False, "previous health check is still running"
         outcome: list[HealthResult] = []
@@ -91,7 +93,9 @@ class HealthProbe:
                 tg.cancel_scope.cancel()
 
             async def run() -> None:
-                outcome.append(await self._run_once())
+                result = await self._run_once()
+                self.answered = not outcome  # not if the deadline won the race
+                outcome.append(result)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(deadline)
