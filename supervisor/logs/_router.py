@@ -20,6 +20,7 @@ import msgspec
 
 from ._record import LogRecord
 from ._sinks import Sink
+from ._time import iso_utc
 
 __all__ = ["LogRouter"]
 
@@ -35,6 +36,9 @@ class LogRouter:
         self._id_prefix = f"{os.getpid():x}-{os.urandom(4).hex()}-"
         self._ring: deque[LogRecord] = deque(maxlen=ring_size)
         self._followers: list[Any] = []
+        self._dispatching = False
+        self._pending: deque[LogRecord] = deque()
+        self._crashed: set[int] = set()
 
     def _stamp(self) -> tuple[int, str]:
         seq = next(self._seq)
@@ -60,6 +64,22 @@ class LogRouter:
         self._dispatch(LogRecord(level, actor, line))
 
     def _dispatch(self, record: LogRecord) -> None:
+        # A sink may log (logs.dropped, logs.sink_error) from inside write():
+        # that event is queued and routed after the current one, never nested.
+        if self._dispatching:
+            self._pending.append(record)
+            return
+        self._dispatching = True
+        try:
+            while True:
+                self._route(record)
+                if not self._pending:
+                    return
+                record = self._pending.popleft()
+        finally:
+            self._dispatching = False
+
+    def _route(self, record: LogRecord) -> None:
         self._ring.append(record)
         for sink in self.sinks:
             spec = sink.spec
@@ -67,12 +87,25 @@ class LogRouter:
                 continue
             if spec.actors is not None and record.actor not in spec.actors:
                 continue
-            sink.write(record)
+            try:
+                sink.write(record)
+            except Exception as exc:  # a sink must never take the supervisor down
+                self._sink_crashed(sink, exc)
         for send in self._followers:
             try:
                 send.send_nowait(record)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
+
+    def _sink_crashed(self, sink: Sink, exc: Exception) -> None:
+        if id(sink) in self._crashed:
+            return
+        self._crashed.add(id(sink))
+        self.emit({
+            "timestamp": iso_utc(), "level": "error", "event": "logs.sink_error",
+            "sink": getattr(sink, "name", type(sink).__name__), "error": repr(exc),
+            "hint": "this is a bug in the sink; its events may be lost, please report it",
+        })
 
     def tail(self, n: int | None = None, actor: str | None = None) -> list[LogRecord]:
         records = [r for r in self._ring if actor is None or r.actor == actor]

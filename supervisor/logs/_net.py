@@ -1,0 +1,392 @@
+"""Network sinks (tcp, syslog): queue, disk spool, reconnect, in-order replay.
+
+``write()`` never blocks and never awaits: a frame goes to a bounded memory
+queue while the aggregator keeps up, and to the on-disk spool while it is down
+or slow (or once anything is spooled, so order holds). One background task
+connects with exponential backoff and sends, in this order: the replay window,
+the memory queue, the spool.
+
+Plain TCP has no acknowledgements: bytes an aggregator had not read when it
+died are lost although our ``send()`` succeeded. So the last ``replay_bytes``
+of sent frames are kept and sent again after a reconnect (at-least-once); each
+event carries a unique ``id`` so the duplicates (at most that window) can be
+dropped downstream. At shutdown, a half-close that the peer answers with EOF
+proves everything was read; frames that are still unconfirmed then go to the
+front of the spool for the next run.
+
+The socket is driven directly (non-blocking ``send`` plus ``wait_writable``),
+so a cancelled sender always knows exactly how many bytes went out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections import deque
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from .._clock import Clock, MonotonicClock
+from ..config import SinkSpec
+from ._framing import Framer, ndjson_framer, syslog_framer
+from ._record import LogRecord
+from ._sinks import describe
+from ._spool import Spool
+
+__all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
+
+log = structlog.get_logger("actorsup.logs")
+
+BATCH_BYTES = 256 * 1024
+REPLAY_BYTES = 8 * 1024 * 1024
+SYNC_INTERVAL = 1.0  # seconds between spool flushes (and fsyncs, policy "batch")
+DROP_REPORT_INTERVAL = 1.0
+
+
+class NetworkSink:
+    def __init__(
+        self,
+        spec: SinkSpec,
+        framer: Framer,
+        *,
+        clock: Clock | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        replay_bytes: int = REPLAY_BYTES,
+        connect_timeout: float = 5.0,
+        close_timeout: float = 3.0,
+    ) -> None:
+        if spec.address is None:
+            raise ValueError(f"a {spec.type} sink needs an address")
+        if replay_bytes < 2 * BATCH_BYTES:
+            raise ValueError(f"replay_bytes must be >= {2 * BATCH_BYTES} (got {replay_bytes})")
+        self.spec = spec
+        self.name = describe(spec)
+        self._frame = framer
+        self._clock: Clock = clock or MonotonicClock()
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.replay_bytes = replay_bytes
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self._queue_max = spec.queue_size
+        self._queue: deque[bytes] = deque()
+        self._replay: deque[bytes] = deque()  # frames to send again first
+        self._sent: deque[bytes] = deque()  # taken for sending, maybe not yet read by the peer
+        self._sent_bytes = 0
+        self._out: memoryview | None = None  # unsent rest of the current batch
+        self._sock: socket.socket | None = None
+        self._connected = False
+        self._idle = False
+        self._wake: anyio.Event | None = None
+        self._error: BaseException | None = None
+        self._failed_since: float | None = None
+        self._closed = False
+        self._queue_dropped = 0  # not yet reported
+        self.replayed = 0  # frames sent again after reconnects: the bound on duplicates
+        self.dropped = 0  # frames lost on purpose (spool or queue full), all reported
+        self._spool: Spool | None = None
+        if spec.spool_dir is not None:
+            try:
+                self._spool = Spool(spec.spool_dir, spec.spool_max_bytes, spec.spool_fsync)
+            except OSError as exc:
+                log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(spec.spool_dir),
+                          hint="cannot use the spool folder; events wait in memory only until it is fixed")
+
+    # --- write side (sync, never blocks) -----------------------------------------
+    def write(self, record: LogRecord) -> None:
+        if self._closed:
+            return
+        frame = self._frame(record)
+        spool = self._spool
+        if spool is not None and (not self._connected or spool.records or len(self._queue) >= self._queue_max):
+            try:
+                dropped = spool.append(frame)
+            except OSError as exc:
+                self._spool_failed(exc)
+            else:
+                if dropped:
+                    self._report_dropped(dropped, "spool_max_bytes reached: oldest spooled events dropped")
+                self._poke()
+                return
+        if len(self._queue) >= self._queue_max:
+            self._queue.popleft()  # no spool: the oldest waiting event gives way
+            self._queue_dropped += 1
+        self._queue.append(frame)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._idle and self._connected:
+            self._idle = False
+            assert self._wake is not None
+            self._wake.set()
+
+    def _spool_failed(self, exc: OSError) -> None:
+        log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(self.spec.spool_dir),
+                  hint="the spool is not writable (disk full?); events wait in memory only")
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            try:
+                self._queue.extend(spool.read(1 << 62))  # keep what can still be read, in order
+                spool.close()
+            except OSError:
+                pass
+
+    def _report_dropped(self, count: int, reason: str) -> None:
+        self.dropped += count
+        log.warning("logs.dropped", sink=self.name, count=count, total=self.dropped, reason=reason)
+
+    @property
+    def pending(self) -> int:
+        """Frames not yet handed to the socket (replay + queue + spool)."""
+        spooled = self._spool.records if self._spool is not None else 0
+        return len(self._replay) + len(self._queue) + spooled
+
+    # --- background delivery -------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._wake = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._housekeeping)
+            task_status.started()
+            delay = self.backoff_initial
+            while True:
+                try:
+                    sock = await self._connect()
+                except OSError as exc:
+                    self._down(exc, retry_in=delay)
+                    await self._clock.sleep_until(self._clock.now() + delay)
+                    delay = min(delay * 2, self.backoff_max)
+                    continue
+                delay = self.backoff_initial
+                self._up(sock)
+                await self._pump(sock)
+                self._down(self._error or ConnectionResetError("connection lost"), retry_in=delay)
+                await self._clock.sleep_until(self._clock.now() + delay)
+
+    async def _connect(self) -> socket.socket:
+        assert self.spec.address is not None
+        host, port = self.spec.address
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, kind, proto, _, addr = infos[0]
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.setblocking(False)
+                    try:
+                        sock.connect(addr)
+                    except BlockingIOError:
+                        pass
+                    await anyio.wait_writable(sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                except BaseException:
+                    sock.close()
+                    raise
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+
+    def _up(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._connected = True
+        self._error = None
+        if self._failed_since is not None:
+            log.info("logs.sink_recovered", sink=self.name, outage=round(self._clock.now() - self._failed_since, 3),
+                     replaying=len(self._replay), spooled=self._spool.records if self._spool else 0,
+                     replayed_total=self.replayed)
+            self._failed_since = None
+
+    def _down(self, exc: BaseException, retry_in: float) -> None:
+        if self._sock is not None:
+            self._close_socket()
+        self._connected = False
+        self._requeue()
+        if self._failed_since is None:
+            self._failed_since = self._clock.now()
+            where = f"spooled to {self.spec.spool_dir}" if self._spool else "kept in memory (no spool_dir)"
+            log.error(
+                "logs.sink_error", sink=self.name, error=str(exc) or type(exc).__name__, retry_in=retry_in,
+                hint=f"is the aggregator running and listening? events are {where} and sent in order "
+                f"once it is back; retrying with backoff up to {self.backoff_max:g}s",
+            )
+
+    def _requeue(self) -> None:
+        # Everything the peer may not have read goes first on the next connection.
+        if self._sent:
+            self.replayed += len(self._sent)
+            self._replay = deque(itertools.chain(self._sent, self._replay))
+            self._sent.clear()
+            self._sent_bytes = 0
+        self._out = None
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            anyio.notify_closing(sock)
+            sock.close()
+
+    async def _pump(self, sock: socket.socket) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_peer, sock, tg.cancel_scope)
+            try:
+                await self._send_all(sock, until_empty=False)
+            except OSError as exc:
+                self._error = exc
+            tg.cancel_scope.cancel()
+
+    async def _watch_peer(self, sock: socket.socket, scope: anyio.CancelScope) -> None:
+        """An aggregator never talks back: readable means closed or reset."""
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                if not sock.recv(65536):
+                    self._error = ConnectionResetError("the aggregator closed the connection")
+                    break
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._error = exc
+                break
+        scope.cancel()
+
+    async def _send_all(self, sock: socket.socket, *, until_empty: bool) -> None:
+        while True:
+            if self._out is None:
+                batch = self._take_batch()
+                if batch is None:
+                    if until_empty:
+                        return
+                    self._idle = True
+                    assert self._wake is not None
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                self._out = memoryview(batch)
+            out = self._out
+            while out:
+                try:
+                    out = out[sock.send(out) :]
+                except BlockingIOError:
+                    self._out = out
+                    await anyio.wait_writable(sock)
+            self._out = None
+            self._trim_window()
+
+    def _take_batch(self) -> bytes | None:
+        parts: list[bytes] = []
+        size = 0
+        while size < BATCH_BYTES:
+            if self._replay:
+                frame = self._replay.popleft()
+            elif self._queue:
+                frame = self._queue.popleft()
+            elif self._spool is not None and self._spool.records:
+                try:
+                    frames = self._spool.read(BATCH_BYTES - size)
+                except OSError as exc:
+                    self._spool_failed(exc)
+                    continue
+                parts.extend(frames)
+                self._sent.extend(frames)
+                size += sum(map(len, frames))
+                continue
+            else:
+                break
+            parts.append(frame)
+            self._sent.append(frame)
+            size += len(frame)
+        if not parts:
+            return None
+        self._sent_bytes += size
+        return b"".join(parts)
+
+    def _trim_window(self) -> None:
+        sent, limit = self._sent, self.replay_bytes
+        while sent and self._sent_bytes - len(sent[0]) >= limit:
+            self._sent_bytes -= len(sent.popleft())
+
+    async def _housekeeping(self) -> None:
+        """Flush (and fsync) the spool, and report memory-queue drops, about once a second."""
+        while True:
+            await anyio.sleep(SYNC_INTERVAL)
+            self._flush_drops()
+            if self._spool is not None:
+                try:
+                    fd = self._spool.flush()
+                    if fd is not None:
+                        await anyio.to_thread.run_sync(Spool.sync_fd, fd)
+                except OSError as exc:
+                    self._spool_failed(exc)
+
+    def _flush_drops(self) -> None:
+        if self._queue_dropped:
+            count, self._queue_dropped = self._queue_dropped, 0
+            self._report_dropped(count, f"queue_size ({self._queue_max}) reached and no spool_dir: oldest dropped")
+
+    # --- shutdown ------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Deliver what is pending for up to ``close_timeout``; spool the rest."""
+        if self._closed:
+            return
+        confirmed = False
+        with anyio.move_on_after(self.close_timeout):
+            if self._connected and self._sock is not None:
+                try:
+                    await self._send_all(self._sock, until_empty=True)
+                    confirmed = await self._half_close(self._sock)
+                except OSError:
+                    pass
+        self._closed = True
+        if confirmed:
+            self._sent.clear()
+            self._sent_bytes = 0
+        self._requeue()
+        leftover = list(self._replay) + list(self._queue)
+        self._replay.clear()
+        self._queue.clear()
+        self._close_socket()
+        self._flush_drops()
+        if self._spool is not None:
+            try:
+                self._spool.prepend(leftover)
+                if self._spool.records:
+                    log.info("logs.spooled", sink=self.name, count=self._spool.records,
+                             spool_dir=str(self.spec.spool_dir), hint="sent at the next start")
+                self._spool.close()
+                return
+            except OSError as exc:
+                log.error("logs.sink_error", sink=self.name, error=str(exc), hint="the spool is not writable")
+        if leftover:
+            self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
+
+    async def _half_close(self, sock: socket.socket) -> bool:
+        """Send EOF and wait for the peer's: then it has read every byte."""
+        sock.shutdown(socket.SHUT_WR)
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                if not sock.recv(65536):
+                    return True
+            except BlockingIOError:
+                continue
+
+
+class TcpSink(NetworkSink):
+    """Newline-delimited JSON over TCP."""
+
+    def __init__(self, spec: SinkSpec, **kwargs: Any) -> None:
+        super().__init__(spec, ndjson_framer(), **kwargs)
+
+
+class SyslogSink(NetworkSink):
+    """RFC 5424 over TCP, octet-counting framing (RFC 6587), JSON in MSG."""
+
+    def __init__(self, spec: SinkSpec, *, host: str | None = None, **kwargs: Any) -> None:
+        super().__init__(spec, syslog_framer(spec.app_name, host), **kwargs)
