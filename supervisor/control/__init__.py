@@ -3,6 +3,7 @@
 docs/CONTROL_PROTOCOL.md describes the wire protocol.
 """
 
+from ..exceptions import ControlError as ControlError
 from ._api import ControlTarget as ControlTarget
 from ._client import ControlClient as ControlClient
 from ._client import arequest as arequest
@@ -23,6 +24,7 @@ __all__ = [
     "COMMANDS",
     "MAX_REQUEST",
     "ControlClient",
+    "ControlError",
     "ControlServer",
     "ControlTarget",
     "NoReply",

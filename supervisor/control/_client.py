@@ -13,6 +13,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..exceptions import ControlError
 from ._errors import NoReply, NotListening, RequestFailed
+from ._sock import connect
 from ._wire import decode_reply, encode
 
 __all__ = ["ControlClient", "arequest", "request"]
@@ -112,7 +113,7 @@ async def arequest(path: str | Path, cmd: str, **args: Any) -> Any:
     """The anyio version of :func:`request` (bound it with ``anyio.fail_after``)."""
     path = Path(path)
     try:
-        conn = await anyio.connect_unix(path)
+        conn = await connect(path)
     except OSError as exc:
         raise _connect_error(path, exc) from None
     async with conn:

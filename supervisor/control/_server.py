@@ -21,12 +21,13 @@ from typing import Any, NamedTuple
 import anyio
 import msgspec
 import structlog
-from anyio.abc import ObjectReceiveStream, SocketAttribute, SocketListener, SocketStream
+from anyio.abc import ObjectReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..exceptions import ConfigError, ControlError, SupervisorError, UnknownActor
 from ._api import ControlTarget
 from ._errors import SocketInUse
+from ._sock import UnixConnection, accept, connect
 from ._wire import COMMANDS, MAX_REQUEST, BadRequest, LogsArgs, encode, error_reply, parse_request
 
 __all__ = ["ControlServer", "PeerCred", "peer_credentials"]
@@ -89,23 +90,24 @@ class ControlServer:
         """Listen until cancelled; ``task_status.started(path)`` once connections are accepted."""
         listener = await self._listen()
         try:
-            async with listener, anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as tg:
                 log.info("control.listening", path=str(self.path))
                 task_status.started(self.path)
                 while True:
                     try:
-                        conn = await listener.accept()
+                        sock = await accept(listener)
                     except OSError as exc:  # EMFILE and friends: back off, keep serving
                         log.warning("control.accept_failed", error=str(exc))
                         await anyio.sleep(0.1)
                         continue
-                    tg.start_soon(self._connection, conn)
+                    tg.start_soon(self._connection, sock)
         finally:
+            listener.close()
             self._remove_socket()
             log.info("control.stopped", path=str(self.path))
 
     # --- socket file -----------------------------------------------------------
-    async def _listen(self) -> SocketListener:
+    async def _listen(self) -> socket.socket:
         path = self.path
         if len(os.fsencode(path)) > _MAX_UNIX_PATH:
             raise ControlError(
@@ -126,13 +128,18 @@ class ControlServer:
                     "[supervisor] control_socket"
                 )
             await self._check_stale()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # anyio binds, chmods to 0600 and only then listens: no window where
-            # another user could connect through a wider mode.
-            listener = await anyio.create_unix_listener(path, mode=0o600)
+            # Bind, narrow the mode, and only then listen: until listen() nobody can
+            # connect, so there is no window with a wider mode.
+            listener.bind(str(path))
+            os.chmod(path, 0o600)
+            listener.listen(1024)
+            listener.setblocking(False)
+            st = path.stat()
         except OSError as exc:
+            listener.close()
             raise ControlError(f"cannot listen on control socket {path}: {exc}") from None
-        st = path.stat()
         self._identity = (st.st_dev, st.st_ino)
         return listener
 
@@ -140,7 +147,7 @@ class ControlServer:
         """Refuse a socket a live supervisor answers on; remove a dead one."""
         try:
             with anyio.fail_after(2):
-                conn = await anyio.connect_unix(self.path)
+                conn = await connect(self.path)
         except (ConnectionRefusedError, FileNotFoundError):
             try:
                 self.path.unlink()
@@ -165,10 +172,10 @@ class ControlServer:
             pass
 
     # --- one connection ----------------------------------------------------------
-    async def _connection(self, conn: SocketStream) -> None:
-        async with conn:
+    async def _connection(self, sock: socket.socket) -> None:
+        async with UnixConnection(sock) as conn:
             try:
-                peer = self._peercred(conn.extra(SocketAttribute.raw_socket))
+                peer = self._peercred(sock)
             except (OSError, ControlError) as exc:
                 log.warning("control.refused", reason="no peer credentials", error=str(exc))
                 return
@@ -194,7 +201,7 @@ class ControlServer:
             finally:
                 self.connections -= 1
 
-    async def _session(self, conn: SocketStream, peer: PeerCred) -> None:
+    async def _session(self, conn: UnixConnection, peer: PeerCred) -> None:
         reader = BufferedByteReceiveStream(conn)
         while True:
             with anyio.move_on_after(self.idle_timeout if self.idle_timeout is not None else float("inf")) as idle:
@@ -282,7 +289,7 @@ class ControlServer:
                                        "see the supervisor's log")
 
     # --- streams -----------------------------------------------------------------
-    async def _stream(self, conn: SocketStream, reader: BufferedByteReceiveStream,
+    async def _stream(self, conn: UnixConnection, reader: BufferedByteReceiveStream,
                       cmd: str, args: Any, peer: PeerCred) -> None:
         async with AsyncExitStack() as stack:
             try:
@@ -310,7 +317,7 @@ class ControlServer:
                 tg.cancel_scope.cancel()  # the source ended (or the client left): close
             log.info("control.stream_closed", cmd=cmd, peer_pid=peer.pid)
 
-    async def _pump(self, conn: SocketStream, items: ObjectReceiveStream[Any],
+    async def _pump(self, conn: UnixConnection, items: ObjectReceiveStream[Any],
                     render: Callable[[Any], bytes]) -> None:
         receive_nowait = getattr(items, "receive_nowait", None)
         while True:
@@ -332,14 +339,14 @@ class ControlServer:
                 return
 
     # --- writes ----------------------------------------------------------------
-    async def _send(self, conn: SocketStream, data: bytes) -> None:
+    async def _send(self, conn: UnixConnection, data: bytes) -> None:
         with anyio.move_on_after(self.send_timeout) as scope:
             await conn.send(data)
         if scope.cancelled_caught:
             log.warning("control.client_stuck", send_timeout=self.send_timeout)
             raise _Drop
 
-    async def _try_send(self, conn: SocketStream, data: bytes) -> None:
+    async def _try_send(self, conn: UnixConnection, data: bytes) -> None:
         try:
             await self._send(conn, data)
         except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
