@@ -130,7 +130,6 @@ class HeartbeatMonitor:
             name, probe, timeout or self.timeout, restart, self.failure_threshold,
             self.max_errors, self._clock.now(), self._clock.wall(),
         )
-        log.debug("component.registered", component=name, health_check=probe is not None)
 
     def unregister_component(self, name: str) -> bool:
         """Stop tracking ``name``; False if it was not registered."""
