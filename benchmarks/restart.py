@@ -112,6 +112,17 @@ class EventStream:
             if match(event):
                 return item
 
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event read so far and not yet consumed."""
+        events = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return events
+            if item is not None:
+                events.append(item[1])
+
     def close(self) -> None:
         self._thread.join(timeout=5)
 
@@ -238,13 +249,14 @@ def _kill_verified(run: Supervised, pid: int) -> float:
     return t_kill
 
 
-def bench_crash(cmd: list[str], n: int, settle: float, problems: list[str]) -> list[float]:
+def bench_crash(cmd: list[str], n: int, settle: float, problems: list[str],
+                extra: dict[str, Any]) -> list[float]:
     """Crash -> replacement running, in ms, ``n`` samples."""
     samples: list[float] = []
     with tempfile.TemporaryDirectory(prefix="actorsup-bench-") as tmp:
         config = write_config(
             Path(tmp),
-            {"heartbeat_interval": 1.0, "stop_timeout": 1.0},
+            {"heartbeat_interval": 1.0, "stop_timeout": 1.0, **extra},
             {"crash": {"target": "bench_actors:Stamper", **_NO_BACKOFF}},
         )
         with run_actorsup(cmd, config, problems) as run:
@@ -259,7 +271,8 @@ def bench_crash(cmd: list[str], n: int, settle: float, problems: list[str]) -> l
     return samples
 
 
-def bench_hang(cmd: list[str], n: int, problems: list[str]) -> tuple[list[float], list[float]]:
+def bench_hang(cmd: list[str], n: int, problems: list[str],
+               extra: dict[str, Any]) -> tuple[list[float], list[float]]:
     """Hang -> heartbeat_timeout excess, in ms: by read time, and by ``last_beat_age``."""
     excess: list[float] = []
     beat_excess: list[float] = []
@@ -267,9 +280,10 @@ def bench_hang(cmd: list[str], n: int, problems: list[str]) -> tuple[list[float]
         config = write_config(
             Path(tmp),
             {"heartbeat_interval": HEARTBEAT_INTERVAL, "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-             "stop_timeout": 0.1},
+             "stop_timeout": 0.1, **extra},
             {"hang": {"target": "bench_actors:Hanger", **_NO_BACKOFF,
-                      "args": {"settle": 0.3, "block": 3600.0}}},
+                      "args": {"settle": 0.3, "phase": HEARTBEAT_INTERVAL,
+                               "block": 3600.0}}},
         )
         with run_actorsup(cmd, config, problems) as run:
             for _ in range(n):
@@ -296,16 +310,18 @@ class IdleFigures:
     children_rss_mb: float
     children_pss_mb: float | None
     children_cpu_pct: float
+    restarts_at_start: int
+    restarts_during: int
 
 
 def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
-               problems: list[str]) -> IdleFigures:
+               problems: list[str], extra: dict[str, Any]) -> IdleFigures:
     """CPU and memory of the supervisor with ``actors`` idle process actors at 1 Hz."""
     with tempfile.TemporaryDirectory(prefix="actorsup-bench-") as tmp:
         names = [f"idle{i:02d}" for i in range(actors)]
         config = write_config(
             Path(tmp),
-            {"heartbeat_interval": 1.0},
+            {"heartbeat_interval": 1.0, **extra},
             {name: {"target": "bench_actors:Idle"} for name in names},
         )
         with run_actorsup(cmd, config, problems) as run:
@@ -315,8 +331,8 @@ def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
                     lambda e: e.get("event") == "actor.started" and e.get("actor") in waiting,
                     120, f"actor.started of {len(waiting)} more actors")
                 waiting.discard(event["actor"])
-                run.record(event["pid"])
             time.sleep(settle)  # start-up is over; measure the steady state
+            early = _troubles(run.events.drain())
             sup = psutil.Process(run.proc.pid)
             kids = descendants(run.proc.pid)
             before = sup.cpu_times()
@@ -341,6 +357,8 @@ def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
                     pass
             if run.proc.poll() is not None:
                 raise BenchError("the supervisor exited during the idle measurement")
+            run.children.update((k.pid, k) for k in kids)
+            during = _troubles(run.events.drain())
     used = (after.user - before.user) + (after.system - before.system)
     return IdleFigures(
         actors=actors,
@@ -351,7 +369,14 @@ def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
         children_rss_mb=kids_rss / 2**20,
         children_pss_mb=kids_pss / 2**20 if pss_ok else None,
         children_cpu_pct=100 * kids_cpu / wall,
+        restarts_at_start=early,
+        restarts_during=during,
     )
+
+
+def _troubles(events: list[dict[str, Any]]) -> int:
+    """How many actors exited (crash, heartbeat timeout, ...) among ``events``."""
+    return sum(1 for e in events if e.get("event") == "actor.exited")
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -472,6 +497,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pause between a replacement's stamp and the next kill (s)")
     parser.add_argument("--peer-bare", action="store_true",
                         help="supervisord's child skips importing actorsup's runtime libraries")
+    parser.add_argument("--backend", choices=["trio", "asyncio"],
+                        help="the supervisor's backend (default: the config default, trio)")
     parser.add_argument("--actorsup", metavar="CMD", help='command to run (default: "actorsup")')
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     parser.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
@@ -495,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     errors: list[str] = []
     crash_p50: float | None = None
+    extra = {"backend": args.backend} if args.backend else {}
 
     def attempt(part: str, fn: Callable[[], None]) -> None:
         if part not in parts:
@@ -508,13 +536,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def crash() -> None:
         nonlocal crash_p50
-        samples = bench_crash(cmd, args.restarts, args.settle, problems)
+        samples = bench_crash(cmd, args.restarts, args.settle, problems, extra)
         crash_p50 = summarize(samples).p50
         figures.extend(_summary_figures("crash -> running", samples, CRASH_P50_MS,
                                         "SIGKILL to first statement, backoff 0"))
 
     def hang() -> None:
-        excess, beat_excess = bench_hang(cmd, args.restarts, problems)
+        excess, beat_excess = bench_hang(cmd, args.restarts, problems, extra)
         figures.extend(_summary_figures("hang excess", excess, HANG_EXCESS_MS,
                                         f"timeout {HEARTBEAT_TIMEOUT:g}s, beat {HEARTBEAT_INTERVAL:g}s"))
         if beat_excess:
@@ -533,8 +561,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def idle() -> None:
         f = bench_idle(cmd, args.idle_actors, args.idle_seconds, 3.0 if args.quick else 5.0,
-                       problems)
+                       problems, extra)
         note = f"{f.actors} actors at 1 Hz, {f.seconds:.0f}s"
+        if f.restarts_during:
+            note += f"; {f.restarts_during} actor exits in the window (not idle!)"
+        if f.restarts_at_start:
+            note += f"; {f.restarts_at_start} actor exits while starting up"
         figures.append(Figure("idle CPU, supervisor", f.cpu_pct, "% core", target=IDLE_CPU_PCT,
                               note=note))
         figures.append(Figure("supervisor RSS", f.rss_mb, "MB", target=SUPERVISOR_RSS_MB))
@@ -549,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     attempt("idle", idle)
 
     print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
-          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}")
+          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}; backend: {args.backend or 'default'}")
     print_figures("actorsup restart benchmark", figures, plain=args.plain)
     for line in problems:
         print(f"LEAK/WARNING {line}")
