@@ -1,0 +1,129 @@
+"""File sink: rotation by size and by day (fake clock), reopen on SIGHUP, failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+from fakeclock import FakeClock
+from supervisor.config import SinkSpec
+from supervisor.logs import FileSink, LogRecord
+
+
+def _rec(i: int, size: int = 0) -> LogRecord:
+    return LogRecord(20, "a", json.dumps({"i": i, "pad": "x" * size}).encode())
+
+
+def _ids(path: Path) -> list[int]:
+    return [json.loads(line)["i"] for line in path.read_text().splitlines()]
+
+
+def _midnight_clock(day: str = "2026-11-26") -> FakeClock:
+    clock = FakeClock()
+    clock.set_wall(dt.datetime.fromisoformat(f"{day}T23:59:58+00:00").timestamp())
+    return clock
+
+
+class TestFileSink:
+    @pytest.mark.anyio
+    async def test_writes_json_lines(self, tmp_path: Path) -> None:
+        """Each record is one line in the file once the sink is flushed."""
+        sink = FileSink(SinkSpec(type="file", path=tmp_path / "a.jsonl", daily=False))
+        for i in range(3):
+            sink.write(_rec(i))
+        await sink.aclose()
+        assert _ids(tmp_path / "a.jsonl") == [0, 1, 2]
+
+    @pytest.mark.anyio
+    async def test_rotates_by_size(self, tmp_path: Path) -> None:
+        """Past max_bytes the file rotates to .1 .. .N; only `backups` files are kept, none split."""
+        path = tmp_path / "a.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, max_bytes=1000, backups=2, daily=False))
+        for i in range(40):  # ~100 bytes each: about 4 files' worth
+            sink.write(_rec(i, 80))
+        await sink.aclose()
+        files = [path.with_name("a.jsonl.2"), path.with_name("a.jsonl.1"), path]
+        assert all(f.stat().st_size <= 1000 for f in files)
+        assert not path.with_name("a.jsonl.3").exists()
+        ids = [i for f in files for i in _ids(f)]
+        assert ids == list(range(ids[0], 40)) and len(ids) < 40
+
+    @pytest.mark.anyio
+    async def test_rotates_by_day_with_date_in_name(self, tmp_path: Path) -> None:
+        """After UTC midnight the day's file is renamed with its date; today's goes on in the path."""
+        clock = _midnight_clock()
+        path = tmp_path / "a.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, daily=True), clock=clock)
+        sink.write(_rec(1))
+        await clock.advance(1.5)
+        sink.write(_rec(2))  # still 23:59:59
+        await clock.advance(1.0)
+        sink.write(_rec(3))  # 00:00:00.5 the next day
+        await sink.aclose()
+        assert _ids(tmp_path / "a.2026-11-26.1.jsonl") == [1, 2]
+        assert _ids(path) == [3]
+
+    @pytest.mark.anyio
+    async def test_daily_and_size_rotation_keep_backups(self, tmp_path: Path) -> None:
+        """Dated rotated files are numbered within a day and pruned to `backups`."""
+        clock = _midnight_clock()
+        path = tmp_path / "a.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, max_bytes=250, backups=3, daily=True), clock=clock)
+        for i in range(8):  # two per file
+            sink.write(_rec(i, 80))
+        await clock.advance(3.0)
+        sink.write(_rec(8, 80))
+        await sink.aclose()
+        names = [p.name for p in sink.rotated_files()]
+        assert names == ["a.2026-11-26.2.jsonl", "a.2026-11-26.3.jsonl", "a.2026-11-26.4.jsonl"]
+        assert _ids(tmp_path / "a.2026-11-26.4.jsonl") == [6, 7]
+        assert _ids(path) == [8]
+
+    @pytest.mark.anyio
+    async def test_no_empty_file_rotated_at_midnight(self, tmp_path: Path) -> None:
+        """An empty active file is not rotated at midnight."""
+        clock = _midnight_clock()
+        sink = FileSink(SinkSpec(type="file", path=tmp_path / "a.jsonl"), clock=clock)
+        await clock.advance(5.0)
+        sink.write(_rec(1))
+        await sink.aclose()
+        assert sink.rotated_files() == []
+
+    @pytest.mark.anyio
+    async def test_reopen_after_external_rotation(self, tmp_path: Path) -> None:
+        """reopen() (SIGHUP) writes to a new file at the configured path after logrotate moved it."""
+        path = tmp_path / "a.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, daily=False))
+        sink.write(_rec(1))
+        sink.flush()
+        path.rename(tmp_path / "moved.jsonl")
+        sink.write(_rec(2))  # still the old (moved) file, as logrotate expects
+        sink.reopen()
+        sink.write(_rec(3))
+        await sink.aclose()
+        assert _ids(tmp_path / "moved.jsonl") == [1, 2]
+        assert _ids(path) == [3]
+
+    @pytest.mark.anyio
+    async def test_unwritable_path_logged_once_and_retried(self, tmp_path: Path) -> None:
+        """A path that cannot be opened is logged once with a hint; drops are counted on recovery."""
+        blocker = tmp_path / "dir"
+        blocker.write_text("a file where the folder should be")
+        clock = FakeClock()
+        with structlog.testing.capture_logs() as logs:
+            sink = FileSink(SinkSpec(type="file", path=blocker / "a.jsonl", daily=False), clock=clock)
+            for i in range(5):
+                sink.write(_rec(i))
+            blocker.unlink()
+            sink.write(_rec(5))  # within the retry interval: counted, not retried
+            await clock.advance(1.0)
+            sink.write(_rec(6))
+            await sink.aclose()
+        events = [e["event"] for e in logs]
+        assert events == ["logs.sink_error", "logs.sink_recovered", "logs.dropped"]
+        assert "hint" in logs[0] and logs[2]["count"] == 6
+        assert _ids(blocker / "a.jsonl") == [6]
