@@ -202,6 +202,7 @@ class HeartbeatMonitor:
             await self._stopped.wait()
 
     def is_running(self) -> bool:
+        """True while the tick loop runs."""
         return self._scope is not None
 
     # --- feeding results in ------------------------------------------------
