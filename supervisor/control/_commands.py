@@ -109,7 +109,8 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
 def _console() -> Any:
     from rich.console import Console  # rich is only paid for by human output
 
-    return Console()
+    # Piped output is not cut to 80 columns: a script grepping it wants whole rows.
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _print_json(value: Any) -> None:

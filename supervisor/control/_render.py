@@ -89,7 +89,9 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     for title, justify in (("NAME", "left"), ("KIND", "left"), ("STATE", "left"), ("PID", "right"),
                            ("UPTIME", "right"), ("RESTARTS", "right"), ("BEAT AGE", "right"),
                            ("CPU %", "right"), ("RSS", "right"), ("LAST ERROR", "left")):
-        table.add_column(title, justify=justify, no_wrap=title != "LAST ERROR")  # type: ignore[arg-type]
+        last = title == "LAST ERROR"
+        table.add_column(title, justify=justify, no_wrap=not last,  # type: ignore[arg-type]
+                         min_width=10 if last else None, overflow="ellipsis" if last else "fold")
     for row in rows:
         table.add_row(
             _plain(row.get("name")), _plain(row.get("kind")), _state(row.get("state")),

@@ -1,0 +1,132 @@
+"""Request validation and reply encoding of the control protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.control._render import fmt_bytes, fmt_duration, log_line
+from supervisor.control._wire import (
+    COMMANDS,
+    BadRequest,
+    LogsArgs,
+    NameArgs,
+    decode_reply,
+    encode,
+    error_reply,
+    parse_request,
+)
+
+ACCEPTED = ", ".join(COMMANDS)
+
+
+def rejected(line: bytes) -> tuple[str, str]:
+    with pytest.raises(BadRequest) as info:
+        parse_request(line)
+    return info.value.code, info.value.message
+
+
+class TestParseRequest:
+    def test_valid_requests(self) -> None:
+        """Well-formed requests come back as (cmd, typed arguments) with defaults filled in."""
+        assert parse_request(b'{"cmd": "restart", "name": "web"}') == ("restart", NameArgs(cmd="restart", name="web"))
+        assert parse_request(b'{"cmd": "logs"}') == ("logs", LogsArgs(cmd="logs"))
+        assert parse_request(b' {"cmd": "logs", "n": 5, "actor": "a", "follow": true}\r') == (
+            "logs", LogsArgs(cmd="logs", n=5, actor="a", follow=True))
+
+    def test_every_command_has_an_argument_schema(self) -> None:
+        """Each accepted command parses with only its name when it takes no required argument."""
+        for cmd, command in COMMANDS.items():
+            if command.args is NameArgs:
+                assert parse_request(f'{{"cmd": "{cmd}", "name": "x"}}'.encode())[0] == cmd
+            else:
+                assert parse_request(f'{{"cmd": "{cmd}"}}'.encode())[0] == cmd
+
+    def test_empty_line(self) -> None:
+        """An empty line is an error that shows an example and the accepted commands."""
+        assert rejected(b"  ") == ("bad_request", 'empty request; send a JSON object such as '
+                                   f'{{"cmd": "status"}}. Accepted commands: {ACCEPTED}')
+
+    def test_malformed_json(self) -> None:
+        """Invalid JSON is named as such."""
+        code, message = rejected(b'{"cmd": ')
+        assert code == "bad_request" and message.startswith("malformed JSON (")
+
+    def test_deep_nesting_is_malformed_not_a_crash(self) -> None:
+        """A deeply nested document is refused as malformed."""
+        assert rejected(b"[" * 100_000)[0] == "bad_request"
+
+    def test_not_an_object(self) -> None:
+        """A JSON value that is not an object says what it got."""
+        assert rejected(b"[1]") == ("bad_request", 'a request must be a JSON object, got an array; '
+                                    'for example {"cmd": "status"}')
+
+    def test_missing_cmd(self) -> None:
+        """An object without cmd lists the accepted commands."""
+        assert rejected(b"{}") == ("bad_request", f"'cmd' is missing. Accepted commands: {ACCEPTED}")
+
+    def test_cmd_of_wrong_type(self) -> None:
+        """A cmd that is not a string says what it got."""
+        assert rejected(b'{"cmd": 3}') == ("bad_request", f"'cmd' must be a string, got an integer. "
+                                           f"Accepted commands: {ACCEPTED}")
+
+    def test_unknown_command(self) -> None:
+        """An unknown command is named and the accepted ones listed."""
+        assert rejected(b'{"cmd": "launch"}') == ("unknown_command", f'unknown command "launch". '
+                                                  f"Accepted commands: {ACCEPTED}")
+
+    @pytest.mark.parametrize("line, message", [
+        (b'{"cmd": "start"}', "start: missing argument 'name' (start takes name)"),
+        (b'{"cmd": "start", "name": 3}', "start: argument 'name' must be a string, got 3"),
+        (b'{"cmd": "start", "name": ""}', "start: argument 'name' must be a string of 1 to 255 characters, got \"\""),
+        (b'{"cmd": "logs", "n": -1}', "logs: argument 'n' must be an integer >= 0, got -1"),
+        (b'{"cmd": "logs", "n": true}', "logs: argument 'n' must be an integer or null, got true"),
+        (b'{"cmd": "logs", "follow": "yes"}', "logs: argument 'follow' must be true or false, got \"yes\""),
+        (b'{"cmd": "status", "verbose": 1}', "status: unknown argument 'verbose' (status takes no arguments)"),
+        (b'{"cmd": "logs", "nam": "x"}', "logs: unknown argument 'nam' (logs takes n, actor, follow)"),
+    ])
+    def test_bad_arguments(self, line: bytes, message: str) -> None:
+        """A wrong, missing or unknown argument is named with what is accepted."""
+        assert rejected(line) == ("bad_argument", message)
+
+
+class TestEncoding:
+    def test_reply_is_one_line(self) -> None:
+        """A reply is compact JSON ending in exactly one newline."""
+        data = encode({"ok": True, "result": [{"a": "x\ny"}]})
+        assert data.endswith(b"\n") and data.count(b"\n") == 1
+        assert decode_reply(data) == {"ok": True, "result": [{"a": "x\ny"}]}
+
+    def test_unknown_types_are_shown_as_text(self) -> None:
+        """Values JSON has no type for (paths, exceptions) are sent as strings."""
+        assert decode_reply(encode({"p": Path("/x"), "e": ValueError("bad")})) == {"p": "/x", "e": "bad"}
+
+    def test_error_reply(self) -> None:
+        """An error reply carries ok=false, the message and the code."""
+        assert decode_reply(error_reply("busy", "later")) == {"ok": False, "error": "later", "code": "busy"}
+
+
+class TestRender:
+    @pytest.mark.parametrize("seconds, text", [(None, "-"), (0.25, "0.2s"), (9.96, "10.0s"), (42, "42s"),
+                                               (185, "3m05s"), (7380, "2h03m"), (180000, "2d02h"),
+                                               (-1, "0.0s"), (True, "-")])
+    def test_durations(self, seconds: object, text: str) -> None:
+        """Durations are short and human, '-' when unknown."""
+        assert fmt_duration(seconds) == text
+
+    @pytest.mark.parametrize("n, text", [(None, "-"), (512, "512 B"), (1536, "1.5 KiB"),
+                                         (30 * 2**20, "30.0 MiB"), (5 * 2**40, "5120.0 GiB")])
+    def test_bytes(self, n: object, text: str) -> None:
+        """Sizes use binary units."""
+        assert fmt_bytes(n) == text
+
+    def test_log_line(self) -> None:
+        """A log event renders as time, level, actor[pid], event and the other keys."""
+        raw = (b'{"timestamp": "T", "level": "info", "event": "fetched", "actor": "web", "pid": 7,'
+               b' "seq": 1, "items": 3}')
+        assert log_line(raw) == "T info    web[7] fetched items=3"
+
+    def test_log_line_that_is_not_json(self) -> None:
+        """A line that is not a JSON object is shown as it is."""
+        assert log_line(b"plain text\n") == "plain text"
