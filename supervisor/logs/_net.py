@@ -86,6 +86,8 @@ class NetworkSink:
         self._error: BaseException | None = None
         self._failed_since: float | None = None
         self._closed = False
+        self._run_scope: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None  # both made in run(): Events need a loop
         self._queue_dropped = 0  # not yet reported
         self.replayed = 0  # frames sent again after reconnects: the bound on duplicates
         self.dropped = 0  # frames lost on purpose (spool or queue full), all reported
@@ -149,6 +151,14 @@ class NetworkSink:
     # --- background delivery -------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._wake = anyio.Event()
+        self._stopped = anyio.Event()
+        try:
+            with anyio.CancelScope() as self._run_scope:
+                await self._deliver(task_status)
+        finally:
+            self._stopped.set()
+
+    async def _deliver(self, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._housekeeping)
             task_status.started()
@@ -199,7 +209,7 @@ class NetworkSink:
         self._error = None
         if self._failed_since is not None:
             log.info("logs.sink_recovered", sink=self.name, outage=round(self._clock.now() - self._failed_since, 3),
-                     replaying=len(self._replay), spooled=self._spool.records if self._spool else 0,
+                     replaying=len(self._replay), spooled=self._spool.records if self._spool is not None else 0,
                      replayed_total=self.replayed)
             self._failed_since = None
 
@@ -210,7 +220,7 @@ class NetworkSink:
         self._requeue()
         if self._failed_since is None:
             self._failed_since = self._clock.now()
-            where = f"spooled to {self.spec.spool_dir}" if self._spool else "kept in memory (no spool_dir)"
+            where = f"spooled to {self.spec.spool_dir}" if self._spool is not None else "kept in memory (no spool_dir)"
             log.error(
                 "logs.sink_error", sink=self.name, error=str(exc) or type(exc).__name__, retry_in=retry_in,
                 hint=f"is the aggregator running and listening? events are {where} and sent in order "
@@ -335,6 +345,10 @@ class NetworkSink:
         """Deliver what is pending for up to ``close_timeout``; spool the rest."""
         if self._closed:
             return
+        if self._run_scope is not None:  # stop the sender; its state stays consistent
+            self._run_scope.cancel()
+            assert self._stopped is not None
+            await self._stopped.wait()
         confirmed = False
         with anyio.move_on_after(self.close_timeout):
             if self._connected and self._sock is not None:
