@@ -1,0 +1,202 @@
+"""LogRouter: enrichment, filters, reentrancy, sink isolation; network sink edge cases."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+from anyio.abc import TaskStatus
+
+from supervisor.config import SinkSpec
+from supervisor.logs import LogRecord, LogRouter, StdoutSink, TcpSink, build_sinks, configure_supervisor_logging
+from supervisor.logs._framing import syslog_framer
+
+
+class _Memory:
+    def __init__(self, **spec: Any) -> None:
+        self.spec = SinkSpec(type="stdout", **spec)
+        self.lines: list[dict[str, Any]] = []
+
+    def write(self, record: LogRecord) -> None:
+        self.lines.append(json.loads(record.line))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Broken(_Memory):
+    def write(self, record: LogRecord) -> None:
+        raise RuntimeError("bug")
+
+
+class TestRouter:
+    def test_child_event_spliced(self) -> None:
+        """A child's JSON body gets seq, id, host, actor, pid, restarts in front, unparsed."""
+        sink = _Memory()
+        router = LogRouter([sink], host="h1")
+        router.emit_child(20, b'{"timestamp":"t","level":"info","event":"x","k":1}', actor="a", pid=7, restarts=2)
+        router.emit_child(20, b"{}", actor="a", pid=7, restarts=2)
+        first, second = sink.lines
+        assert list(first)[:6] == ["seq", "id", "host", "actor", "pid", "restarts"]
+        assert first["host"] == "h1" and first["pid"] == 7 and first["k"] == 1
+        assert second["seq"] == first["seq"] + 1 and second["id"] != first["id"]
+
+    def test_ids_unique_across_routers(self) -> None:
+        """Two routers (two supervisor runs) never hand out the same event id."""
+        a, b = _Memory(), _Memory()
+        LogRouter([a]).emit({"event": "x"})
+        LogRouter([b]).emit({"event": "x"})
+        assert a.lines[0]["seq"] == b.lines[0]["seq"] and a.lines[0]["id"] != b.lines[0]["id"]
+
+    def test_level_filter(self) -> None:
+        """A sink with level warning gets only warning and above."""
+        sink = _Memory(level=30)
+        router = LogRouter([sink])
+        for level in ("debug", "info", "warning", "error"):
+            router.emit({"event": level, "level": level})
+        router.emit_child(20, b'{"event":"ci"}', actor="a", pid=1, restarts=0)
+        router.emit_child(40, b'{"event":"ce"}', actor="a", pid=1, restarts=0)
+        assert [e["event"] for e in sink.lines] == ["warning", "error", "ce"]
+
+    def test_actor_filter(self) -> None:
+        """A sink with an actors filter gets only those actors' events (not the supervisor's)."""
+        sink, everything = _Memory(actors=frozenset({"a"})), _Memory()
+        router = LogRouter([sink, everything])
+        router.emit({"event": "sup"})
+        router.emit({"event": "for a", "actor": "a"})
+        router.emit_child(20, b'{"event":"from a"}', actor="a", pid=1, restarts=0)
+        router.emit_child(20, b'{"event":"from b"}', actor="b", pid=1, restarts=0)
+        assert [e["event"] for e in sink.lines] == ["for a", "from a"]
+        assert len(everything.lines) == 4
+
+    def test_sink_logging_is_not_nested(self) -> None:
+        """An event logged by a sink while writing is routed after the current one."""
+        configured = _Memory()
+        router = LogRouter([configured])
+        configure_supervisor_logging(router)
+
+        class Chatty(_Memory):
+            def write(self, record: LogRecord) -> None:
+                super().write(record)
+                if len(self.lines) == 1:
+                    structlog.get_logger().warning("logs.dropped", count=1)
+
+        chatty = Chatty()
+        router.sinks.append(chatty)
+        structlog.get_logger().info("first")
+        assert [e["event"] for e in chatty.lines] == ["first", "logs.dropped"]
+        assert [e["event"] for e in configured.lines] == ["first", "logs.dropped"]
+
+    def test_broken_sink_isolated(self) -> None:
+        """A sink that raises is reported once and the other sinks still get every event."""
+        good = _Memory()
+        router = LogRouter([_Broken(), good])
+        router.emit({"event": "a"})
+        router.emit({"event": "b"})
+        assert [e["event"] for e in good.lines] == ["a", "logs.sink_error", "b"]
+
+    def test_tail(self) -> None:
+        """tail() returns the last n records, optionally of one actor."""
+        router = LogRouter([], ring_size=3)
+        for i in range(5):
+            router.emit({"event": str(i), "actor": "a" if i % 2 else None})
+        assert [json.loads(r.line)["event"] for r in router.tail()] == ["2", "3", "4"]
+        assert [json.loads(r.line)["event"] for r in router.tail(1, "a")] == ["3"]
+
+    def test_build_sinks(self, tmp_path: Path) -> None:
+        """build_sinks makes one sink per spec; none means one stdout sink."""
+        assert [type(s).__name__ for s in build_sinks(())] == ["StdoutSink"]
+        sinks = build_sinks((SinkSpec(type="tcp", address=("127.0.0.1", 1)), SinkSpec(type="syslog", address=("h", 2))))
+        assert [type(s).__name__ for s in sinks] == ["TcpSink", "SyslogSink"]
+
+    def test_syslog_frame(self) -> None:
+        """The syslog framing is RFC 5424 with an octet count and the JSON as MSG."""
+        frame = syslog_framer("app", "host")(LogRecord(40, "fetcher", b'{"a":1}'))
+        count, _, msg = frame.partition(b" ")
+        assert int(count) == len(msg)
+        head = msg.split(b" ")
+        assert head[0] == b"<11>1" and head[2:4] == [b"host", b"app"] and head[5:7] == [b"fetcher", b"-"]
+        assert msg.endswith(b' - {"a":1}')
+
+
+class TestNetworkSink:
+    @pytest.mark.anyio
+    async def test_spool_cap_dropped_count_exact(self, tmp_path: Path) -> None:
+        """Aggregator down, spool at its cap: logs.dropped counts are exact, the newest arrive in order."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        spec = SinkSpec(type="tcp", address=("127.0.0.1", port), spool_dir=tmp_path / "spool",
+                        spool_max_bytes=64 * 1024, spool_fsync="never")
+        sink = TcpSink(spec, backoff_initial=0.01, backoff_max=0.05)
+        router = LogRouter([sink])
+        received = bytearray()
+
+        async def collect(stream: Any) -> None:
+            async with stream:
+                async for chunk in stream:
+                    received.extend(chunk)
+
+        with structlog.testing.capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                await tg.start(router.run)
+                for i in range(3000):  # ~100 bytes each: about 5 times the cap
+                    router.emit({"event": "n", "i": i})
+                dropped = sum(e["count"] for e in logs if e["event"] == "logs.dropped")
+                assert 0 < dropped < 3000
+                listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+                tg.start_soon(listener.serve, collect)
+                with anyio.fail_after(10):
+                    while sink.pending or not sink._connected:
+                        await anyio.sleep(0.01)  # polling, bounded
+                await router.aclose()
+                tg.cancel_scope.cancel()
+            await listener.aclose()
+        got = [json.loads(line)["i"] for line in bytes(received).splitlines()]
+        assert got == list(range(dropped, 3000))
+        assert [e["event"] for e in logs].count("logs.sink_error") == 1
+
+    @pytest.mark.anyio
+    async def test_memory_queue_drops_reported(self, tmp_path: Path) -> None:
+        """Without a spool, a full queue drops the oldest and reports the exact count."""
+        spec = SinkSpec(type="tcp", address=("127.0.0.1", 9), queue_size=10)
+        sink = TcpSink(spec)
+        with structlog.testing.capture_logs() as logs:
+            for i in range(25):
+                sink.write(LogRecord(20, None, b"{}"))
+            await sink.aclose()
+        counts = [e["count"] for e in logs if e["event"] == "logs.dropped"]
+        assert counts == [15, 10]  # queue overflow, then the 10 undelivered at shutdown
+
+    @pytest.mark.anyio
+    async def test_write_never_blocks_when_down(self, tmp_path: Path) -> None:
+        """write() returns at once while the aggregator is unreachable."""
+        spec = SinkSpec(type="tcp", address=("127.0.0.1", 9), spool_dir=tmp_path / "s")
+        sink = TcpSink(spec)
+        with structlog.testing.capture_logs():
+            async with anyio.create_task_group() as tg:
+                await tg.start(sink.run)
+                with anyio.fail_after(2):
+                    for _ in range(10_000):
+                        sink.write(LogRecord(20, None, b'{"x":1}'))
+                await sink.aclose()
+                tg.cancel_scope.cancel()
+        assert sink.pending == 10_000  # all spooled for the next start
+
+
+def test_stdout_sink_batches(tmp_path: Path) -> None:
+    """The stdout sink writes lines and flushes on flush()."""
+    path = tmp_path / "out"
+    with open(path, "wb") as out:
+        sink = StdoutSink(SinkSpec(type="stdout"), stream=out)
+        sink.write(LogRecord(20, None, b"{}"))
+        sink.flush()
+        assert path.read_bytes() == b"{}\n"
