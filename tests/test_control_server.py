@@ -483,3 +483,18 @@ class TestStreams:
             target.end_streams()
             assert (await conn.line())["event"] == "last"
             assert await conn.eof()
+
+
+class TestPartialTargets:
+    async def test_missing_methods_are_unsupported(self, sock: Path) -> None:
+        """A target without a command's method answers unsupported, for plain and streaming commands."""
+        class Minimal:
+            def status(self) -> list[dict[str, Any]]:
+                return []
+
+        async with serving(Minimal(), sock):
+            replies = [await ask(sock, cmd=cmd) for cmd in ("heartbeat_status", "logs", "events", "cron_list")]
+            follow = await ask(sock, cmd="logs", follow=True)
+            assert (await ask(sock, cmd="status")) == {"ok": True, "result": []}
+        assert [r["code"] for r in [*replies, follow]] == ["unsupported"] * 5
+        assert replies[0]["error"] == "heartbeat_status is not supported by this supervisor"
