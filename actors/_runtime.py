@@ -31,11 +31,29 @@ _PR_SET_PDEATHSIG = 1
 INIT_TIMEOUT = 60.0  # a spare may wait long in the warm pool; EOF ends it earlier
 
 
+_PARENT_DIED = signal.SIGRTMIN + 5  # a signal no actor is likely to use
+
+
+def _kill_own_group(signum: int, frame: object) -> None:
+    """The supervisor died: take the whole process group (grandchildren too) down."""
+    try:
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(70)
+
+
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when the supervisor dies, even by SIGKILL."""
+    """Ask the kernel to signal us when the supervisor dies, even by SIGKILL.
+
+    The signal's handler kills our process group, so grandchildren (which a
+    plain PDEATHSIG=SIGKILL would orphan) go too. A Python handler runs
+    between bytecodes and interrupts ``time.sleep``, so a hung actor still
+    obeys it.
+    """
+    signal.signal(_PARENT_DIED, _kill_own_group)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, _PARENT_DIED, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: channel EOF still ends us
         return
     expected = os.environ.get("ACTORSUP_PARENT_PID")
@@ -124,7 +142,9 @@ class _Runtime:
     async def _read_channel(self) -> None:
         while True:
             frame = await self.channel.receive()
-            if frame is None or isinstance(frame, Stop):
+            if frame is None:  # EOF: the supervisor is gone; take grandchildren down too
+                _kill_own_group(0, None)
+            if isinstance(frame, Stop):
                 self.tg.cancel_scope.cancel()
                 return
             if isinstance(frame, RunNow):

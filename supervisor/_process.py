@@ -15,11 +15,12 @@ from typing import Any, Protocol
 import anyio
 import psutil
 import structlog
-from anyio.abc import Process, SocketStream
+from anyio.abc import SocketStream
 
 from actors._protocol import ChildFrame, FrameDecoder, Hello
 
 from ._clock import Clock
+from ._popen import AsyncPopen
 
 __all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "wait_until"]
 
@@ -37,7 +38,7 @@ def signal_name(number: int) -> str:
 class ChildProcess:
     """A spawned child: its process, its channel, and its identity."""
 
-    def __init__(self, process: Process, channel: SocketStream, raw_channel: socket.socket) -> None:
+    def __init__(self, process: AsyncPopen, channel: SocketStream, raw_channel: socket.socket) -> None:
         self.process = process
         self.pid = process.pid
         self.channel = channel

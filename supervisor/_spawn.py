@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from anyio.abc import TaskStatus, UNIXSocketStream
 from actors._protocol import PROTOCOL_VERSION, Hello
 
 from ._clock import Clock, MonotonicClock
+from ._popen import AsyncPopen
 from ._process import REAP_TIMEOUT, ChildProcess, wait_until
 from .exceptions import HandshakeTimeout, ProtocolError
 
@@ -66,13 +66,9 @@ class ColdSpawner:
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = await anyio.open_process(
+            process = AsyncPopen(
                 [self.python, "-m", "actors._runtime", str(child_end.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
                 pass_fds=(child_end.fileno(),),
-                start_new_session=True,  # own process group: killpg reaches grandchildren
                 env=self.env,
             )
         except BaseException:

@@ -301,6 +301,21 @@ _TYPE_WORDS = {
 _MSGSPEC = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<at>[^`]*)`)?$")
 
 
+def _field_bound(schema: type, field: str) -> str:
+    """The numeric bound of ``schema.field`` ("> 0", ">= 0"), for a wrong-type message."""
+    info = msgspec.inspect.type_info(schema)
+    for f in getattr(info, "fields", ()):
+        if f.name != field:
+            continue
+        types = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        for t in types:
+            for attr, op in (("gt", ">"), ("ge", ">=")):
+                value = getattr(t, attr, None)
+                if value is not None:
+                    return f"{op} {value:g}"
+    return ""
+
+
 def _show(value: Any) -> str:
     try:
         return json.dumps(value)
@@ -320,9 +335,9 @@ class _Checker:
         try:
             return msgspec.convert(data, schema)
         except msgspec.ValidationError as exc:
-            raise self._translate(str(exc), data, prefix) from None
+            raise self._translate(str(exc), data, prefix, schema) from None
 
-    def _translate(self, message: str, data: Any, prefix: str) -> ConfigError:
+    def _translate(self, message: str, data: Any, prefix: str, schema: type) -> ConfigError:
         match = _MSGSPEC.match(message)
         assert match is not None
         msg, at = match["msg"], match["at"] or ""
@@ -352,6 +367,8 @@ class _Checker:
                 if t.strip() != "null"
             )
             bound = m[2].strip().replace(".0", "").split(", got")[0].strip()
+            if not bound and keys and keys[-1][0]:
+                bound = _field_bound(schema, keys[-1][0]) if len(keys) == 1 else ""
             text = f"expected {wanted}" + (f" {bound}" if bound.startswith(("<", ">")) else "")
             if bound.startswith("matching"):
                 text += " made of letters, digits, '_', '.' or '-'"

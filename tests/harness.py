@@ -75,3 +75,45 @@ async def running_supervisor(
             with anyio.CancelScope(shield=True), anyio.fail_after(30):
                 sup.shutdown_nowait()
                 await sup.closed.wait()
+
+
+class CliSupervisor:
+    """`actorsup run CONFIG` as a real subprocess, its JSON stdout collected."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.log = CaptureSink()
+
+    async def _pump(self) -> None:
+        buffer = b""
+        async for chunk in self.process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self.log.events.append(json.loads(line))
+            self.log._changed.set()
+            self.log._changed = anyio.Event()
+
+
+@asynccontextmanager
+async def cli_supervisor(*run_args: Any) -> AsyncIterator[CliSupervisor]:
+    """``python -m supervisor run *run_args``; killed by pid if the test leaves it running."""
+    import subprocess
+    import sys
+
+    process = await anyio.open_process(
+        [sys.executable, "-m", "supervisor", "run", *map(str, run_args)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    cli = CliSupervisor(process)
+    async with process, anyio.create_task_group() as tg:
+        tg.start_soon(cli._pump)
+        try:
+            yield cli
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()  # only the pid this test started
+                with anyio.move_on_after(10):
+                    await process.wait()
+            tg.cancel_scope.cancel()

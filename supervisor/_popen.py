@@ -1,0 +1,94 @@
+"""A minimal async child process, spawned from the event loop's own thread.
+
+Why not ``anyio.open_process``: trio (and anyio's thread pool) run
+``subprocess.Popen`` in a worker thread, and Linux fires PR_SET_PDEATHSIG when
+the *thread* that forked the child exits. Worker threads idle out after 10 s,
+which would kill every child. Spawning here, in the loop thread that lives as
+long as the supervisor, keeps PDEATHSIG meaning "the supervisor died".
+Exit is awaited through a pidfd, so no thread and no SIGCHLD handler is needed,
+and pipes are read with ``anyio.wait_readable``: both work on trio and asyncio.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+
+__all__ = ["AsyncPopen", "FdReader"]
+
+_READ_SIZE = 256 * 1024
+
+
+class FdReader:
+    """Async iteration over the chunks of a non-blocking pipe, until EOF."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                await anyio.wait_readable(self.fd)
+                continue
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class AsyncPopen:
+    def __init__(self, args: Sequence[str], *, pass_fds: Sequence[int], env: dict[str, str]) -> None:
+        self._popen = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,  # own process group: killpg reaches grandchildren
+            env=env,
+        )
+        self.pid = self._popen.pid
+        assert self._popen.stdout is not None and self._popen.stderr is not None
+        self.stdout = FdReader(os.dup(self._popen.stdout.fileno()))
+        self.stderr = FdReader(os.dup(self._popen.stderr.fileno()))
+        self._popen.stdout.close()
+        self._popen.stderr.close()
+        try:
+            self._pidfd: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # kernel < 5.3: fall back to polling
+            self._pidfd = None
+        self._lock = anyio.Lock()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        async with self._lock:
+            while self._popen.poll() is None:
+                if self._pidfd is not None:
+                    await anyio.wait_readable(self._pidfd)
+                else:
+                    await anyio.sleep(0.02)
+        assert self._popen.returncode is not None
+        return self._popen.returncode
+
+    async def aclose(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
