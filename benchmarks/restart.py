@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -310,8 +310,8 @@ class IdleFigures:
     children_rss_mb: float
     children_pss_mb: float | None
     children_cpu_pct: float
-    restarts_at_start: int
-    restarts_during: int
+    restarts_at_start: str
+    restarts_during: str
 
 
 def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
@@ -374,9 +374,15 @@ def bench_idle(cmd: list[str], actors: int, seconds: float, settle: float,
     )
 
 
-def _troubles(events: list[dict[str, Any]]) -> int:
-    """How many actors exited (crash, heartbeat timeout, ...) among ``events``."""
-    return sum(1 for e in events if e.get("event") == "actor.exited")
+def _troubles(events: list[dict[str, Any]]) -> str:
+    """Actor exits among ``events``, by reason: "" when none, else "3 (crash/SIGKILL: 3)"."""
+    reasons = Counter(
+        f"{e.get('reason', '?')}/{e.get('signal') or e.get('exit_code')}"
+        for e in events if e.get("event") == "actor.exited"
+    )
+    if not reasons:
+        return ""
+    return f"{reasons.total()} ({', '.join(f'{r}: {n}' for r, n in reasons.most_common(3))})"
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -564,9 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                        problems, extra)
         note = f"{f.actors} actors at 1 Hz, {f.seconds:.0f}s"
         if f.restarts_during:
-            note += f"; {f.restarts_during} actor exits in the window (not idle!)"
+            note += f"; actor exits in the window (not idle!): {f.restarts_during}"
         if f.restarts_at_start:
-            note += f"; {f.restarts_at_start} actor exits while starting up"
+            note += f"; actor exits while starting up: {f.restarts_at_start}"
         figures.append(Figure("idle CPU, supervisor", f.cpu_pct, "% core", target=IDLE_CPU_PCT,
                               note=note))
         figures.append(Figure("supervisor RSS", f.rss_mb, "MB", target=SUPERVISOR_RSS_MB))
