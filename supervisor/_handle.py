@@ -18,13 +18,14 @@ from typing import Any
 import anyio
 import structlog
 
-from actors._protocol import Exiting, Health, Init, Log, Ready, RunDone, encode
+from actors._protocol import Beat, Exiting, Health, Init, Log, Ready, RunDone, encode
 
 from ._bus import EventBus
 from ._clock import Clock
 from ._health import HealthTracker
 from ._heartbeat import HeartbeatDeadline, wait_for_expiry
 from ._policy import Backoff, RestartIntensity, should_restart
+from ._resources import LimitChecker, ResourceSample, ResourceSampler
 from ._process import ChildProcess, signal_name, stop_process, wait_until
 from ._spawn import Spawner
 from ._states import ALLOWED, TRANSITION_EVENTS, ActorState, IllegalTransition
@@ -32,6 +33,8 @@ from .config import ActorSpec, import_target
 from .exceptions import HandshakeTimeout, ProtocolError
 from .logs import LogRouter
 from .logs._lines import LineAssembler
+from .metrics import Metrics
+from .monitor import HeartbeatMonitor
 
 __all__ = ["ActorHandle", "Exit"]
 
@@ -65,6 +68,9 @@ class ActorHandle:
         backend: str = "trio",
         base_dir: str | None = None,
         mode: str = "actor",
+        monitor: HeartbeatMonitor | None = None,
+        sampler: ResourceSampler | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -75,6 +81,11 @@ class ActorHandle:
         self._backend = backend
         self._base_dir = base_dir
         self._mode = mode
+        self._monitor = monitor
+        self._sampler = sampler or ResourceSampler()
+        self._metrics = metrics
+        self.resources: ResourceSample | None = None
+        self._sampled_at = float("-inf")
         self.state = ActorState.STOPPED
         self.pid: int | None = None
         self.child: ChildProcess | None = None
@@ -86,6 +97,7 @@ class ActorHandle:
         self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
         self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
         self._health = HealthTracker(spec.health_failure_threshold)
+        self._limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
         self._want_running = False
         self._stop_requested = anyio.Event()
         self._wake = anyio.Event()
@@ -102,6 +114,7 @@ class ActorHandle:
         self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
         self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
         self._health = HealthTracker(spec.health_failure_threshold)
+        self._limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
 
     def start(self) -> None:
         """Ask for the actor to run (also revives a failed actor)."""
@@ -147,9 +160,53 @@ class ActorHandle:
             level = "error"
         getattr(log, level)(event, **fields)
         self._bus.publish({"event": event, **fields})
+        self._report(new)
         changed, self._state_changed = self._state_changed, None
         if changed is not None:
             changed.set()
+
+    def _report(self, new: ActorState) -> None:
+        """Mirror a transition into the HeartbeatMonitor and the metrics."""
+        if self._monitor is not None:
+            if new is ActorState.RUNNING:
+                self._monitor.register_component(self.name, timeout=self.spec.heartbeat_timeout)
+            elif new is ActorState.STOPPED:
+                self._monitor.unregister_component(self.name)
+            elif new in (ActorState.ERRORED, ActorState.FAILED) and self._monitor.get_component_status(self.name) != "unknown":
+                self._monitor.mark_component_error(self.name, self.last_error or new.value)
+        if self._metrics is not None:
+            self._metrics.set_actor(self.name, new is ActorState.RUNNING, self.restarts)
+
+    # --- resources ----------------------------------------------------------------
+    def sample(self, max_age: float = 1.0) -> ResourceSample | None:
+        """A fresh-enough psutil sample of the running child (None for tasks or no child)."""
+        child = self.child
+        now = self._clock.now()
+        if child is None or child.create_time is None:
+            return None
+        if now - self._sampled_at >= max_age:
+            self._sampled_at = now
+            self.resources = self._sampler.sample(child.pid, child.create_time)
+        return self.resources
+
+    def _on_beat(self, now: float) -> None:
+        if self._monitor is not None:
+            self._monitor.update_component_heartbeat(self.name)
+        if not (self._limits.active or self._metrics is not None):
+            return
+        sample = self.sample(max_age=min(1.0, self.spec.heartbeat_interval * 0.9))
+        if sample is None:
+            return
+        if self._metrics is not None and self.beats is not None:
+            self._metrics.set_actor(self.name, True, self.restarts, beat_age=0.0, rss=sample.rss,
+                                    cpu_percent=sample.cpu_percent)
+        reason = self._limits.check(now, sample)
+        if reason is not None and self._kill_reason is None:
+            log.warning(
+                "actor.resource_limit", actor=self.name, pid=self.pid, reason=reason, rss=sample.rss,
+                max_rss=self.spec.max_rss, max_cpu=self.spec.max_cpu, cpu_window=self.spec.cpu_window,
+            )
+            self.request_kill(reason)
 
     # --- the life loop ----------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -171,6 +228,8 @@ class ActorHandle:
         self._kill_reason = None
         self._exiting = None
         self._health.reset()
+        self._limits.reset()
+        self.resources = None
         if self.spec.kind == "task":
             return await self._run_task()
         try:
@@ -272,8 +331,11 @@ class ActorHandle:
         if isinstance(frame, Log):
             self._router.emit_child(frame.level, frame.body, actor=self.name, pid=child.pid, restarts=self.restarts)
         elif self.beats is not None and not isinstance(frame, Ready):
-            self.beats.beat(self._clock.now())  # any frame proves the loop is alive
-            if isinstance(frame, Health):
+            now = self._clock.now()
+            self.beats.beat(now)  # any frame proves the loop is alive
+            if isinstance(frame, Beat):
+                self._on_beat(now)
+            elif isinstance(frame, Health):
                 self._on_health(frame)
             elif isinstance(frame, Exiting):
                 self._exiting = frame

@@ -142,6 +142,11 @@ class LimitChecker:
         self._history: deque[tuple[float, float]] = deque()  # (now, cpu_time)
         self._identity: tuple[int, float] | None = None
 
+    @property
+    def active(self) -> bool:
+        """True when any limit is set (so samples must be taken on every beat)."""
+        return self.max_rss is not None or self.max_cpu is not None
+
     def check(self, now: float, sample: ResourceSample) -> str | None:
         """``"rss_limit"``, ``"cpu_limit"`` or None for this sample taken at ``now``."""
         if self.max_rss is not None and sample.rss > self.max_rss:

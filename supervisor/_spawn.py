@@ -26,6 +26,7 @@ from actors._protocol import PROTOCOL_VERSION, Hello
 
 from ._clock import Clock, MonotonicClock
 from ._popen import AsyncPopen
+from ._sdnotify import SYSTEMD_ENV
 from ._process import REAP_TIMEOUT, ChildProcess, wait_until
 from .exceptions import HandshakeTimeout, ProtocolError
 
@@ -52,7 +53,7 @@ class ColdSpawner:
     ) -> None:
         self.python = python
         self.clock = clock or MonotonicClock()
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}  # systemd talks to us only
         env["PYTHONUNBUFFERED"] = "1"  # print() then os._exit() must still reach the pipe
         env["ACTORSUP_PARENT_PID"] = str(os.getpid())
         paths = [*pythonpath, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]

@@ -21,7 +21,11 @@ from ._clock import Clock, MonotonicClock
 from ._handle import ActorHandle
 from ._spawn import Spawner, WarmSpawner
 from ._states import ActorState
+from ._resources import ResourceSampler
+from ._sdnotify import SystemdNotifier
 from .config import ActorSpec, Config, load_config
+from .metrics import Metrics
+from .monitor import HeartbeatMonitor
 from .exceptions import ControlError, UnknownActor
 from .logs import LogRouter
 
@@ -49,6 +53,12 @@ class Supervisor:
             pythonpath=[str(config.base_dir)],
             clock=self.clock,
         )
+        self.monitor = HeartbeatMonitor(
+            self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
+        )
+        self.sampler = ResourceSampler()
+        self.metrics = Metrics() if config.supervisor.metrics_port is not None else None
+        self.notifier = SystemdNotifier(clock=self.clock)
         self.handles: dict[str, ActorHandle] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
@@ -70,9 +80,16 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self.spawner.run)
+            await tg.start(self.monitor.run)
+            if self.metrics is not None:
+                port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
+                log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
             self.started_at = self.clock.now()
             for spec in cfg.actors:
                 await self._add(spec)
+            tg.start_soon(self._notify_ready)
+            if self.notifier.watchdog_period is not None:
+                tg.start_soon(self.notifier.watchdog_loop)
             log.info(
                 "supervisor.started",
                 config=str(cfg.source) if cfg.source else "<demo>",
@@ -81,9 +98,17 @@ class Supervisor:
             )
             task_status.started(self)
             await self._shutdown.wait()
+            self.notifier.stopping()
             await self._stop_all()
             log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
             tg.cancel_scope.cancel()
+
+    async def _notify_ready(self) -> None:
+        """READY=1 once every actor has started (or given up), for Type=notify units."""
+        for name in list(self._order):
+            if name in self.handles:
+                await self.wait_for_state(name, ActorState.RUNNING, ActorState.FAILED, ActorState.STOPPED)
+        self.notifier.ready(status=f"{len(self.handles)} actors running")
 
     async def _add(self, spec: ActorSpec) -> ActorHandle:
         assert self._tg is not None
@@ -95,6 +120,9 @@ class Supervisor:
             clock=self.clock,
             backend=self.config.supervisor.backend,
             base_dir=str(self.config.base_dir),
+            monitor=self.monitor,
+            sampler=self.sampler,
+            metrics=self.metrics,
         )
         self.handles[spec.name] = handle
         self._order.append(spec.name)
@@ -146,6 +174,7 @@ class Supervisor:
         added = [n for n in new_specs if n not in old_specs]
         removed = [n for n in old_specs if n not in new_specs]
         changed = [n for n in new_specs if n in old_specs and new_specs[n] != old_specs[n]]
+        self.notifier.reloading()
         self.config = new
         for name in removed:
             await self.handles[name].stop()
@@ -159,6 +188,7 @@ class Supervisor:
         for name in added:
             await self._add(new_specs[name])
         log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
+        self.notifier.ready()
         return {"added": added, "removed": removed, "changed": changed}
 
     # --- views ---------------------------------------------------------------------
@@ -167,6 +197,7 @@ class Supervisor:
         rows = []
         for name in self._order:
             h = self.handles[name]
+            sample = h.sample()
             rows.append(
                 {
                     "name": name,
@@ -176,12 +207,37 @@ class Supervisor:
                     "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
                     "restarts": h.restarts,
                     "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
+                    "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
+                    "rss": sample.rss if sample else None,
                     "last_error": h.last_error,
                 }
             )
         return rows
 
+    def heartbeat_status(self) -> dict[str, Any]:
+        """The origin document's get_system_status, over every running actor."""
+        return self.monitor.get_system_status()
+
     @asynccontextmanager
     async def subscribe_events(self) -> AsyncIterator[Any]:
         async with self.bus.subscribe() as receive:
             yield receive
+
+    def log_tail(self, n: int | None, actor: str | None) -> list[bytes]:
+        return [r.line for r in self.router.tail(n, actor)]
+
+    @asynccontextmanager
+    async def follow_logs(self, actor: str | None) -> AsyncIterator[Any]:
+        send, receive = anyio.create_memory_object_stream[bytes](10000)
+
+        async def forward(records: Any) -> None:
+            async with send:
+                async for record in records:
+                    if actor is None or record.actor == actor:
+                        await send.send(record.line)
+
+        async with self.router.follow() as records, anyio.create_task_group() as tg:
+            tg.start_soon(forward, records)
+            async with receive:
+                yield receive
+            tg.cancel_scope.cancel()

@@ -54,7 +54,7 @@ class CaptureSink:
 
 
 def make_config(actors: dict[str, dict[str, Any]], **supervisor: Any) -> Any:
-    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "start_timeout": 10.0, **supervisor}
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0, **supervisor}
     return parse_config({"supervisor": settings, "actors": actors}, label="test.toml")
 
 
