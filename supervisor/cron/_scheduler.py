@@ -12,6 +12,7 @@ Outcomes: ``ok`` and ``error`` come from the executor; ``timeout`` and
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import traceback
 import uuid
@@ -327,6 +328,7 @@ class CronScheduler:
         if not self.spec.catch_up:
             return False
         await self._executor.wait_ready()
+        entry.run = dataclasses.replace(entry.run, trigger="catch_up")
         return True
 
     async def _cancel_at(self, scope: anyio.CancelScope, deadline: float) -> None:
@@ -354,14 +356,13 @@ class CronScheduler:
                 entry.scope = scope
                 if entry.reason is not None:
                     scope.cancel()
-                async with anyio.create_task_group() as tg:
-                    if run.timeout is not None:
+                if run.timeout is None:
+                    result = await self._call_executor(run)
+                else:
+                    async with anyio.create_task_group() as tg:
                         tg.start_soon(self._expire, entry, started + run.timeout)
-                    try:
-                        result = await self._executor.execute(run)
-                    except Exception:
-                        result = RunResult("error", traceback.format_exc())
-                    tg.cancel_scope.cancel()
+                        result = await self._call_executor(run)
+                        tg.cancel_scope.cancel()
             finished = True
         finally:
             if not finished:
@@ -372,6 +373,12 @@ class CronScheduler:
                 assert result is not None
                 outcome, error = result.outcome, result.error
             self._finish(entry, started, started_wall, outcome, error)
+
+    async def _call_executor(self, run: CronRun) -> RunResult:
+        try:
+            return await self._executor.execute(run)
+        except Exception:
+            return RunResult("error", traceback.format_exc())
 
     async def _expire(self, entry: _Entry, deadline: float) -> None:
         await self._clock.sleep_until(deadline)
