@@ -261,13 +261,23 @@ def bench_crash(cmd: list[str], n: int, settle: float, problems: list[str],
         )
         with run_actorsup(cmd, config, problems) as run:
             pid, _ = _replacement(run, "crash", None, timeout=60)
-            run.record(pid)
-            for _ in range(n):
+            lost = 0
+            while len(samples) < n:
                 time.sleep(settle)  # let the child finish start-up work before the next kill
-                t_kill = _kill_verified(run, pid)
+                try:
+                    run.record(pid)
+                    t_kill = _kill_verified(run, pid)
+                except (BenchError, psutil.NoSuchProcess):
+                    # It died on its own (a heartbeat timeout on a starved machine?): not a sample.
+                    lost += 1
+                    if lost > n:
+                        raise BenchError(f"{lost} children exited before the benchmark killed them")
+                    pid, _ = _replacement(run, "crash", pid, timeout=30)
+                    continue
                 pid, t_first = _replacement(run, "crash", pid, timeout=30)
-                run.record(pid)
                 samples.append((t_first - t_kill) * 1000)
+            if lost:
+                problems.append(f"crash: {lost} children exited on their own (not counted)")
     return samples
 
 
@@ -286,17 +296,32 @@ def bench_hang(cmd: list[str], n: int, problems: list[str],
                                "block": 3600.0}}},
         )
         with run_actorsup(cmd, config, problems) as run:
-            for _ in range(n):
-                _, block = run.events.until(lambda e: _is(e, "bench.block", "hang"), 60, "bench.block")
-                if isinstance(block.get("pid"), int):
-                    run.record(block["pid"])
-                t_read, timeout_event = run.events.until(
-                    lambda e: _is(e, "actor.heartbeat_timeout", "hang"), 30,
-                    "actor.heartbeat_timeout")
-                excess.append((t_read - float(block["t"]) - HEARTBEAT_TIMEOUT) * 1000)
-                age = timeout_event.get("last_beat_age")
+            blocks: dict[Any, float] = {}  # pid -> when its loop blocked
+            lost = 0
+            while len(excess) < n:
+                t_read, event = run.events.until(
+                    lambda e: _is(e, "bench.block", "hang") or _is(e, "actor.heartbeat_timeout", "hang"),
+                    60, "bench.block or actor.heartbeat_timeout")
+                pid = event.get("pid")
+                if event["event"] == "bench.block":
+                    blocks[pid] = float(event["t"])
+                    if isinstance(pid, int) and psutil.pid_exists(pid):
+                        run.record(pid)
+                    continue
+                t_block = blocks.pop(pid, None)
+                if t_block is None:
+                    # Timed out before it blocked: a child starved at start-up. Not a sample.
+                    lost += 1
+                    if lost > n:
+                        raise BenchError(f"{lost} heartbeat timeouts came before the actor blocked "
+                                         "(is the machine overloaded?)")
+                    continue
+                excess.append((t_read - t_block - HEARTBEAT_TIMEOUT) * 1000)
+                age = event.get("last_beat_age")
                 if isinstance(age, (int, float)):
                     beat_excess.append((age - HEARTBEAT_TIMEOUT) * 1000)
+            if lost:
+                problems.append(f"hang: {lost} heartbeat timeouts before the block (not counted)")
     return excess, beat_excess
 
 
@@ -581,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                               note=f"{f.children} processes{pss}"))
         figures.append(Figure("idle CPU, all children", f.children_cpu_pct, "% core"))
 
+    load_before = os.getloadavg()
     attempt("crash", crash)
     attempt("hang", hang)
     attempt("peer", peer)
@@ -588,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
           f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}; backend: {args.backend or 'default'}")
+    # Other load on the machine starves children and skews every figure: show it.
+    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
+          .format(*load_before, *os.getloadavg()))
     print_figures("actorsup restart benchmark", figures, plain=args.plain)
     for line in problems:
         print(f"LEAK/WARNING {line}")
