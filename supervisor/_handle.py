@@ -80,7 +80,7 @@ class ActorHandle:
         self._clock = clock
         self._backend = backend
         self._base_dir = base_dir
-        self._mode = mode
+        self.mode = mode
         self._monitor = monitor
         self._sampler = sampler or ResourceSampler()
         self._metrics = metrics
@@ -140,6 +140,14 @@ class ActorHandle:
         if self._state_changed is None:
             self._state_changed = anyio.Event()
         await self._state_changed.wait()
+
+    def kill_now(self, reason: str) -> None:
+        """SIGKILL the running child's group at once (a run that must not go on)."""
+        child = self.child
+        if child is not None:
+            if self._kill_reason is None:
+                self._kill_reason = reason
+            child.signal_group(signal.SIGKILL)
 
     def request_kill(self, reason: str) -> None:
         """Restart the running child gracefully (unhealthy, resource limit)."""
@@ -272,7 +280,7 @@ class ActorHandle:
                 name=self.name,
                 target=self.spec.target,
                 args=self.spec.args,
-                mode=self._mode,
+                mode=self.mode,
                 heartbeat_interval=self.spec.heartbeat_interval,
                 health_interval=self.spec.health_interval,
                 health_timeout=self.spec.health_timeout,

@@ -23,7 +23,9 @@ from ._spawn import Spawner, WarmSpawner
 from ._states import ActorState
 from ._resources import ResourceSampler
 from ._sdnotify import SystemdNotifier
-from .config import ActorSpec, Config, load_config
+from .config import ActorSpec, Config, CronSpec, load_config
+from .cron import CronManager
+from .cron._process_executor import PerRunExecutor, ResidentExecutor
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .exceptions import ControlError, UnknownActor
@@ -59,6 +61,7 @@ class Supervisor:
         self.sampler = ResourceSampler()
         self.metrics = Metrics() if config.supervisor.metrics_port is not None else None
         self.notifier = SystemdNotifier(clock=self.clock)
+        self.cron = CronManager(state_dir=config.supervisor.state_dir, clock=self.clock)
         self.handles: dict[str, ActorHandle] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
@@ -85,8 +88,11 @@ class Supervisor:
                 port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
                 log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
             self.started_at = self.clock.now()
+            await tg.start(self.cron.serve)
             for spec in cfg.actors:
                 await self._add(spec)
+            for cron_spec in cfg.cron:
+                await self._add_cron(cron_spec)
             tg.start_soon(self._notify_ready)
             if self.notifier.watchdog_period is not None:
                 tg.start_soon(self.notifier.watchdog_loop)
@@ -99,6 +105,7 @@ class Supervisor:
             task_status.started(self)
             await self._shutdown.wait()
             self.notifier.stopping()
+            await self.cron.stop_all_tasks()
             await self._stop_all()
             log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
             tg.cancel_scope.cancel()
@@ -110,9 +117,8 @@ class Supervisor:
                 await self.wait_for_state(name, ActorState.RUNNING, ActorState.FAILED, ActorState.STOPPED)
         self.notifier.ready(status=f"{len(self.handles)} actors running")
 
-    async def _add(self, spec: ActorSpec) -> ActorHandle:
-        assert self._tg is not None
-        handle = ActorHandle(
+    def _new_handle(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
+        return ActorHandle(
             spec,
             spawner=self.spawner,
             router=self.router,
@@ -120,15 +126,32 @@ class Supervisor:
             clock=self.clock,
             backend=self.config.supervisor.backend,
             base_dir=str(self.config.base_dir),
+            mode=mode,
             monitor=self.monitor,
             sampler=self.sampler,
             metrics=self.metrics,
         )
+
+    async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
+        assert self._tg is not None
+        handle = self._new_handle(spec, mode)
         self.handles[spec.name] = handle
         self._order.append(spec.name)
         await self._tg.start(handle.run)
         handle.start()
         return handle
+
+    async def _add_cron(self, spec: CronSpec) -> None:
+        """A config cron task: a scheduler plus a child-process executor."""
+        executor: ResidentExecutor | PerRunExecutor
+        if spec.isolation == "resident":
+            executor = ResidentExecutor(await self._add(spec, mode="cron"))
+        else:
+            executor = PerRunExecutor(lambda: self._new_handle(spec, mode="cron"))
+        self.cron.register_task(spec.name, spec=spec, executor=executor)
+        if self.metrics is not None:
+            self.metrics.add_cron_task(spec.name)
+        await self.cron.start_task(spec.name)
 
     async def _stop_all(self) -> None:
         for name in reversed(self._order):
@@ -201,7 +224,7 @@ class Supervisor:
             rows.append(
                 {
                     "name": name,
-                    "kind": h.spec.kind,
+                    "kind": "cron" if h.mode == "cron" else h.spec.kind,
                     "state": h.state.value,
                     "pid": h.pid,
                     "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
@@ -222,6 +245,14 @@ class Supervisor:
     async def subscribe_events(self) -> AsyncIterator[Any]:
         async with self.bus.subscribe() as receive:
             yield receive
+
+    def cron_list(self) -> list[dict[str, Any]]:
+        return self.cron.describe_all()
+
+    async def cron_trigger(self, name: str) -> str:
+        if name not in self.cron.list_tasks():
+            raise UnknownActor(name)
+        return await self.cron.trigger(name)
 
     def log_tail(self, n: int | None, actor: str | None) -> list[bytes]:
         return [r.line for r in self.router.tail(n, actor)]

@@ -53,20 +53,20 @@ class CaptureSink:
         return found
 
 
-def make_config(actors: dict[str, dict[str, Any]], **supervisor: Any) -> Any:
+def make_config(actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any) -> Any:
     settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0, **supervisor}
-    return parse_config({"supervisor": settings, "actors": actors}, label="test.toml")
+    return parse_config({"supervisor": settings, "actors": actors, "cron": cron or {}}, label="test.toml")
 
 
 @asynccontextmanager
 async def running_supervisor(
-    actors: dict[str, dict[str, Any]], **supervisor: Any
+    actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any
 ) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
     """A started Supervisor; on exit it shuts down gracefully (bounded)."""
     sink = CaptureSink()
     router = LogRouter([sink])
     configure_supervisor_logging(router)
-    sup = Supervisor(make_config(actors, **supervisor), router=router)
+    sup = Supervisor(make_config(actors, cron, **supervisor), router=router)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         try:

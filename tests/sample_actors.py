@@ -11,7 +11,7 @@ import time
 
 import anyio
 
-from actors import Actor
+from actors import Actor, CronTask
 
 
 class Steady(Actor):
@@ -114,3 +114,39 @@ class SlowInit(Actor):
 
     async def run(self) -> None:
         await anyio.sleep_forever()
+
+
+class CronRaisesOnce(CronTask):
+    """Raises on its first run, succeeds afterwards."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    async def run(self) -> None:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise ValueError("first run fails")
+        self.log.info("cron.sample.ok")
+
+
+class CronDies(CronTask):
+    """Kills its own interpreter: os._exit or a segfault through ctypes."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    async def run(self) -> None:
+        if self.how == "exit":
+            os._exit(9)
+        ctypes.string_at(0)
+
+
+class CronSlow(CronTask):
+    async def run(self) -> None:
+        self.log.info("cron.slow.begin")
+        await anyio.sleep(3600)
+
+
+class CronOk(CronTask):
+    async def run(self) -> None:
+        self.log.info("cron.sample.ok")

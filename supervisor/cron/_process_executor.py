@@ -121,7 +121,11 @@ class PerRunExecutor:
             async with anyio.create_task_group() as tg:
                 await tg.start(handle.run)
                 handle.start()
-                while handle.state not in (ActorState.RUNNING, *_DONE_STATES):
+                # A fresh handle starts out STOPPED: wait for a life to begin and run, or end.
+                while not (
+                    handle.state is ActorState.RUNNING
+                    or (handle.state in _DONE_STATES and handle.last_exit is not None)
+                ):
                     await handle._changed()
                 try:
                     if handle.state is not ActorState.RUNNING:
