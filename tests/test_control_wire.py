@@ -130,3 +130,25 @@ class TestRender:
     def test_log_line_that_is_not_json(self) -> None:
         """A line that is not a JSON object is shown as it is."""
         assert log_line(b"plain text\n") == "plain text"
+
+    def test_heartbeat_components(self) -> None:
+        """Components show their age as a duration and the last error's message, not its record."""
+        import io
+
+        from rich.console import Console
+
+        from supervisor.control._render import heartbeat_tables
+
+        report = {"status": "error", "counts": {"total": 1, "error": 1},
+                  "components": {"db": {"name": "db", "status": "error", "last_heartbeat": "T",
+                                        "last_heartbeat_age": 75.5, "error_count": 2,
+                                        "errors": [{"timestamp": "T", "error": "old"},
+                                                   {"timestamp": "T", "error": "conn refused"}]}}}
+        out = io.StringIO()
+        console = Console(file=out, width=200)
+        for part in heartbeat_tables(report):
+            console.print(part)
+        lines = out.getvalue().splitlines()
+        assert lines[0] == "status: error  total=1  error=1"
+        assert lines[1].split() == ["NAME", "STATUS", "LAST", "HEARTBEAT", "AGE", "ERRORS"]
+        assert lines[2].split() == ["db", "error", "1m15s", "2:", "conn", "refused"]

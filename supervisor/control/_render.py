@@ -73,6 +73,8 @@ def _plain(value: Any, limit: int = 60) -> str:
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
         return f"{len(value)}: {_plain(value[-1], limit)}" if value else "-"
+    if isinstance(value, dict) and isinstance(value.get("error"), str):
+        return _plain(value["error"], limit)  # an error record: its message says it all
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -104,18 +106,29 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-def generic_table(rows: Iterable[Mapping[str, Any]], first: str = "name") -> Table:
+_STATES = {"state", "status", "outcome", "last_outcome"}
+
+
+def _cell(key: str, value: Any) -> Any:
+    if key in _STATES:
+        return _state(value)
+    if key.endswith(("_age", "_in", "duration")):  # seconds, by the naming convention
+        return fmt_duration(value)
+    return _plain(value)
+
+
+def generic_table(rows: Iterable[Mapping[str, Any]], first: str = "name",
+                  skip: frozenset[str] = frozenset()) -> Table:
     """A table of dict rows whose keys are not fixed (cron list, components)."""
     rows = list(rows)
     columns: list[str] = [first] if any(first in r for r in rows) else []
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k in row if k not in columns and k not in skip]
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in columns:
-        table.add_column(col.upper().replace("_", " "))
+        table.add_column(col.upper().replace("_", " "), no_wrap=col in _STATES or col == first)
     for row in rows:
-        table.add_row(*(_state(row.get(c)) if c in ("state", "status", "outcome", "last_outcome")
-                        else _plain(row.get(c)) for c in columns))
+        table.add_row(*(_cell(c, row.get(c)) for c in columns))
     return table
 
 
@@ -127,9 +140,11 @@ def heartbeat_tables(report: Mapping[str, Any]) -> list[Any]:
     if counts:
         head.append("  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     components = report.get("components") or {}
-    rows = [{"name": name, **(info if isinstance(info, Mapping) else {"status": info})}
+    rows = [{**(info if isinstance(info, Mapping) else {"status": info}), "name": name}
             for name, info in components.items()]
-    return [head, generic_table(rows)] if rows else [head, Text("no components", style="dim")]
+    # The age says more than the wall-clock time of the last beat; the error list shows its count.
+    table = generic_table(rows, skip=frozenset({"last_heartbeat", "error_count"}))
+    return [head, table] if rows else [head, Text("no components", style="dim")]
 
 
 _SKIP = {"timestamp", "level", "event", "actor", "pid", "seq", "id", "host", "restarts"}
