@@ -40,6 +40,7 @@ __all__ = ["ActorHandle", "Exit"]
 
 log = structlog.get_logger()
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
+PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which partial output is released
 
 
 @dataclass
@@ -381,9 +382,17 @@ class ActorHandle:
 
         assembler = LineAssembler(stream_name, emit)
         try:
-            async for chunk in stream:
+            while True:
+                # A quiet pipe releases a held-back traceback (it may have no more lines).
+                with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
+                    chunk = await stream.receive()
+                if idle.cancelled_caught:
+                    assembler.flush()
+                    continue
+                if not chunk:
+                    break
                 assembler.feed(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except OSError:
             pass
         finally:
             assembler.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import anyio
 
@@ -23,25 +23,19 @@ _READ_SIZE = 256 * 1024
 
 
 class FdReader:
-    """Async iteration over the chunks of a non-blocking pipe, until EOF."""
+    """Reads the chunks of a non-blocking pipe, until EOF."""
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def receive(self) -> bytes:
+        """The next chunk; ``b""`` at EOF. Safe to cancel and call again."""
         while True:
             try:
-                data = os.read(self.fd, _READ_SIZE)
+                return os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 await anyio.wait_readable(self.fd)
-                continue
-            if not data:
-                return
-            yield data
 
     def close(self) -> None:
         if self.fd >= 0:
