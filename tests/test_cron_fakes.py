@@ -123,6 +123,7 @@ async def running(
     scheduler = CronScheduler(spec, executor, clock=clock, history=history, **kwargs)
     async with anyio.create_task_group() as tg:
         await tg.start(scheduler.run)
+        await settle()  # let it act on due times already past (after a restart)
         yield scheduler
         tg.cancel_scope.cancel()
 
