@@ -184,7 +184,7 @@ class TestPeerCheck:
     async def test_failed_credential_lookup_is_refused(self, sock: Path) -> None:
         """If the peer's credentials cannot be read, the connection is closed unserved."""
         def broken(s: socket.socket) -> PeerCred:
-            raise OSError("no creds")
+            raise ValueError("no creds")
 
         async with serving(FakeTarget(), sock, peercred=broken), Conn.open(sock) as conn:
             await conn.send(b'{"cmd": "status"}\n')

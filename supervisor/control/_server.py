@@ -183,7 +183,7 @@ class ControlServer:
         async with UnixConnection(sock) as conn:
             try:
                 peer = self._peercred(sock)
-            except (OSError, ControlError) as exc:
+            except Exception as exc:  # no credentials, no service; never crash the server
                 log.warning("control.refused", reason="no peer credentials", error=str(exc))
                 return
             if peer.uid != self.allowed_uid:
@@ -239,10 +239,10 @@ class ControlServer:
             await self._send(conn, await self._call(cmd, args, peer))
 
     async def _call(self, cmd: str, args: Any, peer: PeerCred) -> bytes:
-        name = getattr(args, "name", None)
         started = time.perf_counter()
         if cmd in _MUTATING:
-            log.info("control.command", cmd=cmd, name=name, peer_pid=peer.pid)
+            named = {"name": args.name} if cmd in _NAMED else {}
+            log.info("control.command", cmd=cmd, **named, peer_pid=peer.pid)
         try:
             if cmd == "logs":
                 reply = self._tail_reply(args)
