@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .._clock import Clock, MonotonicClock
 from ..config import CronSpec
-from ..cron_expr import CronExpressionError, CronSchedule
+from ..cron_expr import CronExpressionError, CronSchedule, resolve_timezone
 from ._errors import InvalidCronTask, TaskBusy, TaskNotRunning
 from ._history import HistoryStore
 from ._model import CronRun, RunExecutor, RunRecord, RunResult
@@ -60,14 +60,16 @@ def validate_spec(spec: CronSpec) -> CronSchedule | None:
         raise bad(f"timeout must be > 0 (got {spec.timeout})")
     if spec.history_limit < 1:
         raise bad(f"history_limit must be >= 1 (got {spec.history_limit})")
-    if spec.schedule is None:
-        if spec.timezone is not None:
-            CronSchedule("* * * * *", spec.timezone)  # still reject an unknown zone
-        return None
     try:
-        return CronSchedule(spec.schedule, spec.timezone)
+        if spec.schedule is None:
+            if spec.timezone is not None:
+                resolve_timezone(spec.timezone)  # an unknown zone is wrong even if unused
+            return None
+        schedule = CronSchedule(spec.schedule, spec.timezone)
     except CronExpressionError as exc:
-        raise bad(f"{exc}, got {spec.schedule!r}") from None
+        text = str(exc)
+        raise bad(text if text.startswith("unknown time zone") else f"{text}, got {spec.schedule!r}") from None
+    return schedule
 
 
 def _iso(wall: float) -> str:
