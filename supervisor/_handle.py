@@ -106,6 +106,7 @@ class ActorHandle:
         self._exiting: Exiting | None = None
         self.frame_listeners: list[Any] = []  # callables(frame) for cron executors
         self.closed = anyio.Event()
+        self._life = anyio.CancelScope()
         self._state_changed: anyio.Event | None = None
 
     # --- commands --------------------------------------------------------------
@@ -218,19 +219,27 @@ class ActorHandle:
             self.request_kill(reason)
 
     # --- the life loop ----------------------------------------------------------
+    def close(self) -> None:
+        """End the life loop for good (the actor was removed by a reload)."""
+        self._life.cancel()
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            while True:
-                if not self._want_running:
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                    continue
-                self._stop_requested = anyio.Event()
-                ended = await self._run_once()
-                await self._after_exit(ended)
+            with self._life:
+                await self._live()
         finally:
             self.closed.set()
+
+    async def _live(self) -> None:
+        while True:
+            if not self._want_running:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            self._stop_requested = anyio.Event()
+            ended = await self._run_once()
+            await self._after_exit(ended)
 
     async def _run_once(self) -> Exit:
         self._transition(ActorState.STARTING, attempt=self._backoff.attempt, kind=self.spec.kind)

@@ -65,6 +65,7 @@ class Supervisor:
         self.handles: dict[str, ActorHandle] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
+        self._reload_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self.started_at: float | None = None
         self.closed = anyio.Event()
@@ -186,33 +187,50 @@ class Supervisor:
             await handle._changed()
 
     async def reload(self, config: Config | None = None) -> dict[str, list[str]]:
-        """Apply a new config: start added actors, stop removed, restart changed ones."""
-        if config is None:
-            if self.config.source is None:
-                raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
-            config = load_config(self.config.source)  # ConfigError: the running config stays
-        new = config
-        old_specs = {s.name: s for s in self.config.actors}
-        new_specs = {s.name: s for s in new.actors}
-        added = [n for n in new_specs if n not in old_specs]
-        removed = [n for n in old_specs if n not in new_specs]
-        changed = [n for n in new_specs if n in old_specs and new_specs[n] != old_specs[n]]
-        self.notifier.reloading()
-        self.config = new
-        for name in removed:
-            await self.handles[name].stop()
-            del self.handles[name]
+        """Apply a new config: start added actors, stop removed, restart changed ones.
+
+        An invalid config raises :class:`ConfigError` before anything changes,
+        so the running config stays. Unchanged actors are not touched.
+        """
+        async with self._reload_lock:
+            if config is None:
+                if self.config.source is None:
+                    raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
+                config = load_config(self.config.source)
+            old = {s.name: s for s in (*self.config.actors, *self.config.cron)}
+            new = {s.name: s for s in (*config.actors, *config.cron)}
+            added = [n for n in new if n not in old]
+            removed = [n for n in old if n not in new]
+            changed = [n for n in new if n in old and new[n] != old[n]]
+            self.notifier.reloading()
+            self.config = config
+            for name in (*removed, *changed):
+                await self._remove(name)
+            for name in (*changed, *added):
+                await self._add_spec(new[name])
+            log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
+            self.notifier.ready()
+            return {"added": added, "removed": removed, "changed": changed}
+
+    async def _add_spec(self, spec: ActorSpec) -> None:
+        if isinstance(spec, CronSpec):
+            await self._add_cron(spec)
+        else:
+            await self._add(spec)
+
+    async def _remove(self, name: str) -> None:
+        """Stop and forget one actor or cron task (its scheduler and its process)."""
+        if name in self.cron.list_tasks():
+            self.cron.unregister_task(name)  # stops the scheduler, kills a run in progress
+            if self.metrics is not None:
+                self.metrics.remove_cron_task(name)
+        handle = self.handles.pop(name, None)
+        if handle is not None:
             self._order.remove(name)
-        for name in changed:
-            handle = self.handles[name]
             await handle.stop()
-            handle.reconfigure(new_specs[name])
-            handle.start()
-        for name in added:
-            await self._add(new_specs[name])
-        log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
-        self.notifier.ready()
-        return {"added": added, "removed": removed, "changed": changed}
+            handle.close()
+            if self.metrics is not None:
+                self.metrics.remove_actor(name)
 
     # --- views ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
