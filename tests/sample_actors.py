@@ -150,3 +150,14 @@ class CronSlow(CronTask):
 class CronOk(CronTask):
     async def run(self) -> None:
         self.log.info("cron.sample.ok")
+
+
+class Allocates(Actor):
+    """Grows its memory by 20 MiB a beat until something stops it."""
+
+    async def run(self) -> None:
+        hoard = []
+        self.log.info("allocates.up")
+        while True:
+            hoard.append(bytearray(20 * 1024 * 1024))
+            await anyio.sleep(0.1)
