@@ -28,7 +28,6 @@ from ._protocol import Beat, Exiting, Health, Init, Ready, RunDone, RunNow, Stop
 __all__ = ["main"]
 
 _PR_SET_PDEATHSIG = 1
-INIT_TIMEOUT = 60.0  # a spare may wait long in the warm pool; EOF ends it earlier
 
 
 _PARENT_DIED = signal.SIGRTMIN + 5  # a signal no actor is likely to use
@@ -69,12 +68,23 @@ def _load(target: str) -> type:
     return obj
 
 
+def _preload() -> None:
+    """Import what every actor needs while waiting for Init: a warm spare then
+    starts an actor without paying for these imports inside its heartbeat window."""
+    import anyio._backends._asyncio  # noqa: F401
+    import anyio._backends._trio  # noqa: F401
+    import trio  # noqa: F401
+
+    from . import _logging  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     _die_with_parent()
     channel = ChildChannel(socket.socket(fileno=int(argv[1])))
     channel.hello(os.getpid())
-    init = channel.receive_blocking(timeout=INIT_TIMEOUT)
+    _preload()
+    init = channel.receive_blocking()  # a warm spare waits here; EOF retires it
     if not isinstance(init, Init):
         os._exit(0)  # supervisor gone, or a spare retired from the warm pool
     os.environ.update(init.env)

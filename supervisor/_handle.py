@@ -389,7 +389,13 @@ class ActorHandle:
         def emit(event: dict[str, Any]) -> None:
             self._router.emit({**event, "actor": self.name, "pid": pid, "restarts": restarts})
 
-        assembler = LineAssembler(stream_name, emit)
+        def emit_lines(timestamp: str, lines: bytes) -> None:
+            # Plain lines, a whole chunk at once: the router renders them without dicts.
+            self._router.emit_lines(
+                assembler.level, stream_name, timestamp, lines, actor=self.name, pid=pid, restarts=restarts
+            )
+
+        assembler = LineAssembler(stream_name, emit, emit_lines=emit_lines)
         try:
             while True:
                 # A quiet pipe releases a held-back traceback (it may have no more lines).
@@ -455,7 +461,17 @@ class ActorHandle:
                     ended = Exit("crash", error=error)
                 tg.cancel_scope.cancel()
 
+            async def beat() -> None:
+                # A task actor shares the supervisor's loop: its beat proves that loop runs.
+                while True:
+                    if self.beats is not None:
+                        self.beats.beat(self._clock.now())
+                    if self._monitor is not None:
+                        self._monitor.update_component_heartbeat(self.name)
+                    await self._clock.sleep_until(self._clock.now() + self.spec.heartbeat_interval)
+
             tg.start_soon(body)
+            tg.start_soon(beat)
             await self._stop_requested.wait()
             if self._kill_reason is None:
                 self._transition(ActorState.STOPPING, pid=self.pid)

@@ -70,6 +70,10 @@ class AsyncPopen:
     def returncode(self) -> int | None:
         return self._popen.returncode
 
+    def poll(self) -> int | None:
+        """Reap the child if it has exited (without blocking)."""
+        return self._popen.poll()
+
     async def wait(self) -> int:
         async with self._lock:
             while self._popen.poll() is None:

@@ -128,32 +128,51 @@ class WarmSpawner(ColdSpawner):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.spares = spares
         self._pool: deque[ChildProcess] = deque()
+        self._watchers: dict[int, anyio.CancelScope] = {}
         self._taken = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            while True:
-                while len(self._pool) < self.spares:
-                    try:
-                        child = await super().spawn(actor="<spare>", start_timeout=30.0)
-                    except Exception as exc:  # keep serving cold spawns; retry later
-                        log.warning("spawner.spare_failed", error=str(exc))
-                        await anyio.sleep(1.0)
-                        continue
-                    self._pool.append(child)
-                self._taken = anyio.Event()
-                await self._taken.wait()
+            async with anyio.create_task_group() as tg:
+                while True:
+                    while len(self._pool) < self.spares:
+                        try:
+                            child = await super().spawn(actor="<spare>", start_timeout=30.0)
+                        except Exception as exc:  # keep serving cold spawns; retry later
+                            log.warning("spawner.spare_failed", error=str(exc))
+                            await anyio.sleep(1.0)
+                            continue
+                        self._pool.append(child)
+                        tg.start_soon(self._watch_spare, child)
+                    self._taken = anyio.Event()
+                    await self._taken.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 while self._pool:
                     await _discard(self._pool.popleft())
 
+    async def _watch_spare(self, child: ChildProcess) -> None:
+        """Reap a spare that dies while it waits in the pool, and refill the pool."""
+        with anyio.CancelScope() as scope:
+            self._watchers[child.pid] = scope
+            await child.wait()
+            if child in self._pool:
+                self._pool.remove(child)
+                log.warning("spawner.spare_died", pid=child.pid, exit_code=child.returncode)
+                await child.aclose()
+                self._taken.set()
+        self._watchers.pop(child.pid, None)
+
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         while self._pool:
             child = self._pool.popleft()
+            watcher = self._watchers.pop(child.pid, None)
+            if watcher is not None:
+                watcher.cancel()
             self._taken.set()
-            if child.returncode is None and child.is_ours():
+            if child.process.poll() is None and child.is_ours():
                 return child
+            log.warning("spawner.spare_died", pid=child.pid, exit_code=child.returncode)
             await _discard(child)
         return await super().spawn(actor=actor, start_timeout=start_timeout)

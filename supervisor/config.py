@@ -230,7 +230,7 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(label, "", f"invalid TOML: {exc}") from None
-    return parse_config(data, source=path.resolve(), label=path.name)
+    return parse_config(data, source=path.resolve(), label=label)
 
 
 def parse_config(
@@ -316,6 +316,14 @@ def _field_bound(schema: type, field: str) -> str:
     return ""
 
 
+def _field_choices(schema: type, field: str) -> tuple[Any, ...]:
+    """The accepted values of a Literal field, for an invalid-value message."""
+    for f in getattr(msgspec.inspect.type_info(schema), "fields", ()):
+        if f.name == field and isinstance(f.type, msgspec.inspect.LiteralType):
+            return tuple(f.type.values)
+    return ()
+
+
 def _show(value: Any) -> str:
     try:
         return json.dumps(value)
@@ -360,7 +368,9 @@ class _Checker:
         if m := re.match(r"Object missing required field `(.+)`", msg):
             return self.fail(f"{path}.{m[1]}" if path else m[1], "required key is missing")
         if m := re.match(r"Invalid enum value (.+)", msg):
-            return self.fail(path, f"invalid value {_show(value)}")
+            choices = _field_choices(schema, keys[-1][0]) if len(keys) == 1 and keys[-1][0] else ()
+            accepted = f"expected one of {', '.join(map(_show, choices))}, " if choices else "invalid value, "
+            return self.fail(path, f"{accepted}got {_show(value)}")
         if m := re.match(r"Expected `([^`]+)`(.*)", msg):
             wanted = " or ".join(
                 _TYPE_WORDS.get(t.strip(), t.strip()) for t in m[1].split("|")
@@ -390,6 +400,11 @@ class _Checker:
     def supervisor(self, data: dict[str, Any]) -> SupervisorSettings:
         raw = self.convert(data, _RawSupervisor, "supervisor")
         timeout = raw.heartbeat_timeout or 2 * raw.heartbeat_interval
+        if timeout <= raw.heartbeat_interval:
+            raise self.fail(
+                "supervisor.heartbeat_timeout",
+                f"must be greater than heartbeat_interval ({raw.heartbeat_interval:g}), got {timeout:g}",
+            )
         state_dir = self.path_value(raw.state_dir) or self.base_dir / ".actorsup"
         return SupervisorSettings(
             heartbeat_interval=raw.heartbeat_interval,

@@ -53,7 +53,7 @@ class TestCheck:
     def test_bad_value_exits_two_with_one_line(self, tmp_path, command: str) -> None:
         """A bad value gives one line naming file, key path and value, exit 2, no traceback."""
         path = _write(tmp_path, '[actors.fetcher]\ntarget = "tests.sample_actors:Steady"\nheartbeat_timeout = "soon"\n')
-        result = _actorsup(command, str(path))
+        result = _actorsup(command, path.name, cwd=tmp_path)
         assert result.returncode == 2
         assert result.stderr == (
             'actorsup: actorsup.toml: actors.fetcher.heartbeat_timeout: expected a number > 0, got "soon"\n'
