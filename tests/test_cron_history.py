@@ -73,7 +73,7 @@ class TestHistoryStore:
 
     @pytest.mark.anyio
     async def test_the_writer_task_commits_queued_writes(self, tmp_path: Path) -> None:
-        """Writes are queued, then committed by run_writer() without a read forcing them."""
+        """Writes are queued, then committed by run_writer() in a thread, with no read forcing them."""
         store = HistoryStore.in_dir(tmp_path)
         reader = sqlite3.connect(tmp_path / HISTORY_FILE)
         try:
@@ -82,7 +82,9 @@ class TestHistoryStore:
                 await settle()
                 record(store, "r1")
                 assert reader.execute("SELECT count(*) FROM runs").fetchone() == (0,)
-                await settle()
+                with anyio.fail_after(10):  # committed by a worker thread
+                    while not reader.execute("SELECT outcome FROM runs").fetchall():
+                        await anyio.sleep(0.01)
                 assert reader.execute("SELECT outcome FROM runs").fetchall() == [("ok",)]
                 tg.cancel_scope.cancel()
         finally:

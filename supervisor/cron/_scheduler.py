@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import traceback
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,6 +39,8 @@ OVERLAP_POLICIES = ("skip", "queue", "replace")
 _MAX_COUNTED_MISSES = 10_000
 # Wall-derived deadlines carry float rounding of Unix times (~0.2 us).
 _TOLERANCE = 1e-6
+# run_ids: 48 random bits, seeded once from the OS (uuid4 reads urandom per call).
+_run_ids = random.Random()
 
 
 def validate_spec(spec: CronSpec) -> CronSchedule | None:
@@ -248,7 +249,7 @@ class CronScheduler:
     # --- overlap -----------------------------------------------------------------
     def _new_run(self, scheduled_at: float, trigger: str, missed: int = 0) -> CronRun:
         return CronRun(
-            run_id=uuid.uuid4().hex[:12], task=self.name, scheduled_at=scheduled_at,
+            run_id=f"{_run_ids.getrandbits(48):012x}", task=self.name, scheduled_at=scheduled_at,
             trigger=trigger, timeout=self.spec.timeout, missed=missed,
         )
 
