@@ -1,6 +1,6 @@
 """Log pipeline throughput: child -> supervisor -> sinks, against supervisord.
 
-    .venv/bin/python benchmarks/log_throughput.py [--events N] [--lines N] [--flood N]
+    .venv/bin/python benchmarks/log_throughput.py [--events N] [--lines N] [--flood N] [--repeat N]
 
 Prints:
 * structured events/s from a child through ``actorsup run`` into the file sink,
@@ -13,12 +13,22 @@ Prints:
   import name ``supervisor`` clashes with ours).
 
 Times run from the child's first write (it records the wall time just before)
-to the moment the last line is in the log file (polled every 2 ms).
+to the moment the last line is in the log file (polled every 2 ms, reading
+only what was appended since the last poll).
+
+The stdout-lines part runs ``--repeat`` times (default 5) and reports median
+and p95 of the wall time and of the CPU time the supervisor process (actorsup
+or supervisord, not the child) spent meanwhile (psutil ``cpu_times``, user +
+system): the child waits for a go file, so start-up is not counted. On a
+loaded machine the CPU time is the steadier figure. Every line of actorsup's
+file is parsed with ``json.loads`` and checked for the keys and text it must
+carry; a line missing or wrong counts as lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -30,7 +40,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+from benchmarks._stats import Figure, print_figures, summarize  # noqa: E402
+
 ACTORSUP = ROOT / ".venv" / "bin" / "actorsup"
 PEERS = ROOT / "benchmarks" / ".peers"
 SUPERVISORD_VENV = PEERS / "supervisord"
@@ -53,14 +69,21 @@ ACTORS = textwrap.dedent(
             os._exit(0)
 
     class Lines(Actor):
-        def __init__(self, n, stamp):
-            self.n, self.stamp = n, stamp
+        def __init__(self, n, stamp, go):
+            self.n, self.stamp, self.go = n, stamp, go
         async def run(self):
-            write_lines(self.n, self.stamp)
+            import anyio
+            data = lines_data(self.n)
+            open(self.go + ".ready", "w").close()
+            while not os.path.exists(self.go):
+                await anyio.sleep(0.001)
+            write_lines(data, self.stamp)
             os._exit(0)
 
-    def write_lines(n, stamp):
-        data = "".join(f"line {i} of the benchmark output\\n" for i in range(n)).encode()
+    def lines_data(n):
+        return "".join(f"line {i} of the benchmark output\\n" for i in range(n)).encode()
+
+    def write_lines(data, stamp):
         with open(stamp, "w") as f:
             f.write(repr(time.time()))
         view = memoryview(data)
@@ -68,7 +91,12 @@ ACTORS = textwrap.dedent(
             view = view[os.write(1, view[: 1 << 16]):]
 
     if __name__ == "__main__":
-        write_lines(int(sys.argv[1]), sys.argv[2])
+        data = lines_data(int(sys.argv[1]))
+        go = sys.argv[3]
+        open(go + ".ready", "w").close()
+        while not os.path.exists(go):
+            time.sleep(0.001)
+        write_lines(data, sys.argv[2])
     """
 )
 
@@ -89,25 +117,59 @@ def _vmhwm(pid: int) -> int:
     return 0
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
+class _LineCounter:
+    """Counts the lines of a growing file, reading only what was appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        self._file = None
+
+    def poll(self) -> int:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            except FileNotFoundError:
+                return 0
+        while chunk := self._file.read(1 << 20):
+            self.lines += chunk.count(b"\n")
+        return self.lines
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _wait_lines(path: Path, want: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> tuple[float, int]:
     """Poll until ``path`` holds ``want`` lines; return (wall time, peak RSS of proc)."""
     deadline = time.monotonic() + timeout
     peak = 0
-    while time.monotonic() < deadline:
-        if proc is not None:
-            peak = max(peak, _vmhwm(proc.pid))
-        if _count_lines(path) >= want:
-            return time.time(), peak
-        time.sleep(0.002)
-    raise SystemExit(f"timed out: {path} has {_count_lines(path)} of {want} lines")
+    counter = _LineCounter(path)
+    try:
+        while time.monotonic() < deadline:
+            if proc is not None:
+                peak = max(peak, _vmhwm(proc.pid))
+            if counter.poll() >= want:
+                return time.time(), peak
+            time.sleep(0.002)
+        raise SystemExit(f"timed out: {path} has {counter.poll()} of {want} lines")
+    finally:
+        counter.close()
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[0]} exited with status {proc.returncode} before {path.name} appeared")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {path}")
+        time.sleep(0.005)
+
+
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -119,10 +181,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Path, timeout: float = 300) -> tuple[float, int]:
-    """Run one actor under ``actorsup run``; return (seconds from stamp to last line, peak RSS)."""
+def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Path, timeout: float = 300,
+              go: Path | None = None) -> tuple[float, int, float]:
+    """Run one actor under ``actorsup run``.
+
+    Returns (seconds from stamp to last line, peak RSS, supervisor CPU seconds
+    from go to last line). With ``go``, the actor waits for that file, and the
+    CPU sample is taken once it is ready; without, the CPU figure is 0.
+    """
     stamp = work / "stamp"
     stamp.unlink(missing_ok=True)
+    go_arg = ""
+    if go is not None:
+        go.unlink(missing_ok=True)
+        Path(f"{go}.ready").unlink(missing_ok=True)
+        go_arg = f', go = "{go}"'
     (work / "actorsup.toml").write_text(
         textwrap.dedent(
             f"""
@@ -132,19 +205,26 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Pat
             [actors.bench]
             target = "bench_actors:{actor}"
             restart = "temporary"
-            args = {{ {args}, stamp = "{stamp}" }}
+            args = {{ {args}, stamp = "{stamp}"{go_arg} }}
             """
         )
         + sinks
     )
     proc = subprocess.Popen([str(ACTORSUP), "run", str(work / "actorsup.toml")], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu = 0.0
     try:
+        if go is not None:
+            _wait_file(Path(f"{go}.ready"), proc)
+            cpu = _cpu(proc.pid)
+            go.touch()
         end, peak = _wait_lines(out, want, timeout, proc)
+        if go is not None:
+            cpu = _cpu(proc.pid) - cpu
     finally:
         peak_final = _vmhwm(proc.pid)
         _stop(proc)
-    return end - float(stamp.read_text()), max(peak, peak_final)
+    return end - float(stamp.read_text()), max(peak, peak_final), cpu
 
 
 def _file_sink(path: Path) -> str:
@@ -154,7 +234,7 @@ def _file_sink(path: Path) -> str:
 def bench_events(work: Path, n: int) -> None:
     out = work / "events.jsonl"
     out.unlink(missing_ok=True)
-    secs, rss = _actorsup(work, "Events", f"n = {n}", _file_sink(out), n + 1, out)
+    secs, rss, _ = _actorsup(work, "Events", f"n = {n}", _file_sink(out), n + 1, out)
     print(f"file sink:   {n:>9,} structured events in {secs:6.3f} s = {n / secs:>9,.0f} events/s, "
           f"supervisor peak RSS {rss / 2**20:.0f} MiB")
 
@@ -184,7 +264,7 @@ def bench_tcp(work: Path, n: int) -> None:
                     raise
                 time.sleep(0.02)
         sink = f'[[logs.sinks]]\ntype = "tcp"\naddress = "127.0.0.1:{port}"\nspool_dir = "spool"\n'
-        secs, rss = _actorsup(work, "Events", f"n = {n}", sink, n + 1, sng / "tcp.log")
+        secs, rss, _ = _actorsup(work, "Events", f"n = {n}", sink, n + 1, sng / "tcp.log")
         print(f"tcp sink:    {n:>9,} structured events in {secs:6.3f} s = {n / secs:>9,.0f} events/s "
               f"into syslog-ng, supervisor peak RSS {rss / 2**20:.0f} MiB")
     finally:
@@ -194,7 +274,7 @@ def bench_tcp(work: Path, n: int) -> None:
 def bench_flood(work: Path, n: int) -> None:
     out = work / "flood.jsonl"
     out.unlink(missing_ok=True)
-    secs, rss = _actorsup(work, "Events", f"n = {n}", _file_sink(out), n + 1, out)
+    secs, rss, _ = _actorsup(work, "Events", f"n = {n}", _file_sink(out), n + 1, out)
     print(f"flood:       {n:>9,} events in {secs:6.3f} s, supervisor peak RSS {rss / 2**20:.0f} MiB (the memory bound)")
 
 
@@ -206,41 +286,98 @@ def _supervisord() -> Path | None:
     return binary if binary.exists() else None
 
 
-def bench_lines(work: Path, n: int) -> None:
+_LINE_KEYS = {"timestamp", "level", "event", "stream", "actor", "pid", "restarts", "seq", "id", "host"}
+
+
+def _lost_lines(out: Path, n: int) -> int:
+    """How many of the child's n lines are not in ``out`` as a complete, valid event."""
+    expected = iter(f"line {i} of the benchmark output" for i in range(n))
+    want = next(expected, None)
+    found = 0
+    with open(out, "rb") as f:
+        for raw in f:
+            event = json.loads(raw)
+            if event.get("stream") != "stdout" or event.get("actor") != "bench":
+                continue
+            if event["event"] == want and _LINE_KEYS <= event.keys() and event["level"] == "info":
+                found += 1
+                want = next(expected, None)
+    return n - found
+
+
+def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, float]:
+    """One supervisord run: (seconds from stamp to last line, supervisord CPU seconds)."""
+    sd = work / "supervisord"
+    sd.mkdir(exist_ok=True)
+    stamp, log, go = sd / "stamp", sd / "lines.log", sd / "go"
+    for path in (stamp, log, go, Path(f"{go}.ready")):
+        path.unlink(missing_ok=True)
+    (sd / "supervisord.conf").write_text(textwrap.dedent(f"""
+        [supervisord]
+        nodaemon=true
+        logfile={sd}/supervisord.log
+        pidfile={sd}/supervisord.pid
+        [program:lines]
+        command={sys.executable} {work / 'bench_actors.py'} {n} {stamp} {go}
+        autorestart=false
+        startsecs=0
+        stdout_logfile={log}
+        stdout_logfile_maxbytes=0
+        """))
+    proc = subprocess.Popen([str(binary), "-c", str(sd / "supervisord.conf")], cwd=sd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_file(Path(f"{go}.ready"), proc)
+        cpu = _cpu(proc.pid)
+        go.touch()
+        end, _ = _wait_lines(log, n, 120)
+        cpu = _cpu(proc.pid) - cpu
+        return end - float(stamp.read_text()), cpu
+    finally:
+        _stop(proc)
+
+
+def bench_lines(work: Path, n: int, repeat: int) -> None:
     out = work / "lines.jsonl"
-    out.unlink(missing_ok=True)
-    ours, _ = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), n, out)
-    lost = n - sum(1 for line in out.read_bytes().splitlines() if b'"stream":"stdout"' in line)
     binary = _supervisord()
-    theirs = None
-    if binary is not None:
-        sd = work / "supervisord"
-        sd.mkdir(exist_ok=True)
-        stamp, log = sd / "stamp", sd / "lines.log"
-        log.unlink(missing_ok=True)
-        (sd / "supervisord.conf").write_text(textwrap.dedent(f"""
-            [supervisord]
-            nodaemon=true
-            logfile={sd}/supervisord.log
-            pidfile={sd}/supervisord.pid
-            [program:lines]
-            command={sys.executable} {work / 'bench_actors.py'} {n} {stamp}
-            autorestart=false
-            startsecs=0
-            stdout_logfile={log}
-            stdout_logfile_maxbytes=0
-            """))
-        proc = subprocess.Popen([str(binary), "-c", str(sd / "supervisord.conf")], cwd=sd,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            end, _ = _wait_lines(log, n, 120)
-            theirs = end - float(stamp.read_text())
-        finally:
-            _stop(proc)
-    print(f"stdout:      {n:>9,} lines into the file sink in {ours * 1000:6.1f} ms as structured events, {lost} lost")
-    if theirs is not None:
-        print(f"supervisord: {n:>9,} lines into stdout_logfile in {theirs * 1000:6.1f} ms as raw bytes "
-              f"(actorsup/supervisord = {ours / theirs:.2f}x)")
+    ours_wall: list[float] = []
+    ours_cpu: list[float] = []
+    theirs_wall: list[float] = []
+    theirs_cpu: list[float] = []
+    lost = 0
+    for _ in range(repeat):
+        out.unlink(missing_ok=True)
+        secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), n, out, go=work / "go")
+        ours_wall.append(secs * 1000)
+        ours_cpu.append(cpu * 1000)
+        lost += _lost_lines(out, n)
+        if binary is not None:
+            secs, cpu = _supervisord_run(work, binary, n)
+            theirs_wall.append(secs * 1000)
+            theirs_cpu.append(cpu * 1000)
+    ow, oc = summarize(ours_wall), summarize(ours_cpu)
+    figures = [
+        Figure("actorsup wall p50", ow.p50, "ms"),
+        Figure("actorsup wall p95", ow.p95, "ms"),
+        Figure("actorsup supervisor CPU p50", oc.p50, "ms"),
+        Figure("actorsup supervisor CPU p95", oc.p95, "ms"),
+        Figure("lines lost (all runs)", lost, "", target=0),
+    ]
+    if theirs_wall:
+        tw, tc = summarize(theirs_wall), summarize(theirs_cpu)
+        figures += [
+            Figure("supervisord wall p50", tw.p50, "ms", note="raw bytes to stdout_logfile"),
+            Figure("supervisord wall p95", tw.p95, "ms"),
+            Figure("supervisord CPU p50", tc.p50, "ms"),
+            Figure("supervisord CPU p95", tc.p95, "ms"),
+            Figure("wall ratio actorsup/supervisord (p50)", ow.p50 / tw.p50, "x", target=2),
+            Figure("CPU ratio actorsup/supervisord (p50)", oc.p50 / tc.p50, "x", target=2),
+        ]
+    else:
+        figures.append(Figure("supervisord", None, note="not installed: pip install failed"))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print_figures(f"stdout: {n:,} lines of a child into the file sink, {repeat} runs (load average {load})",
+                  figures)
 
 
 def main() -> None:
@@ -248,6 +385,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--flood", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of the stdout-lines part (default 5)")
     parser.add_argument("--only", choices=["events", "tcp", "flood", "lines"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="actorsup-bench-") as tmp:
@@ -256,7 +394,7 @@ def main() -> None:
         runs = {
             "events": lambda: bench_events(work, args.events),
             "tcp": lambda: bench_tcp(work, args.events),
-            "lines": lambda: bench_lines(work, args.lines),
+            "lines": lambda: bench_lines(work, args.lines, args.repeat),
             "flood": lambda: bench_flood(work, args.flood),
         }
         for name, run in runs.items():

@@ -5,6 +5,11 @@ arrive in separate reads; :class:`LineAssembler` recognises the shape
 (``Traceback (most recent call last):``, indented frames, the exception line,
 chained sections) and emits it as ONE event. Bytes that are not UTF-8 are
 escaped (``\\xff``), and over-long lines are split on a character boundary.
+
+The common case, a chunk of plain text lines, takes a fast path when an
+``emit_lines`` callback is given: the chunk is checked once (valid UTF-8, no
+control characters but tab, no traceback header) and handed over whole, with
+one timestamp, so the router can render every line without a dict per line.
 """
 
 from __future__ import annotations
@@ -29,13 +34,29 @@ _GROUP_EXC = re.compile(r"^\s*\| (\S.*)$")
 _MAX_TB_LINES = 5000
 
 _NONE, _FRAMES, _AFTER = 0, 1, 2
+# Bytes that send a chunk to the per-line path: controls other than tab and newline.
+_CONTROL = bytes(c for c in range(0x20) if c not in (0x09, 0x0A))
+_TB_MARK = b"Traceback (most recent call last):"  # in both traceback headers
 
 
 class LineAssembler:
-    """Split one stream into line events; group interpreter tracebacks."""
+    """Split one stream into line events; group interpreter tracebacks.
+
+    ``emit`` gets one event dict per line or traceback. With ``emit_lines``,
+    a chunk of plain lines goes to ``emit_lines(timestamp, lines)`` instead:
+    ``lines`` is one or more complete lines, each ending in ``b"\\n"``, valid
+    UTF-8 with no control character but tab, none of them a traceback line
+    and none longer than ``max_line``. Each line is one event of this
+    assembler's ``level`` and ``stream``, stamped ``timestamp``.
+    """
 
     def __init__(
-        self, stream: str, emit: Callable[[dict[str, Any]], None], max_line: int = 1 << 20
+        self,
+        stream: str,
+        emit: Callable[[dict[str, Any]], None],
+        max_line: int = 1 << 20,
+        *,
+        emit_lines: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f'stream must be "stdout" or "stderr" (got {stream!r})')
@@ -43,8 +64,9 @@ class LineAssembler:
             raise ValueError(f"max_line must be >= 16 (got {max_line})")
         self.stream = stream
         self._emit = emit
+        self._emit_lines = emit_lines
         self._max_line = max_line
-        self._level = "info" if stream == "stdout" else "error"
+        self.level = "info" if stream == "stdout" else "error"
         self._partial = bytearray()
         # traceback being assembled
         self._state = _NONE
@@ -71,6 +93,10 @@ class LineAssembler:
         else:
             head = data[: end + 1]
             self._partial = bytearray(data[end + 1 :])
+        if self._emit_lines is not None and self._state == _NONE and _plain(head, self._max_line):
+            self._emit_lines(iso_utc(), head)
+            self._split_long()
+            return
         lines = head.split(b"\n")
         lines.pop()  # empty: head ends with the newline
         max_line = self._max_line
@@ -118,7 +144,7 @@ class LineAssembler:
 
     # --- lines -> events -----------------------------------------------------
     def _plain(self, text: str, continued: bool = False) -> None:
-        event = {"timestamp": iso_utc(), "level": self._level, "event": text, "stream": self.stream}
+        event = {"timestamp": iso_utc(), "level": self.level, "event": text, "stream": self.stream}
         if continued:
             event["continued"] = True
         self._emit(event)
@@ -186,12 +212,26 @@ class LineAssembler:
         self._emit(
             {
                 "timestamp": self._tb_time,
-                "level": self._level,
+                "level": self.level,
                 "event": self._tb_event or lines[-1],
                 "stream": self.stream,
                 "exception": "\n".join(lines),
             }
         )
+
+
+def _plain(head: bytes, max_line: int) -> bool:
+    """Whether every line of ``head`` is an event as it stands (see ``emit_lines``)."""
+    if len(head) > max_line or _TB_MARK in head:
+        return False
+    if len(head.translate(None, _CONTROL)) != len(head):
+        return False
+    if not head.isascii():
+        try:
+            head.decode()
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def _decode(raw: bytes) -> str:

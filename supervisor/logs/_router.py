@@ -3,17 +3,20 @@
 Supervisor-side events arrive as structlog event dicts; child events arrive as
 JSON bytes already rendered by the child, and are enriched by splicing the
 supervisor's keys in front, so the hot path never parses a child event.
+A child's raw stdout/stderr lines arrive a chunk at a time (:meth:`LogRouter.emit_lines`)
+and are rendered with one ``%`` over the whole chunk: no dict, no object per line.
+The chunk then travels as one block to the ring buffer and to every sink that has
+``write_many``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -28,20 +31,46 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50, 
 _json = msgspec.json.Encoder()
 
 
+class _Block(NamedTuple):
+    """``count`` records of one level and actor: JSON lines, each ending in a newline."""
+
+    level: int
+    actor: str | None
+    lines: bytes
+    count: int
+
+    def records(self) -> list[LogRecord]:
+        level, actor = self.level, self.actor
+        return [LogRecord(level, actor, line) for line in self.lines.split(b"\n")[:-1]]
+
+
+def _write_many(sink: Sink, block: _Block) -> None:
+    write_many = getattr(sink, "write_many", None)
+    if write_many is not None:
+        write_many(block.level, block.actor, block.lines)
+    else:
+        for record in block.records():
+            sink.write(record)
+
+
 class LogRouter:
     def __init__(self, sinks: Iterable[Sink] = (), *, ring_size: int = 1000, host: str | None = None) -> None:
         self.sinks = list(sinks)
         self.host = host or socket.gethostname()
-        self._seq = itertools.count(1)
+        self._seq = 0  # the last one handed out
         self._id_prefix = f"{os.getpid():x}-{os.urandom(4).hex()}-"
-        self._ring: deque[LogRecord] = deque(maxlen=ring_size)
+        # The newest records, some of them still packed in blocks; trimmed to
+        # ring_size records once it holds twice as many.
+        self._ring: deque[LogRecord | _Block] = deque()
+        self._ring_size = ring_size
+        self._ring_count = 0
         self._followers: list[Any] = []
         self._dispatching = False
-        self._pending: deque[LogRecord] = deque()
+        self._pending: deque[LogRecord | _Block] = deque()
         self._crashed: set[int] = set()
 
     def _stamp(self) -> tuple[int, str]:
-        seq = next(self._seq)
+        self._seq = seq = self._seq + 1
         return seq, f"{self._id_prefix}{seq}"
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -63,7 +92,48 @@ class LogRouter:
         line = head[:-1] + (b"," + rest if rest != b"}" else b"}")
         self._dispatch(LogRecord(level, actor, line))
 
-    def _dispatch(self, record: LogRecord) -> None:
+    def emit_lines(
+        self, level: str, stream: str, timestamp: str, lines: bytes, *, actor: str, pid: int, restarts: int
+    ) -> None:
+        """Route one event per line of a child's raw output, all stamped ``timestamp``.
+
+        ``lines`` holds complete lines, each ending in ``b"\\n"``: valid UTF-8
+        without control characters other than tab (what
+        :class:`~supervisor.logs.LineAssembler` hands to ``emit_lines``). The
+        events are those :meth:`emit` makes from ``{"timestamp", "level",
+        "event", "stream", "actor", "pid", "restarts"}``, byte for byte.
+        """
+        count = lines.count(b"\n")
+        if not count:
+            return
+        body = lines[:-1]
+        # JSON escapes first, then "%" doubled: the body becomes a %-template.
+        if b"\\" in body:
+            body = body.replace(b"\\", b"\\\\")
+        if b'"' in body:
+            body = body.replace(b'"', b'\\"')
+        if b"\t" in body:
+            body = body.replace(b"\t", b"\\t")
+        if b"%" in body:
+            body = body.replace(b"%", b"%%")
+        head = (
+            b'{"seq":%d,"id":"' + self._id_prefix.encode() + b'%d","host":'
+            + _json.encode(self.host).replace(b"%", b"%%")
+            + b',"timestamp":"' + timestamp.encode() + b'","level":"' + level.encode() + b'","event":"'
+        )
+        tail = (
+            b'","stream":"' + stream.encode() + b'","actor":'
+            + _json.encode(actor).replace(b"%", b"%%")
+            + b',"pid":%d,"restarts":%d}\n' % (pid, restarts)
+        )
+        template = head + body.replace(b"\n", tail + head) + tail
+        first = self._seq + 1
+        self._seq += count
+        seqs: list[int] = [0] * (2 * count)
+        seqs[0::2] = seqs[1::2] = range(first, first + count)
+        self._dispatch(_Block(_LEVELS.get(level, 20), actor, template % tuple(seqs), count))
+
+    def _dispatch(self, record: LogRecord | _Block) -> None:
         # A sink may log (logs.dropped, logs.sink_error) from inside write():
         # that event is queued and routed after the current one, never nested.
         if self._dispatching:
@@ -79,8 +149,14 @@ class LogRouter:
         finally:
             self._dispatching = False
 
-    def _route(self, record: LogRecord) -> None:
+    def _route(self, record: LogRecord | _Block) -> None:
+        if type(record) is _Block:
+            self._route_block(record)
+            return
         self._ring.append(record)
+        self._ring_count += 1
+        if self._ring_count > 2 * self._ring_size:
+            self._trim_ring()
         for sink in self.sinks:
             spec = sink.spec
             if record.level < spec.level:
@@ -97,6 +173,40 @@ class LogRouter:
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
 
+    def _route_block(self, block: _Block) -> None:
+        self._ring.append(block)
+        self._ring_count += block.count
+        if self._ring_count > 2 * self._ring_size:
+            self._trim_ring()
+        for sink in self.sinks:
+            spec = sink.spec
+            if block.level < spec.level:
+                continue
+            if spec.actors is not None and block.actor not in spec.actors:
+                continue
+            try:
+                _write_many(sink, block)
+            except Exception as exc:  # a sink must never take the supervisor down
+                self._sink_crashed(sink, exc)
+        if self._followers:
+            records = block.records()
+            for send in self._followers:
+                try:
+                    for record in records:
+                        send.send_nowait(record)
+                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+
+    def _trim_ring(self) -> None:
+        ring, keep = self._ring, self._ring_size
+        while ring:
+            first = ring[0]
+            count = first.count if type(first) is _Block else 1
+            if self._ring_count - count < keep:
+                return
+            ring.popleft()
+            self._ring_count -= count
+
     def _sink_crashed(self, sink: Sink, exc: Exception) -> None:
         if id(sink) in self._crashed:
             return
@@ -108,7 +218,13 @@ class LogRouter:
         })
 
     def tail(self, n: int | None = None, actor: str | None = None) -> list[LogRecord]:
-        records = [r for r in self._ring if actor is None or r.actor == actor]
+        kept: list[LogRecord] = []
+        for item in self._ring:
+            if type(item) is _Block:
+                kept.extend(item.records())
+            else:
+                kept.append(item)
+        records = [r for r in kept[-self._ring_size :] if actor is None or r.actor == actor]
         return records if n is None else records[-n:]
 
     @asynccontextmanager

@@ -96,6 +96,17 @@ class StdoutSink(_BufferedSink):
             return
         self._mark_dirty()
 
+    def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
+        """A block of JSON lines, each ending in a newline: written and flushed at once."""
+        if self._broken:
+            return
+        try:
+            self._stream.write(lines)
+        except (OSError, ValueError) as exc:
+            self._fail(exc)
+            return
+        self.flush()
+
     def flush(self) -> None:
         super().flush()
         if self._broken:
