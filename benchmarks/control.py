@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -38,6 +39,7 @@ if __package__ in (None, ""):
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import psutil
 import structlog
 
 from benchmarks._peers import stop_tree
@@ -84,13 +86,28 @@ def sample(path: Path, n: int, pause: float) -> tuple[list[float], int]:
     return latencies, rows
 
 
-def figures(phase: str, latencies: list[float], rows: int, note: str = "") -> list[Figure]:
+def figures(phase: str, latencies: list[float], rows: int, note: str = "",
+            host: tuple[float, float] | None = None) -> list[Figure]:
     s = summarize(latencies)
-    return [
+    out = [
         Figure(f"{phase}: median", s.p50, "ms", note=f"{s.n} samples, {rows} rows"),
         Figure(f"{phase}: p95", s.p95, "ms", target=TARGET_P95_MS, note=note),
         Figure(f"{phase}: max", s.max, "ms"),
     ]
+    if host is not None:  # the figures mean little on a saturated machine: say how busy it was
+        busy, load = host
+        out.append(Figure(f"{phase}: host CPU busy", busy, "%",
+                          note=f"all {psutil.cpu_count()} cores; 1-min load average {load:.1f}"))
+    return out
+
+
+@contextmanager
+def host_load() -> Iterator[list[tuple[float, float]]]:
+    """Measure system-wide CPU use over the block; the result lands in the yielded list."""
+    box: list[tuple[float, float]] = []
+    psutil.cpu_percent()
+    yield box
+    box.append((psutil.cpu_percent(), os.getloadavg()[0]))
 
 
 @contextmanager
@@ -164,11 +181,15 @@ def run_fake(args: argparse.Namespace) -> list[Figure]:
         path = Path(tmp) / "s.sock"
         with fake_server(path, args.rows, storm=False):
             sample(path, 20, 0)  # warm up
-            out += figures("fake idle", *sample(path, args.requests, args.pause))
+            with host_load() as host:
+                lat, rows = sample(path, args.requests, args.pause)
+            out += figures("fake idle", lat, rows, host=host[0])
         with fake_server(path, args.rows, storm=True), events_client(path) as seen:
             sample(path, 20, 0)
-            lat, rows = sample(path, args.requests, args.pause)
-            out += figures("fake storm", lat, rows, note=f"1 mutation/ms; events client got {seen[0]}")
+            with host_load() as host:
+                lat, rows = sample(path, args.requests, args.pause)
+            out += figures("fake storm", lat, rows, note=f"1 mutation/ms; events client got {seen[0]}",
+                           host=host[0])
     return out
 
 
@@ -221,9 +242,10 @@ def run_real(config: Path, phase: str, args: argparse.Namespace, want: int) -> l
         time.sleep(args.settle)
         with events_client(path) as seen:
             sample(path, 20, 0)
-            lat, rows = sample(path, args.requests, args.pause)
+            with host_load() as host:
+                lat, rows = sample(path, args.requests, args.pause)
         note = f"{up}/{want} running at start; events client got {seen[0]}"
-        return figures(phase, lat, rows, note=note)
+        return figures(phase, lat, rows, note=note, host=host[0])
     finally:
         for line in stop_tree(proc, timeout=30):
             print(f"LEAK/WARNING: {line}", file=sys.stderr)
