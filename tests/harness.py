@@ -41,7 +41,7 @@ class CaptureSink:
             if (event is None or e.get("event") == event) and all(e.get(k) == v for k, v in fields.items())
         ]
 
-    async def wait_for(self, event: str | None = None, count: int = 1, timeout: float = 15.0, **fields: Any) -> list[dict[str, Any]]:
+    async def wait_for(self, event: str | None = None, count: int = 1, timeout: float = 45.0, **fields: Any) -> list[dict[str, Any]]:
         """Wait until ``count`` matching events exist; fail with the recent log otherwise."""
         try:
             with anyio.fail_after(timeout):
