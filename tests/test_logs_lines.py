@@ -148,3 +148,74 @@ class TestLineAssembler:
         """An unknown stream name is rejected when the assembler is built."""
         with pytest.raises(ValueError, match=r'^stream must be "stdout" or "stderr" \(got \'x\'\)$'):
             LineAssembler("x", print)
+
+
+def _fast_assembler(
+    stream: str = "stdout", max_line: int = 1 << 20
+) -> tuple[LineAssembler, list[dict[str, Any]], list[tuple[str, bytes]]]:
+    events: list[dict[str, Any]] = []
+    blocks: list[tuple[str, bytes]] = []
+    asm = LineAssembler(stream, events.append, max_line, emit_lines=lambda ts, lines: blocks.append((ts, lines)))
+    return asm, events, blocks
+
+
+class TestLineAssemblerFastPath:
+    def test_plain_chunk_handed_over_whole(self) -> None:
+        """A chunk of plain lines goes to emit_lines in one call with one timestamp."""
+        asm, events, blocks = _fast_assembler()
+        asm.feed(b'a "quoted" \\ line\twith tab\n\nnon-ascii \xc3\xa9 \xe2\x82\xac\npart')
+        assert events == []
+        [(timestamp, lines)] = blocks
+        assert timestamp.endswith("Z")
+        assert lines == b'a "quoted" \\ line\twith tab\n\nnon-ascii \xc3\xa9 \xe2\x82\xac\n'
+        asm.feed(b"ial\n")
+        assert blocks[1][1] == b"partial\n"
+        assert asm.level == "info"
+
+    @pytest.mark.parametrize(
+        "chunk",
+        [b"ok\ncr\r\n", b"ok\nnul\x00\n", b"ok\nbad \xff\n", b"ok\nsurrogate \xed\xa0\x80\n", b"esc \x1b[0m\n"],
+    )
+    def test_other_chunks_line_by_line(self, chunk: bytes) -> None:
+        """A chunk with a control character or invalid UTF-8 takes the per-line path, unchanged."""
+        asm, events, blocks = _fast_assembler()
+        plain, expected = _assembler()
+        asm.feed(chunk)
+        plain.feed(chunk)
+        assert blocks == []
+        assert [e["event"] for e in events] == [e["event"] for e in expected]
+
+    def test_traceback_grouped(self) -> None:
+        """A traceback inside a chunk of plain lines is still one event, in order."""
+        asm, events, blocks = _fast_assembler("stderr")
+        asm.feed(b"before\n")
+        asm.feed(b"Traceback (most recent call last):\n  File \"a\", line 1\nValueError: x\nafter\n")
+        asm.feed(b"later\n")
+        assert [b[1] for b in blocks] == [b"before\n", b"later\n"]
+        assert [e["event"] for e in events] == ["ValueError: x", "after"]
+        assert events[0]["exception"].startswith("Traceback")
+
+    def test_held_traceback_keeps_per_line_path(self) -> None:
+        """While a traceback waits for a chained section, the next chunk is read line by line."""
+        proc = subprocess.run(
+            [sys.executable, "-c", "try:\n 1/0\nexcept Exception as e:\n raise KeyError('k') from e"],
+            capture_output=True,
+            timeout=30,
+        )
+        first, _, rest = proc.stderr.partition(b"\n\nThe above")
+        asm, events, blocks = _fast_assembler("stderr")
+        asm.feed(first + b"\n")
+        asm.feed(b"\nThe above" + rest)
+        asm.close()
+        assert blocks == []
+        assert [e["event"] for e in events] == ["KeyError: 'k'"]
+        assert "ZeroDivisionError" in events[0]["exception"]
+
+    def test_partial_and_long_lines(self) -> None:
+        """A partial last line is flushed at close and over-long lines are split, as without the fast path."""
+        asm, events, blocks = _fast_assembler(max_line=64)
+        asm.feed(b"short\n" + b"x" * 100 + b"\nend")
+        asm.close()
+        assert blocks == []
+        assert [e["event"] for e in events] == ["short", "x" * 64, "x" * 36, "end"]
+        assert events[1]["continued"] is True

@@ -13,7 +13,16 @@ import structlog
 from anyio.abc import TaskStatus
 
 from supervisor.config import SinkSpec
-from supervisor.logs import LogRecord, LogRouter, StdoutSink, TcpSink, build_sinks, configure_supervisor_logging
+from supervisor.logs import (
+    FileSink,
+    LineAssembler,
+    LogRecord,
+    LogRouter,
+    StdoutSink,
+    TcpSink,
+    build_sinks,
+    configure_supervisor_logging,
+)
 from supervisor.logs._framing import syslog_framer
 
 
@@ -35,6 +44,30 @@ class _Memory:
 class _Broken(_Memory):
     def write(self, record: LogRecord) -> None:
         raise RuntimeError("bug")
+
+
+class _Blocks(_Memory):
+    """A sink with write_many: records each block it gets."""
+
+    def __init__(self, **spec: Any) -> None:
+        super().__init__(**spec)
+        self.blocks: list[tuple[int, str | None, bytes]] = []
+
+    def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
+        self.blocks.append((level, actor, lines))
+        self.lines.extend(json.loads(line) for line in lines.splitlines())
+
+
+_KEYS = {"seq", "id", "host", "timestamp", "level", "event", "stream", "actor", "pid", "restarts"}
+# Quotes, backslashes, tabs, "%", unicode, junk bytes, CR, controls, a traceback, a partial last line.
+_NASTY = [
+    b'plain\nwith "quotes" and \\back\\slashes\\\n',
+    b"tab\there %d %s %% 100%\n\n",
+    b"unicode \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \xe2\x80\xa8 del\x7f\n",
+    b"junk \xff\xfe\n\xc3\ncrlf\r\nnul\x00 esc\x1b[0m\n",
+    b'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: "v"\\\n',
+    b"after\nno newline at the end",
+]
 
 
 class TestRouter:
@@ -125,6 +158,125 @@ class TestRouter:
         head = msg.split(b" ")
         assert head[0] == b"<11>1" and head[2:4] == [b"host", b"app"] and head[5:7] == [b"fetcher", b"-"]
         assert msg.endswith(b' - {"a":1}')
+
+
+class TestEmitLines:
+    def _route(self, chunks: list[bytes], *, fast: bool) -> list[dict[str, Any]]:
+        sink = _Blocks()
+        router = LogRouter([sink], host='h%s"1')
+        actor = 'a%b"'
+
+        def emit(event: dict[str, Any]) -> None:
+            router.emit({**event, "actor": actor, "pid": 7, "restarts": 2})
+
+        def emit_lines(timestamp: str, lines: bytes) -> None:
+            router.emit_lines("info", "stdout", timestamp, lines, actor=actor, pid=7, restarts=2)
+
+        asm = LineAssembler("stdout", emit, emit_lines=emit_lines if fast else None)
+        for chunk in chunks:
+            asm.feed(chunk)
+        asm.close()
+        assert sink.blocks or not fast
+        return sink.lines
+
+    def test_same_events_as_line_by_line(self) -> None:
+        """Every line is valid JSON with all keys, equal to the per-line path's event but for time and id."""
+        fast = self._route(_NASTY, fast=True)
+        slow = self._route(_NASTY, fast=False)
+        assert all(_KEYS <= e.keys() for e in fast)
+
+        def strip(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{k: v for k, v in e.items() if k not in ("timestamp", "id")} for e in events]
+
+        assert strip(fast) == strip(slow)
+        assert [e["seq"] for e in fast] == list(range(1, len(fast) + 1))
+        assert [e["id"].rsplit("-", 1)[1] for e in fast] == [str(e["seq"]) for e in fast]
+        assert {e["host"] for e in fast} == {'h%s"1'} and {e["actor"] for e in fast} == {'a%b"'}
+        events = [e["event"] for e in fast]
+        assert 'with "quotes" and \\back\\slashes\\' in events and "tab\there %d %s %% 100%" in events
+        assert "unicode é€😀 \u2028 del\x7f" in events and "no newline at the end" in events
+        assert "junk \\xff\\xfe" in events and "crlf" in events and 'ValueError: "v"\\' in events
+
+    def test_bytes_match_emit(self) -> None:
+        """A plain line renders to the same bytes as emit() makes from the event dict."""
+        sink = _Blocks()
+        router = LogRouter([sink], host="h")
+        text = 'x "q" \\ \t é 50%'
+        router.emit_lines("error", "stderr", "T", text.encode() + b"\n", actor="a", pid=1, restarts=0)
+        router.emit({"timestamp": "T", "level": "error", "event": text, "stream": "stderr",
+                     "actor": "a", "pid": 1, "restarts": 0})
+        [(level, actor, lines)] = sink.blocks
+        assert (level, actor) == (40, "a")
+        expected = router.tail()[-1].line.replace(b'"seq":2,', b'"seq":1,').replace(b'-2"', b'-1"')
+        assert lines == expected + b"\n"
+
+    def test_filters_and_sinks_without_write_many(self) -> None:
+        """Level and actor filters apply to the block; a sink without write_many gets one write per line."""
+        blocks, per_line = _Blocks(level=30), _Memory()
+        other_actor = _Blocks(actors=frozenset({"b"}))
+        router = LogRouter([blocks, per_line, other_actor])
+        router.emit_lines("info", "stdout", "T", b"one\ntwo\n", actor="a", pid=1, restarts=0)
+        router.emit_lines("error", "stderr", "T", b"three\n", actor="a", pid=1, restarts=0)
+        assert [e["event"] for e in blocks.lines] == ["three"] and len(blocks.blocks) == 1
+        assert [e["event"] for e in per_line.lines] == ["one", "two", "three"]
+        assert other_actor.lines == []
+
+    def test_ring_and_tail(self) -> None:
+        """tail() unpacks blocks and keeps the newest ring_size records, in order."""
+        router = LogRouter([], ring_size=3)
+        router.emit({"event": "first", "actor": "b"})
+        router.emit_lines("info", "stdout", "T", b"1\n2\n", actor="a", pid=1, restarts=0)
+        router.emit({"event": "mid", "actor": "b"})
+        router.emit_lines("info", "stdout", "T", b"3\n4\n5\n6\n7\n", actor="a", pid=1, restarts=0)
+        assert [json.loads(r.line)["event"] for r in router.tail()] == ["5", "6", "7"]
+        assert [json.loads(r.line)["event"] for r in router.tail(2, "a")] == ["6", "7"]
+        assert router.tail(actor="b") == []
+        assert router._ring_count <= 6
+
+    @pytest.mark.anyio
+    async def test_followers_get_every_line(self) -> None:
+        """A follower gets one record per line of a block."""
+        router = LogRouter([])
+        async with router.follow() as records:
+            router.emit_lines("info", "stdout", "T", b"x\ny\n", actor="a", pid=1, restarts=0)
+            got = [json.loads((await records.receive()).line)["event"] for _ in range(2)]
+        assert got == ["x", "y"]
+
+    def test_broken_block_sink_isolated(self) -> None:
+        """A sink whose write_many raises is reported once; the others still get the lines."""
+
+        class BrokenBlocks(_Blocks):
+            def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
+                raise RuntimeError("bug")
+
+        good = _Memory()
+        router = LogRouter([BrokenBlocks(), good])
+        router.emit_lines("info", "stdout", "T", b"a\n", actor="x", pid=1, restarts=0)
+        router.emit_lines("info", "stdout", "T", b"b\n", actor="x", pid=1, restarts=0)
+        assert [e["event"] for e in good.lines] == ["a", "logs.sink_error", "b"]
+
+    @pytest.mark.anyio
+    async def test_file_sink_writes_block_at_once(self, tmp_path: Path) -> None:
+        """The file sink writes a block and flushes it at once; a block past max_bytes rotates line by line."""
+        path = tmp_path / "out.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, max_bytes=300, backups=3, daily=False))
+        router = LogRouter([sink])
+        router.emit_lines("info", "stdout", "T", b"a\nb\n", actor="x", pid=1, restarts=0)
+        assert [json.loads(line)["event"] for line in path.read_bytes().splitlines()] == ["a", "b"]
+        router.emit_lines("info", "stdout", "T", b"c\nd\ne\n", actor="x", pid=1, restarts=0)
+        await router.aclose()
+        files = [path.with_name(f"out.jsonl.{n}") for n in (3, 2, 1)] + [path]
+        events = [json.loads(line)["event"] for f in files if f.exists() for line in f.read_bytes().splitlines()]
+        assert events == ["a", "b", "c", "d", "e"]
+        assert all(f.stat().st_size <= 300 for f in files if f.exists())
+
+    def test_stdout_sink_writes_block_at_once(self, tmp_path: Path) -> None:
+        """The stdout sink writes a block and flushes it at once."""
+        path = tmp_path / "out"
+        with open(path, "wb") as out:
+            router = LogRouter([StdoutSink(SinkSpec(type="stdout"), stream=out)])
+            router.emit_lines("info", "stdout", "T", b"a\nb\n", actor="x", pid=1, restarts=0)
+            assert [json.loads(line)["event"] for line in path.read_bytes().splitlines()] == ["a", "b"]
 
 
 class TestNetworkSink:
