@@ -272,12 +272,11 @@ def cmd_shutdown(args: argparse.Namespace, path: Path) -> int:
 # --- argparse ------------------------------------------------------------------
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    where = parent.add_argument_group("finding the supervisor")
-    which = where.add_mutually_exclusive_group()
+    which = parent.add_mutually_exclusive_group()
     which.add_argument("--socket", metavar="PATH", help="control socket of the supervisor")
     which.add_argument("-c", "--config", metavar="CONFIG",
-                       help=f"its config file (default: ./{DEFAULT_CONFIG})")
-    where.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                       help=f"its config file (default: ${SOCKET_ENV}, then ./{DEFAULT_CONFIG})")
+    parent.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                        help="how long to wait for a reply (default: 30)")
     return parent
 
