@@ -10,18 +10,13 @@ import structlog
 
 from ._supervisor import Supervisor
 from .config import Config
+from .control import ControlServer, socket_path_for
 from .logs import LogRouter, configure_supervisor_logging
 from .logs import build_sinks
 
 __all__ = ["serve"]
 
 log = structlog.get_logger()
-
-
-def control_socket_path(config: Config, override: Path | None = None) -> Path:
-    if override is not None:
-        return override
-    return config.supervisor.control_socket or config.supervisor.state_dir / "actorsup.sock"
 
 
 async def serve(config: Config, socket_override: Path | None = None) -> int:
@@ -31,21 +26,16 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(router.run)
-            supervisor: Supervisor = await tg.start(Supervisor(config, router=router).run)
+            supervisor = Supervisor(config, router=router)
+            # The control socket comes first: `status` works while actors start.
+            await tg.start(ControlServer(supervisor, socket_override or socket_path_for(config)).serve)
             tg.start_soon(_handle_signals, supervisor, router)
-            await _serve_control(tg, supervisor, control_socket_path(config, socket_override))
+            await tg.start(supervisor.run)
             await supervisor.closed.wait()
             tg.cancel_scope.cancel()
     finally:
         await router.aclose()
     return 0
-
-
-async def _serve_control(tg: anyio.abc.TaskGroup, supervisor: Supervisor, path: Path) -> None:
-    from .control import ControlServer
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    await tg.start(ControlServer(supervisor, path).serve)
 
 
 async def _handle_signals(supervisor: Supervisor, router: LogRouter) -> None:

@@ -202,9 +202,7 @@ class ActorHandle:
     def _on_beat(self, now: float) -> None:
         if self._monitor is not None:
             self._monitor.update_component_heartbeat(self.name)
-        if not (self._limits.active or self._metrics is not None):
-            return
-        sample = self.sample(max_age=min(1.0, self.spec.heartbeat_interval * 0.9))
+        sample = self.sample(max_age=self.spec.heartbeat_interval * 0.9)
         if sample is None:
             return
         if self._metrics is not None and self.beats is not None:

@@ -238,7 +238,7 @@ class Supervisor:
         rows = []
         for name in self._order:
             h = self.handles[name]
-            sample = h.sample()
+            sample = h.resources  # sampled on the beat; never psutil on a request
             rows.append(
                 {
                     "name": name,

@@ -216,8 +216,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --- loading -----------------------------------------------------------------
-def load_config(path: str | Path) -> Config:
-    """Read, parse and validate ``path``; raise :class:`ConfigError` on any problem."""
+def load_config(path: str | Path, *, import_targets: bool = True) -> Config:
+    """Read, parse and validate ``path``; raise :class:`ConfigError` on any problem.
+
+    ``import_targets=False`` skips importing the actors' modules (a CLI client
+    must not run user code just to find the control socket).
+    """
     path = Path(path)
     label = str(path)
     try:
@@ -230,7 +234,7 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(label, "", f"invalid TOML: {exc}") from None
-    return parse_config(data, source=path.resolve(), label=label)
+    return parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
 
 
 def parse_config(

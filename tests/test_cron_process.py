@@ -50,7 +50,7 @@ class TestCronInProcesses:
             await log.wait_for("actor.started", actor="slow")
             await sup.cron_trigger("slow")
             finished = (await log.wait_for("cron.run.finished", actor="slow"))[0]
-            assert finished["outcome"] == "timeout"
+            assert finished["outcome"] == "timeout", (finished.get("error"), [e["event"] for e in log.events])
             assert 0.5 <= finished["duration"] < 3
             assert (await log.wait_for("actor.exited", actor="slow"))[0]["reason"] == "run_killed"
             await log.wait_for("actor.started", actor="slow", count=2)

@@ -12,13 +12,12 @@ import json
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, parse_config
+from ..config import Config, load_config
 from ..exceptions import ConfigError, ControlError
 from ._client import ControlClient
 from ._errors import NoReply, NotListening, RequestFailed
@@ -43,17 +42,8 @@ def socket_path_for(config: Config) -> Path:
 
 
 def _load(path: Path) -> Config:
-    # Like load_config, minus importing the actors' modules: a client must not
-    # run user code, and need not have the supervisor's sys.path.
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
-    return parse_config(data, source=path.resolve(), label=path.name, import_targets=False)
+    # A client must not run user code, and need not have the supervisor's sys.path.
+    return load_config(path, import_targets=False)
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:
