@@ -18,9 +18,10 @@ only what was appended since the last poll).
 
 The stdout-lines part runs ``--repeat`` times (default 5) and reports median
 and p95 of the wall time and of the CPU time the supervisor process (actorsup
-or supervisord, not the child) spent meanwhile (psutil ``cpu_times``, user +
-system): the child waits for a go file, so start-up is not counted. On a
-loaded machine the CPU time is the steadier figure. Every line of actorsup's
+or supervisord, not the child) spent meanwhile: psutil ``cpu_times`` (user +
+system, counted in 10 ms ticks) and ``/proc/PID/schedstat`` (nanoseconds).
+The child waits for a go file, so start-up is not counted. On a loaded
+machine the CPU time is the steadier figure. Every line of actorsup's
 file is parsed with ``json.loads`` and checked for the keys and text it must
 carry; a line missing or wrong counts as lost.
 """
@@ -167,9 +168,22 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) 
         time.sleep(0.005)
 
 
-def _cpu(pid: int) -> float:
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` so far: (psutil user + system, in 10 ms ticks; schedstat, in ns).
+
+    The second is NaN where /proc/PID/schedstat is missing.
+    """
     times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    try:
+        sched = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        sched = float("nan")
+    return times.user + times.system, sched
+
+
+def _cpu_since(pid: int, before: tuple[float, float]) -> tuple[float, float]:
+    now = _cpu(pid)
+    return now[0] - before[0], now[1] - before[1]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -182,7 +196,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Path, timeout: float = 300,
-              go: Path | None = None) -> tuple[float, int, float]:
+              go: Path | None = None) -> tuple[float, int, tuple[float, float]]:
     """Run one actor under ``actorsup run``.
 
     Returns (seconds from stamp to last line, peak RSS, supervisor CPU seconds
@@ -212,7 +226,7 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Pat
     )
     proc = subprocess.Popen([str(ACTORSUP), "run", str(work / "actorsup.toml")], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cpu = 0.0
+    cpu = (0.0, 0.0)
     try:
         if go is not None:
             _wait_file(Path(f"{go}.ready"), proc)
@@ -220,7 +234,7 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Pat
             go.touch()
         end, peak = _wait_lines(out, want, timeout, proc)
         if go is not None:
-            cpu = _cpu(proc.pid) - cpu
+            cpu = _cpu_since(proc.pid, cpu)
     finally:
         peak_final = _vmhwm(proc.pid)
         _stop(proc)
@@ -305,7 +319,7 @@ def _lost_lines(out: Path, n: int) -> int:
     return n - found
 
 
-def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, float]:
+def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, tuple[float, float]]:
     """One supervisord run: (seconds from stamp to last line, supervisord CPU seconds)."""
     sd = work / "supervisord"
     sd.mkdir(exist_ok=True)
@@ -324,14 +338,16 @@ def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, float]:
         stdout_logfile={log}
         stdout_logfile_maxbytes=0
         """))
-    proc = subprocess.Popen([str(binary), "-c", str(sd / "supervisord.conf")], cwd=sd,
+    # Its import name is ``supervisor``, like ours: a PYTHONPATH pointing at a checkout would shadow it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([str(binary), "-c", str(sd / "supervisord.conf")], cwd=sd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_file(Path(f"{go}.ready"), proc)
         cpu = _cpu(proc.pid)
         go.touch()
         end, _ = _wait_lines(log, n, 120)
-        cpu = _cpu(proc.pid) - cpu
+        cpu = _cpu_since(proc.pid, cpu)
         return end - float(stamp.read_text()), cpu
     finally:
         _stop(proc)
@@ -340,41 +356,35 @@ def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, float]:
 def bench_lines(work: Path, n: int, repeat: int) -> None:
     out = work / "lines.jsonl"
     binary = _supervisord()
-    ours_wall: list[float] = []
-    ours_cpu: list[float] = []
-    theirs_wall: list[float] = []
-    theirs_cpu: list[float] = []
+    # per tool: wall ms, psutil CPU ms, schedstat CPU ms
+    ours: list[list[float]] = [[], [], []]
+    theirs: list[list[float]] = [[], [], []]
     lost = 0
     for _ in range(repeat):
         out.unlink(missing_ok=True)
         secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), n, out, go=work / "go")
-        ours_wall.append(secs * 1000)
-        ours_cpu.append(cpu * 1000)
+        for series, value in zip(ours, (secs, *cpu)):
+            series.append(value * 1000)
         lost += _lost_lines(out, n)
         if binary is not None:
             secs, cpu = _supervisord_run(work, binary, n)
-            theirs_wall.append(secs * 1000)
-            theirs_cpu.append(cpu * 1000)
-    ow, oc = summarize(ours_wall), summarize(ours_cpu)
-    figures = [
-        Figure("actorsup wall p50", ow.p50, "ms"),
-        Figure("actorsup wall p95", ow.p95, "ms"),
-        Figure("actorsup supervisor CPU p50", oc.p50, "ms"),
-        Figure("actorsup supervisor CPU p95", oc.p95, "ms"),
-        Figure("lines lost (all runs)", lost, "", target=0),
-    ]
-    if theirs_wall:
-        tw, tc = summarize(theirs_wall), summarize(theirs_cpu)
-        figures += [
-            Figure("supervisord wall p50", tw.p50, "ms", note="raw bytes to stdout_logfile"),
-            Figure("supervisord wall p95", tw.p95, "ms"),
-            Figure("supervisord CPU p50", tc.p50, "ms"),
-            Figure("supervisord CPU p95", tc.p95, "ms"),
-            Figure("wall ratio actorsup/supervisord (p50)", ow.p50 / tw.p50, "x", target=2),
-            Figure("CPU ratio actorsup/supervisord (p50)", oc.p50 / tc.p50, "x", target=2),
-        ]
-    else:
-        figures.append(Figure("supervisord", None, note="not installed: pip install failed"))
+            for series, value in zip(theirs, (secs, *cpu)):
+                series.append(value * 1000)
+    figures: list[Figure] = []
+    for tool, series in (("actorsup", ours), ("supervisord", theirs)):
+        if not series[0]:
+            figures.append(Figure(tool, None, note="not installed: pip install failed"))
+            continue
+        for what, values in zip(("wall", "CPU (psutil cpu_times)", "CPU (schedstat)"), series):
+            stats = summarize(values)
+            figures.append(Figure(f"{tool} {what} p50", stats.p50, "ms"))
+            figures.append(Figure(f"{tool} {what} p95", stats.p95, "ms"))
+    figures.append(Figure("lines lost (all runs)", lost, "", target=0))
+    if theirs[0]:
+        for what, i in (("wall", 0), ("CPU (schedstat)", 2), ("CPU (psutil cpu_times)", 1)):
+            mine, peer = summarize(ours[i]).p50, summarize(theirs[i]).p50
+            if peer > 0:  # psutil counts 10 ms ticks: supervisord's may be 0
+                figures.append(Figure(f"{what} ratio actorsup/supervisord (p50)", mine / peer, "x", target=2))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print_figures(f"stdout: {n:,} lines of a child into the file sink, {repeat} runs (load average {load})",
                   figures)
