@@ -200,7 +200,7 @@ class ActorHandle:
         return self.resources
 
     def _on_beat(self, now: float) -> None:
-        if self._monitor is not None:
+        if self._monitor is not None and self.state is ActorState.RUNNING:  # registered then
             self._monitor.update_component_heartbeat(self.name)
         sample = self.sample(max_age=self.spec.heartbeat_interval * 0.9)
         if sample is None:
@@ -307,8 +307,6 @@ class ActorHandle:
                 )
                 child.signal_group(signal.SIGKILL)
                 return
-            self.started_at = self._clock.now()
-            self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
             self._transition(ActorState.RUNNING, pid=child.pid, kind=self.spec.kind, restarts=self.restarts)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_heartbeat, child)
@@ -359,6 +357,9 @@ class ActorHandle:
                 for listener in list(self.frame_listeners):
                     listener(frame)
         elif isinstance(frame, Ready):
+            # Beats may follow in the same read: the deadline must exist before them.
+            self.started_at = self._clock.now()
+            self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self.started_at)
             ready.set()
         elif isinstance(frame, Exiting):
             self._exiting = frame  # failed before Ready (import error)
