@@ -5,8 +5,7 @@ Run from the repository root:  .venv/bin/python examples/quickstart/embed.py
 
 import anyio
 
-from supervisor import load_config
-from supervisor._supervisor import Supervisor
+from supervisor import ActorState, Supervisor, load_config
 
 
 async def main() -> None:
@@ -14,10 +13,14 @@ async def main() -> None:
     async with anyio.create_task_group() as tg:
         sup = await tg.start(Supervisor(config).run)
         async with sup.subscribe_events() as events:
-            async for event in events:              # state changes, as dicts
+            await sup.wait_for_state("fetcher", ActorState.RUNNING)
+            await sup.restart_actor("fetcher")
+            async for event in events:  # state changes, as dicts
+                print(event["event"], event["actor"], event.get("state"))
                 if event["event"] == "actor.started" and event["actor"] == "fetcher":
                     break
-        print(sup.status())
-        await sup.shutdown()                        # stops every actor, in reverse order
+        print([(row["name"], row["state"]) for row in sup.status()])
+        await sup.shutdown()  # stops every actor, in reverse start order
+
 
 anyio.run(main, backend="trio")
