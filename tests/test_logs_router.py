@@ -53,9 +53,10 @@ class _Blocks(_Memory):
         super().__init__(**spec)
         self.blocks: list[tuple[int, str | None, bytes]] = []
 
-    def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
-        self.blocks.append((level, actor, lines))
-        self.lines.extend(json.loads(line) for line in lines.splitlines())
+    def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
+        assert all(piece.endswith(b"\n") for piece in pieces)
+        self.blocks.append((level, actor, b"".join(pieces)))
+        self.lines.extend(json.loads(line) for piece in pieces for line in piece.splitlines())
 
 
 _KEYS = {"seq", "id", "host", "timestamp", "level", "event", "stream", "actor", "pid", "restarts"}
@@ -210,6 +211,22 @@ class TestEmitLines:
         expected = router.tail()[-1].line.replace(b'"seq":2,', b'"seq":1,').replace(b'-2"', b'-1"')
         assert lines == expected + b"\n"
 
+    def test_large_chunk_rendered_in_pieces(self) -> None:
+        """A chunk of thousands of lines, short and long, arrives in order, complete, in bounded pieces."""
+        pieces: list[bytes] = []
+
+        class Pieces(_Memory):
+            def write_many(self, level: int, actor: str | None, got: list[bytes]) -> None:
+                pieces.extend(got)
+
+        router = LogRouter([Pieces()])
+        texts = ["" if i % 3 else f"line {i} %d " + "x" * (i % 500) for i in range(6000)]
+        router.emit_lines("info", "stdout", "T", "".join(t + "\n" for t in texts).encode(), actor="a", pid=1, restarts=0)
+        events = [json.loads(line) for piece in pieces for line in piece.splitlines()]
+        assert [e["event"] for e in events] == texts
+        assert [e["seq"] for e in events] == list(range(1, 6001))
+        assert len(pieces) > 10 and max(map(len, pieces)) < 128 * 1024
+
     def test_filters_and_sinks_without_write_many(self) -> None:
         """Level and actor filters apply to the block; a sink without write_many gets one write per line."""
         blocks, per_line = _Blocks(level=30), _Memory()
@@ -246,7 +263,7 @@ class TestEmitLines:
         """A sink whose write_many raises is reported once; the others still get the lines."""
 
         class BrokenBlocks(_Blocks):
-            def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
+            def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
                 raise RuntimeError("bug")
 
         good = _Memory()

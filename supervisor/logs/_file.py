@@ -137,29 +137,31 @@ class FileSink(_BufferedSink):
         self._size += len(line)
         self._mark_dirty()
 
-    def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
-        """A block of JSON lines, each ending in a newline: one write, flushed at once.
+    def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
+        """Pieces of JSON lines (each line ends in a newline), written and flushed at once.
 
-        The block came from one read of a child's pipe, so one more syscall per
+        They came from one read of a child's pipe, so one more syscall per
         block is cheap, and the lines need not wait for the flush interval.
         A block that needs a rotation or a reopen goes line by line.
         """
         file = self._file
+        size = sum(map(len, pieces))
         if (
             file is None
-            or self._size + len(lines) > self.spec.max_bytes
+            or self._size + size > self.spec.max_bytes
             or (self.spec.daily and self._clock.wall() >= self._next_day)
         ):
-            for line in lines.split(b"\n")[:-1]:
-                self.write(LogRecord(level, actor, line))
+            for piece in pieces:
+                for line in piece.split(b"\n")[:-1]:
+                    self.write(LogRecord(level, actor, line))
             return
         try:
-            file.write(lines)
+            file.writelines(pieces)
         except OSError as exc:
-            self._dropped += lines.count(b"\n")
+            self._dropped += sum(piece.count(b"\n") for piece in pieces)
             self._failure(exc, self._clock.wall())
             return
-        self._size += len(lines)
+        self._size += size
         self.flush()
 
     # --- rotation ------------------------------------------------------------

@@ -96,12 +96,12 @@ class StdoutSink(_BufferedSink):
             return
         self._mark_dirty()
 
-    def write_many(self, level: int, actor: str | None, lines: bytes) -> None:
-        """A block of JSON lines, each ending in a newline: written and flushed at once."""
+    def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
+        """Pieces of JSON lines (each line ends in a newline), written and flushed at once."""
         if self._broken:
             return
         try:
-            self._stream.write(lines)
+            self._stream.writelines(pieces)
         except (OSError, ValueError) as exc:
             self._fail(exc)
             return
