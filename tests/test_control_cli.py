@@ -322,7 +322,7 @@ class TestFindingTheSocket:
         config = sock.parent / "bad.toml"
         config.write_text("[supervisor]\nheartbeat_interval = \"soon\"\n")
         assert await cli("status", "-c", str(config)) == 2
-        assert capsys.readouterr().err == ('actorsup: bad.toml: supervisor.heartbeat_interval: expected '
+        assert capsys.readouterr().err == (f'actorsup: {config}: supervisor.heartbeat_interval: expected '
                                            'a number > 0, got "soon"\n')
 
     def test_socket_and_config_exclude_each_other(self, capsys: pytest.CaptureFixture[str]) -> None:
