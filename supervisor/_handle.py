@@ -9,6 +9,7 @@ place: :meth:`_after_exit`. Every state change goes through
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import traceback
@@ -41,6 +42,7 @@ __all__ = ["ActorHandle", "Exit"]
 log = structlog.get_logger()
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
 PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which partial output is released
+STATUS_SAMPLE_INTERVAL = 5.0  # psutil sampling period when no limit or metric needs every beat
 
 
 @dataclass
@@ -202,7 +204,12 @@ class ActorHandle:
     def _on_beat(self, now: float) -> None:
         if self._monitor is not None and self.state is ActorState.RUNNING:  # registered then
             self._monitor.update_component_heartbeat(self.name)
-        sample = self.sample(max_age=self.spec.heartbeat_interval * 0.9)
+        # Every beat when a limit or the metrics need it; otherwise status() only
+        # needs a recent figure, and psutil costs ~0.1 ms a process.
+        every = self.spec.heartbeat_interval * 0.9
+        if not (self._limits.active or self._metrics is not None):
+            every = max(every, STATUS_SAMPLE_INTERVAL)
+        sample = self.sample(max_age=every)
         if sample is None:
             return
         if self._metrics is not None and self.beats is not None:
@@ -307,7 +314,6 @@ class ActorHandle:
                 )
                 child.signal_group(signal.SIGKILL)
                 return
-            self._transition(ActorState.RUNNING, pid=child.pid, kind=self.spec.kind, restarts=self.restarts)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_heartbeat, child)
                 await self._stop_requested.wait()
@@ -357,9 +363,11 @@ class ActorHandle:
                 for listener in list(self.frame_listeners):
                     listener(frame)
         elif isinstance(frame, Ready):
-            # Beats may follow in the same read: the deadline must exist before them.
+            # Beats and the actor's first log lines may follow in the same read: the
+            # deadline must exist, and actor.started be logged, before them.
             self.started_at = self._clock.now()
             self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self.started_at)
+            self._transition(ActorState.RUNNING, pid=child.pid, kind=self.spec.kind, restarts=self.restarts)
             ready.set()
         elif isinstance(frame, Exiting):
             self._exiting = frame  # failed before Ready (import error)
@@ -397,8 +405,9 @@ class ActorHandle:
         assembler = LineAssembler(stream_name, emit, emit_lines=emit_lines)
         try:
             while True:
-                # A quiet pipe releases a held-back traceback (it may have no more lines).
-                with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
+                # A quiet pipe releases a held-back traceback (it may have no more
+                # lines); the timer is armed only then, so idle pipes cost nothing.
+                with anyio.move_on_after(PIPE_IDLE_FLUSH if assembler.holding else math.inf) as idle:
                     chunk = await stream.receive()
                 if idle.cancelled_caught:
                     assembler.flush()

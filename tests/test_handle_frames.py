@@ -9,6 +9,7 @@ from actors._protocol import Beat, Health, Ready
 from supervisor._bus import EventBus
 from supervisor._handle import ActorHandle
 from supervisor._spawn import ColdSpawner
+from supervisor._states import ActorState
 from supervisor.config import parse_config
 from supervisor.logs import LogRouter
 from tests.fakeclock import FakeClock
@@ -27,7 +28,9 @@ class FakeChild:
 
 def make_handle(clock: FakeClock) -> ActorHandle:
     config = parse_config({"actors": {"a": {"target": "tests.sample_actors:Steady", "heartbeat_interval": 1.0}}})
-    return ActorHandle(config.actors[0], spawner=ColdSpawner(), router=LogRouter(), bus=EventBus(), clock=clock)
+    handle = ActorHandle(config.actors[0], spawner=ColdSpawner(), router=LogRouter(), bus=EventBus(), clock=clock)
+    handle.state = ActorState.STARTING  # as while a child does its handshake
+    return handle
 
 
 class TestFrameOrder:
@@ -40,6 +43,7 @@ class TestFrameOrder:
         handle._on_frame(child, Beat(seq=0), ready)
         assert child.signals == []
         assert ready.is_set() and handle.beats is not None and handle.beats.beats == 1
+        assert handle.state is ActorState.RUNNING
 
     @pytest.mark.anyio
     async def test_beat_before_ready_is_a_protocol_error(self) -> None:

@@ -124,6 +124,11 @@ class LineAssembler:
             raw = raw[cut:]
         self._plain(_decode(raw))
 
+    @property
+    def holding(self) -> bool:
+        """True while a traceback is held back, waiting for more lines or a flush()."""
+        return bool(self._held or self._tb)
+
     def flush(self) -> None:
         """Emit a traceback held back in case a chained section follows.
 
