@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Protocol
 
 import time
+from collections.abc import Callable
 
 import anyio
+import sniffio
 
 __all__ = ["Clock", "MonotonicClock"]
 
@@ -28,13 +30,32 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The event loop's own clock (``anyio.current_time``)."""
+    """The event loop's own clock (``anyio.current_time``).
+
+    ``now()`` runs several times per heartbeat, so the backend's clock function
+    is looked up once, on first use, instead of through anyio's dispatch.
+    """
+
+    def __init__(self) -> None:
+        self._now: Callable[[], float] | None = None
 
     def now(self) -> float:
-        return anyio.current_time()
+        if self._now is None:
+            self._now = _backend_clock()
+        return self._now()
 
     async def sleep_until(self, deadline: float) -> None:
         await anyio.sleep_until(deadline)
 
     def wall(self) -> float:
         return time.time()
+
+
+def _backend_clock() -> Callable[[], float]:
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.current_time
+    import asyncio
+
+    return asyncio.get_running_loop().time

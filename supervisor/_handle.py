@@ -253,6 +253,7 @@ class ActorHandle:
         self._health.reset()
         self._limits.reset()
         self.resources = None
+        self._sampled_at = float("-inf")
         if self.spec.kind == "task":
             return await self._run_task()
         try:
@@ -269,6 +270,7 @@ class ActorHandle:
             return await self._supervise(child)
         finally:
             self.child = None
+            self._sampler.forget(child.pid)
             await child.aclose()
 
     async def _supervise(self, child: ChildProcess) -> Exit:

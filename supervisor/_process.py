@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import anyio
 import psutil
 import structlog
-from anyio.abc import SocketStream
 
 from actors._protocol import ChildFrame, FrameDecoder, Hello
 
@@ -26,6 +25,7 @@ __all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "w
 
 log = structlog.get_logger()
 REAP_TIMEOUT = 5.0  # bound on the shielded wait after SIGKILL
+_RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: a 256 KiB buffer per beat costs page faults
 
 
 def signal_name(number: int) -> str:
@@ -38,11 +38,11 @@ def signal_name(number: int) -> str:
 class ChildProcess:
     """A spawned child: its process, its channel, and its identity."""
 
-    def __init__(self, process: AsyncPopen, channel: SocketStream, raw_channel: socket.socket) -> None:
+    def __init__(self, process: AsyncPopen, channel: socket.socket) -> None:
+        channel.setblocking(False)
         self.process = process
         self.pid = process.pid
         self.channel = channel
-        self._raw_channel = raw_channel
         self.decoder = FrameDecoder(ChildFrame)
         self.backlog: list[Any] = []  # frames decoded along with the Hello
         self.hello: Hello | None = None
@@ -84,28 +84,40 @@ class ChildProcess:
         if self.backlog:
             frames, self.backlog = self.backlog, []
             return frames
+        # A raw non-blocking socket: read first, wait only when empty. This is the
+        # per-beat hot path, and skipping the stream wrapper halves its cost.
         while True:
             try:
-                data = await self.channel.receive(256 * 1024)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                data = self.channel.recv(_RECV_SIZE)
+            except BlockingIOError:
+                await anyio.wait_readable(self.channel)
+                continue
+            except OSError:  # reset by a dying child: same as EOF
+                return []
+            if not data:
                 return []
             frames = self.decoder.feed(data)  # ValueError on garbage
             if frames:
                 return frames
 
     async def send(self, data: bytes) -> bool:
-        try:
-            await self.channel.send(data)
-            return True
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return False
+        """Write all of ``data``; False if the child is gone."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.channel.send(view):]
+            except BlockingIOError:
+                await anyio.wait_writable(self.channel)
+            except OSError:
+                return False
+        return True
 
     async def wait(self) -> int:
         return await self.process.wait()
 
     async def aclose(self) -> None:
+        self.channel.close()
         with anyio.CancelScope(shield=True):
-            await self.channel.aclose()
             await self.process.aclose()
 
 

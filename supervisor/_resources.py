@@ -50,15 +50,18 @@ class ResourceSampler:
         self._now = now
         self.uss = uss
         self._previous: dict[int, tuple[float, float, float]] = {}  # pid -> (ctime, t, cpu)
+        self._procs: dict[tuple[int, float], psutil.Process] = {}  # built once: its init reads /proc
 
     def sample(self, pid: int, create_time: float, *, now: float | None = None) -> ResourceSample | None:
         """Sample ``pid``; None if it is gone, a zombie, or no longer the same process."""
         t = now if now is not None else self._clock()
         try:
-            proc = psutil.Process(pid)
+            proc = self._procs.get((pid, create_time))
+            if proc is None:
+                proc = self._procs[(pid, create_time)] = psutil.Process(pid)
             with proc.oneshot():
                 if abs(proc.create_time() - create_time) > _IDENTITY_TOLERANCE:
-                    self._previous.pop(pid, None)
+                    self.forget(pid)
                     return None
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     raise psutil.ZombieProcess(pid)
@@ -69,7 +72,7 @@ class ResourceSampler:
                 fds = proc.num_fds() if hasattr(proc, "num_fds") else None
             children = _count_children(proc)
         except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError):
-            self._previous.pop(pid, None)
+            self.forget(pid)
             return None
         except psutil.AccessDenied:
             log.warning("resources.access_denied", pid=pid)
@@ -94,8 +97,10 @@ class ResourceSampler:
         )
 
     def forget(self, pid: int) -> None:
-        """Drop the CPU baseline of a process that has ended."""
+        """Drop what is kept about a process that has ended."""
         self._previous.pop(pid, None)
+        for key in [k for k in self._procs if k[0] == pid]:
+            del self._procs[key]
 
     def _clock(self) -> float:
         if self._now is not None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus, UNIXSocketStream
+from anyio.abc import TaskStatus
 
 from actors._protocol import PROTOCOL_VERSION, Hello
 
@@ -77,9 +77,7 @@ class ColdSpawner:
             raise
         finally:
             child_end.close()
-        parent_end.setblocking(False)
-        stream = await UNIXSocketStream.from_socket(parent_end)
-        child = ChildProcess(process, stream, parent_end)
+        child = ChildProcess(process, parent_end)
         try:
             await self._await_hello(child, actor, start_timeout)
         except BaseException:
