@@ -19,6 +19,7 @@ prints its figures as JSON. The two never run at the same time.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -141,6 +142,8 @@ def run_actorsup(tasks: int, seconds: float, interval: float, backend: str) -> d
             for i in range(tasks):
                 spec = CronSpec(name=f"t{i:03d}", target="bench:NoOp", interval=interval)
                 cron.register_task(spec.name, spec=spec, executor=NoOp(i))
+            gc.collect()
+            gc.freeze()  # as `actorsup run` does once started (supervisor/_app.py)
             await cron.start_all_tasks()
             await anyio.sleep(seconds + interval / 2)
             await cron.stop_all_tasks()

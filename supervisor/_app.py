@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from pathlib import Path
 
@@ -31,6 +32,11 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
             await tg.start(ControlServer(supervisor, socket_override or socket_path_for(config)).serve)
             tg.start_soon(_handle_signals, supervisor, router)
             await tg.start(supervisor.run)
+            # Everything imported and built at start-up lives for the whole run: move it
+            # out of the collector's reach, so a full collection never stalls the loop
+            # for tens of ms (measured: a 38 ms cron lateness spike without this).
+            gc.collect()
+            gc.freeze()
             await supervisor.closed.wait()
             tg.cancel_scope.cancel()
     finally:

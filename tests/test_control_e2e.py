@@ -115,7 +115,7 @@ class TestControlEndToEnd:
             ) as events:
                 buffer = b""
                 with anyio.fail_after(20):
-                    await anyio.sleep(0.5)  # let the subscriber connect before the change
+                    await sup.log.wait_for("control.stream_opened", cmd="events")
                     await cli(config, "restart", "alpha")
                     while b'"actor.stopped"' not in buffer:
                         buffer += await events.stdout.receive()
