@@ -19,19 +19,22 @@ __all__ = ["main"]
 EXIT_CONFIG = 2
 
 
-def _load(path: str | None) -> Config:
-    if path is None:
-        from ._demo import demo_config
+def _load(path: str | None) -> Config | None:
+    """The config (the demo's without a path); None after printing a config error."""
+    try:
+        if path is None:
+            from ._demo import demo_config
 
-        return demo_config()
-    return load_config(path)
+            return demo_config()
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"actorsup: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"actorsup: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
     print(
         f"{args.config}: ok ({len(config.actors)} actors, {len(config.cron)} cron tasks, "
@@ -41,10 +44,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(f"actorsup: {exc}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
     from ._app import serve
 
