@@ -130,19 +130,24 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < 4 or len(buffer) < 4 + _HEADER.unpack_from(buffer)[0]:
+                if len(buffer) >= 4:
+                    self._check_size(_HEADER.unpack_from(buffer)[0])
+                return []  # a large frame still arriving: no copy until it is whole
+            data = bytes(buffer)
+            buffer.clear()
+        # The common case (a beat, a few log events) decodes straight from ``data``.
         frames = []
-        buf = self._buffer
-        offset = 0
-        with memoryview(buf) as view:
-            while len(buf) - offset >= 4:
-                (size,) = _HEADER.unpack_from(buf, offset)
-                if size > MAX_FRAME:
-                    raise ValueError(
-                        f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit"
-                    )
+        offset, total = 0, len(data)
+        with memoryview(data) as view:
+            while total - offset >= 4:
+                (size,) = _HEADER.unpack_from(data, offset)
+                self._check_size(size)
                 end = offset + 4 + size
-                if len(buf) < end:
+                if end > total:
                     break
                 try:
                     frames.append(self._decoder.decode(view[offset + 4 : end]))
@@ -151,9 +156,14 @@ class FrameDecoder:
                 except msgspec.DecodeError as exc:
                     raise ValueError(f"undecodable frame: {exc}") from None
                 offset = end
-        if offset:
-            del buf[:offset]
+        if offset < total:
+            buffer += data[offset:]
         return frames
+
+    @staticmethod
+    def _check_size(size: int) -> None:
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
 
     @property
     def pending(self) -> int:

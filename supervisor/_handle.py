@@ -42,7 +42,7 @@ __all__ = ["ActorHandle", "Exit"]
 log = structlog.get_logger()
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
 PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which partial output is released
-STATUS_SAMPLE_INTERVAL = 5.0  # psutil sampling period when no limit or metric needs every beat
+STATUS_SAMPLE_INTERVAL = 10.0  # psutil period when no limit or metric needs every beat (~0.5 ms a sample)
 
 
 @dataclass
