@@ -67,7 +67,7 @@ async def _outage(sink: NetworkSink, server: SyslogNg, path: Path) -> None:
         await _drained(sink)
         await router.aclose()
         tg.cancel_scope.cancel()
-    events = await server.wait_for(path, n)
+    events = await server.wait_for(path, n, distinct=True)
     duplicates = _check_complete(events, n)
     print(f"{sink.name}: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
     assert duplicates <= sink.replayed  # bounded by the replay window, and reported

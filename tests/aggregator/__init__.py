@@ -103,12 +103,18 @@ class SyslogNg:
         data = path.read_bytes()
         return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line]
 
-    async def wait_for(self, path: Path, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Poll (bounded by fail_after) until ``count`` lines have arrived in ``path``."""
+    async def wait_for(
+        self, path: Path, count: int, timeout: float = 20.0, *, distinct: bool = False
+    ) -> list[dict[str, Any]]:
+        """Poll (bounded by fail_after) until ``count`` lines (or distinct event ids) are in ``path``.
+
+        After an outage the replay sends duplicates, so counting lines could stop early.
+        """
         with anyio.fail_after(timeout):
             while True:
                 events = self.read(path)
-                if len(events) >= count:
+                arrived = len({e["id"] for e in events}) if distinct else len(events)
+                if arrived >= count:
                     return events
                 await anyio.sleep(0.05)
 
