@@ -180,9 +180,10 @@ def stop_tree(
     _, alive = psutil.wait_procs(list(suspects.values()), timeout=2)
     for child in alive:
         try:
-            problems.append(f"pid {child.pid} ({' '.join(child.cmdline())}) outlived it: killed")
+            line = f"pid {child.pid} ({' '.join(child.cmdline())}) outlived it: killed"
             child.kill()  # psutil checks create_time first: a reused pid raises instead
         except psutil.NoSuchProcess:
-            problems.pop()
+            continue  # it ended on its own meanwhile
+        problems.append(line)
     psutil.wait_procs(alive, timeout=2)
     return problems
