@@ -49,8 +49,12 @@ class FakeClock:
             deadline, _, event = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)
             event.set()
-            await anyio.wait_all_tasks_blocked()
+            await self._settle()
         self._now = target
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait until every woken task is blocked again (subclasses may do it faster)."""
         await anyio.wait_all_tasks_blocked()
 
     async def run_until_idle(self, limit: float = 10_000.0) -> None:

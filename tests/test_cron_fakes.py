@@ -8,7 +8,6 @@ would make 10,000 simulated runs take half an hour there.
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -42,14 +41,7 @@ async def settle() -> None:
 
 
 class QuickClock(FakeClock):
-    async def advance(self, seconds: float) -> None:
-        target = self._now + seconds
-        while self._sleepers and self._sleepers[0][0] <= target:
-            deadline, _, event = heapq.heappop(self._sleepers)
-            self._now = max(self._now, deadline)
-            event.set()
-            await settle()
-        self._now = target
+    async def _settle(self) -> None:
         await settle()
 
     async def advance_to(self, when: float) -> None:

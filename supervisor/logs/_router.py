@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import anyio
 import msgspec
 
+from ..config import SinkSpec
 from ._record import LogRecord
 from ._sinks import Sink
 from ._time import iso_utc
@@ -174,10 +175,7 @@ class LogRouter:
         if self._ring_count > 2 * self._ring_size:
             self._trim_ring()
         for sink in self.sinks:
-            spec = sink.spec
-            if record.level < spec.level:
-                continue
-            if spec.actors is not None and record.actor not in spec.actors:
+            if not _accepts(sink.spec, record.level, record.actor):
                 continue
             try:
                 sink.write(record)
@@ -195,10 +193,7 @@ class LogRouter:
         if self._ring_count > 2 * self._ring_size:
             self._trim_ring()
         for sink in self.sinks:
-            spec = sink.spec
-            if block.level < spec.level:
-                continue
-            if spec.actors is not None and block.actor not in spec.actors:
+            if not _accepts(sink.spec, block.level, block.actor):
                 continue
             try:
                 _write_many(sink, block)
@@ -271,3 +266,8 @@ class LogRouter:
         for sink in self.sinks:
             with anyio.CancelScope(shield=True):
                 await sink.aclose()
+
+
+def _accepts(spec: SinkSpec, level: int, actor: str | None) -> bool:
+    """The sink's ``level`` and ``actors`` filters."""
+    return level >= spec.level and (spec.actors is None or actor in spec.actors)
