@@ -25,9 +25,21 @@ from ._base import Actor, CronTask
 from ._channel import ChildChannel
 from ._protocol import Beat, Exiting, Health, Init, Ready, RunDone, RunNow, Stop
 
-__all__ = ["main"]
+__all__ = ["beat_delay", "main"]
 
 _PR_SET_PDEATHSIG = 1
+
+
+def beat_delay(now: float, interval: float) -> float:
+    """Seconds from ``now`` to the next beat: the next multiple of ``interval``.
+
+    ``now`` is CLOCK_MONOTONIC, which every process on the machine shares, so
+    all children beat at the same instants and the supervisor handles a whole
+    round of beats in one wake-up instead of one per actor (the idea behind
+    systemd's timer coalescing). The delay never exceeds ``interval``, so the
+    gap between two beats never does either.
+    """
+    return interval - (now % interval)
 
 
 _PARENT_DIED = signal.SIGRTMIN + 5  # a signal no actor is likely to use
@@ -135,7 +147,7 @@ class _Runtime:
         while True:
             self.channel.send(Beat(seq=seq))
             seq += 1
-            await anyio.sleep(self.init.heartbeat_interval)
+            await anyio.sleep(beat_delay(time.monotonic(), self.init.heartbeat_interval))
 
     async def _run_actor(self) -> None:
         try:

@@ -7,10 +7,32 @@ import signal
 import anyio
 import pytest
 
+from actors._runtime import beat_delay
 from supervisor._heartbeat import HeartbeatDeadline, wait_for_expiry
 from supervisor._policy import Backoff, RestartIntensity, should_restart
 from supervisor._process import stop_process
 from tests.fakeclock import FakeClock
+
+
+class TestBeatAlignment:
+    @pytest.mark.parametrize("interval", [0.25, 1.0, 30.0])
+    def test_beats_land_on_the_shared_grid(self, interval: float) -> None:
+        """Whatever the phase a child starts at, its next beat falls on a multiple of the interval."""
+        for now in (1000.0, 1000.0 + interval / 3, 1000.0 + interval * 0.999, 5e5 + 0.123):
+            delay = beat_delay(now, interval)
+            assert 0 < delay <= interval
+            assert (now + delay) / interval == pytest.approx(round((now + delay) / interval), abs=1e-6)
+
+    def test_two_children_out_of_phase_beat_together(self) -> None:
+        """Children started 0.37 s apart send their second beat at the same instant."""
+        a, b = 100.0, 100.37
+        assert a + beat_delay(a, 1.0) == pytest.approx(b + beat_delay(b, 1.0)) == pytest.approx(101.0)
+
+    def test_gap_never_exceeds_interval(self) -> None:
+        """Beating on the grid never leaves more than one interval between beats (timeout > interval)."""
+        now = 7.9999999
+        assert beat_delay(now, 2.0) <= 2.0
+        assert beat_delay(8.0, 2.0) == 2.0
 
 
 class TestHeartbeatDeadline:
