@@ -35,8 +35,14 @@ class FakeClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (deadline, next(self._ids), event))
-        await event.wait()
+        entry = (deadline, next(self._ids), event)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # cancelled: the deadline no longer counts
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
 
     @property
     def next_deadline(self) -> float | None:
@@ -45,6 +51,7 @@ class FakeClock:
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking every sleeper due on the way, in order."""
         target = self._now + seconds
+        await self._settle()  # time moves only once every runnable task is blocked
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, event = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)

@@ -28,6 +28,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._clock import Clock, MonotonicClock
+from .._timer import Timer
 from ..config import CronSpec
 from ..exceptions import UnknownActor
 from ._errors import CronError, InvalidCronTask
@@ -85,6 +86,8 @@ class CronManager:
         self._rng = rng or random.Random()
         self._wall_check = wall_check
         self._tasks: dict[str, _Registered] = {}
+        # One timer for every task: a second's 100 due runs cost one wake-up.
+        self._timer = Timer(self._clock)
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
 
@@ -104,6 +107,7 @@ class CronManager:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(store.run_writer)
+                tg.start_soon(self._timer.run)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
@@ -170,7 +174,7 @@ class CronManager:
             task._bind(name, structlog.get_logger(actor=name))
         scheduler = CronScheduler(
             spec, executor, clock=self._clock, history=self.history_store, rng=self._rng,
-            wall_check=self._wall_check,
+            wall_check=self._wall_check, timer=self._timer,
         )
         self._tasks[name] = _Registered(task, scheduler)
         return spec

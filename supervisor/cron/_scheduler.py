@@ -23,6 +23,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._clock import Clock, MonotonicClock
+from .._timer import Alarm, Timer
 from ..config import CronSpec
 from ..cron_expr import CronExpressionError, CronSchedule, resolve_timezone
 from ._errors import InvalidCronTask, TaskBusy, TaskNotRunning
@@ -111,7 +112,9 @@ class CronScheduler:
         history: HistoryStore | None = None,
         rng: random.Random | None = None,
         wall_check: float = 60.0,
+        timer: Timer | None = None,
     ) -> None:
+        """``timer``: shared with other schedulers (a CronManager's); else one of its own."""
         self.spec = spec
         self.name = spec.name
         self._schedule = validate_spec(spec)
@@ -121,8 +124,14 @@ class CronScheduler:
         self._rng = rng or random.Random()
         # Calendar schedules re-read the wall clock at least this often (clock steps).
         self._wall_check = wall_check
+        self._timer = timer
+        self._alarm: Alarm | None = None  # the wake-up for the next due time
+        self._due: Due | None = None
+        self._delay = 0.0  # jitter of the next due time
         self._tg: TaskGroup | None = None
         self._timeline: Timeline | None = None
+        self._go = anyio.Event()  # the runner has an entry to run
+        self._next_entry: _Entry | None = None
         self._active: _Entry | None = None
         self._waiting: _Entry | None = None
         self._live: dict[str, _Entry] = {}
@@ -147,7 +156,13 @@ class CronScheduler:
         return f"every {self.spec.interval:g}s"
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Schedule runs until cancelled; a run in progress is then killed and recorded."""
+        """Schedule runs until cancelled; a run in progress is then killed and recorded.
+
+        Due times fire as :class:`~supervisor._timer.Timer` callbacks, which decide
+        synchronously; this task is the runner, executing one run at a time (every
+        overlap policy keeps at most one run going). A due run therefore costs one
+        wake-up, not a sleeping task's timeout plus a new task.
+        """
         last_due = self._history.last_due(self.name) if self._history else None
         self._start_wall = self._clock.wall()
         if self._schedule is not None:
@@ -155,16 +170,22 @@ class CronScheduler:
         else:
             assert self.spec.interval is not None
             self._timeline = IntervalTimeline(self.spec.interval, self._clock, last_due)
+        own_timer = self._timer is None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                due = self._timeline.first()
-                self.next_due = due.scheduled_at
+                if self._timer is None:
+                    self._timer = Timer(self._clock)
+                    tg.start_soon(self._timer.run)
+                self._arm(self._timeline.first())
                 task_status.started()
-                while True:
-                    due = await self._handle(due)
-                    self.next_due = due.scheduled_at
+                await self._run_entries()
         finally:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = self._next_entry = None
+            if own_timer:
+                self._timer = None
             self._tg = None
             self.next_due = None
 
@@ -195,12 +216,33 @@ class CronScheduler:
         return None
 
     # --- timing ------------------------------------------------------------------
-    async def _handle(self, due: Due) -> Due:
-        """Wait for ``due``, start it (or record why not); return the next due time."""
+    def _arm(self, due: Due) -> None:
+        """Set the alarm for ``due`` (plus its jitter)."""
+        self._due = due
+        self._delay = self._jitter(due)
+        self.next_due = due.scheduled_at
+        self._set_alarm()
+
+    def _set_alarm(self) -> None:
+        timeline, due = self._timeline, self._due
+        assert timeline is not None and due is not None and self._timer is not None
+        target = timeline.deadline(due) + self._delay
+        if timeline.follows_wall:  # re-read the calendar now and then (clock steps)
+            target = min(target, self._clock.now() + self._wall_check)
+        self._alarm = self._timer.call_at(target, self._on_alarm)
+
+    def _on_alarm(self) -> None:
+        timeline, due = self._timeline, self._due
+        assert timeline is not None and due is not None
+        if timeline.deadline(due) + self._delay - self._clock.now() > _TOLERANCE:
+            self._set_alarm()  # a wall-clock re-check, or the calendar moved
+            return
+        self._arm(self._handle(due, self._delay))
+
+    def _handle(self, due: Due, delay: float) -> Due:
+        """``due`` has come: start it (or record why not); return the next due time."""
         timeline = self._timeline
         assert timeline is not None
-        delay = self._jitter(due)
-        await self._sleep_until(due, delay)
         late = timeline.overdue(due)
         count, last = timeline.count_passed(due, _MAX_COUNTED_MISSES)
         following = timeline.next(last) if count < _MAX_COUNTED_MISSES else timeline.after_now()
@@ -233,18 +275,6 @@ class CronScheduler:
         # Never past the next due time, so runs keep their order and rate.
         gap = self._timeline.next(due).scheduled_at - due.scheduled_at
         return self._rng.random() * min(self.spec.jitter, gap)
-
-    async def _sleep_until(self, due: Due, delay: float) -> None:
-        timeline = self._timeline
-        assert timeline is not None
-        while True:
-            target = timeline.deadline(due) + delay
-            now = self._clock.now()
-            if target - now <= _TOLERANCE:
-                return
-            if timeline.follows_wall:
-                target = min(target, now + self._wall_check)
-            await self._clock.sleep_until(target)
 
     # --- overlap -----------------------------------------------------------------
     def _new_run(self, scheduled_at: float, trigger: str, missed: int = 0) -> CronRun:
@@ -292,10 +322,20 @@ class CronScheduler:
             entry.done.set()
 
     def _start(self, entry: _Entry) -> None:
-        assert self._tg is not None
         self._active = entry
         self._live[entry.run.run_id] = entry
-        self._tg.start_soon(self._run_entry, entry, name=f"cron {self.name} {entry.run.run_id}")
+        self._next_entry = entry
+        self._go.set()
+
+    async def _run_entries(self) -> None:
+        """The runner: run each started entry, one at a time, until cancelled."""
+        while True:
+            entry, self._next_entry = self._next_entry, None
+            if entry is None:
+                self._go = anyio.Event()
+                await self._go.wait()
+                continue
+            await self._run_entry(entry)
 
     async def _run_entry(self, entry: _Entry) -> None:
         stopping = True
@@ -354,20 +394,20 @@ class CronScheduler:
             )
         result: RunResult | None = None
         finished = False
+        expiry = None
         try:
             with anyio.CancelScope() as scope:
                 entry.scope = scope
                 if entry.reason is not None:
                     scope.cancel()
-                if run.timeout is None:
-                    result = await self._call_executor(run)
-                else:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._expire, entry, started + run.timeout)
-                        result = await self._call_executor(run)
-                        tg.cancel_scope.cancel()
+                if run.timeout is not None:
+                    assert self._timer is not None
+                    expiry = self._timer.call_at(started + run.timeout, lambda: entry.kill("timeout"))
+                result = await self._call_executor(run)
             finished = True
         finally:
+            if expiry is not None:
+                expiry.cancel()
             if not finished:
                 outcome, error = "killed", "the task was stopped during the run"
             elif entry.reason is not None and (result is None or scope.cancel_called):
@@ -382,10 +422,6 @@ class CronScheduler:
             return await self._executor.execute(run)
         except Exception:
             return RunResult("error", traceback.format_exc())
-
-    async def _expire(self, entry: _Entry, deadline: float) -> None:
-        await self._clock.sleep_until(deadline)
-        entry.kill("timeout")
 
     def _kill_text(self, reason: str) -> str:
         if reason == "timeout":
