@@ -36,18 +36,27 @@ class ChildChannel:
         self.send_bytes(encode(Log(level=level, body=body)))
 
     def send_bytes(self, data: bytes) -> None:
-        view = memoryview(data)
         with self._lock:
-            while view:
-                try:
-                    sent = self._sock.send(view)
-                except BlockingIOError:
-                    select.select([], [self._sock], [])
-                    continue
-                except (BrokenPipeError, ConnectionResetError):
-                    self.closed = True  # supervisor gone: EOF handling ends the process
-                    return
-                view = view[sent:]
+            try:  # the common case: the whole frame fits in the socket buffer
+                sent = self._sock.send(data)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                sent = 0
+            if sent == len(data):
+                return
+            self._send_rest(memoryview(data)[sent:])
+
+    def _send_rest(self, view: memoryview) -> None:
+        # The buffer is full (a flood): block until the supervisor reads. Lock held.
+        while view:
+            try:
+                sent = self._sock.send(view)
+            except BlockingIOError:
+                select.select([], [self._sock], [])
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                self.closed = True  # supervisor gone: EOF handling ends the process
+                return
+            view = view[sent:]
 
     def hello(self, pid: int) -> None:
         self.send(Hello(version=PROTOCOL_VERSION, pid=pid))

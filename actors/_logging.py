@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 import structlog
+import structlog.contextvars
 
 __all__ = ["RESERVED_KEYS", "actor_logger", "configure_child_logging"]
 
@@ -47,6 +50,82 @@ def _render(event_dict: dict[str, Any]) -> bytes:
         return _encode(out)
     except (TypeError, ValueError, OverflowError):  # e.g. non-str dict keys
         return _encode({k: repr(v) if not isinstance(v, str) else v for k, v in out.items()})
+
+
+_SLOW_KEYS = RESERVED_KEYS | {"timestamp", "level", "event", "exc_info", "stack_info"}
+_LEVEL_NAMES = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+# structlog keeps one ContextVar per key ever bound; empty while none was.
+_CONTEXT_VARS: dict[str, Any] = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
+_CTX_PREFIX = len(getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"))
+_stamp_second = -1
+_stamp_prefix = b""
+
+
+def _iso_now() -> bytes:
+    """Now as ISO 8601 UTC with microseconds; the date part is formatted once a second."""
+    global _stamp_second, _stamp_prefix
+    now = time.time()
+    second = int(now)
+    if second != _stamp_second:
+        _stamp_prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode()
+        _stamp_second = second
+    return b"%s.%06dZ" % (_stamp_prefix, int((now - second) * 1e6))
+
+
+def _fast_method(level: int) -> Callable[..., Any]:
+    """A level method that renders and sends without structlog's processor chain.
+
+    It produces what the chain configured below would, minus the dict copies
+    and processor calls (about 5 us a call, over half of a child's log cost).
+    Anything unusual (exc_info, a reserved key, a value msgspec cannot encode
+    as is) takes structlog's own path.
+    """
+    name = _LEVEL_NAMES[level]
+    middle = b'","level":"%s","event":' % name.encode()
+
+    def method(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = _interpolate(event, args)
+        context = self._context
+        fields = {**context, **kw} if context else kw
+        if _CONTEXT_VARS:
+            for key, var in _CONTEXT_VARS.items():
+                value = var.get()
+                if value is not Ellipsis:
+                    fields.setdefault(key[_CTX_PREFIX:], value)
+        sender = _sender
+        if sender is None or not _SLOW_KEYS.isdisjoint(fields):
+            return self._proxy_to_logger(name, event, **kw)
+        try:
+            rest = _encode(fields)
+            body = b'{"timestamp":"' + _iso_now() + middle + _encode(event)
+        except (TypeError, ValueError, OverflowError):
+            return self._proxy_to_logger(name, event, **kw)
+        sender.send_log(level, body + (b"," + rest[1:] if fields else b"}"))
+        return None
+
+    method.__name__ = name
+    return method
+
+
+def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
+    # structlog's own rule: one non-empty mapping means %-formatting by name.
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        return event % args[0]
+    return event % args
+
+
+def _child_logger_class(min_level: int) -> type:
+    """structlog's filtering bound logger, with fast debug/info/warning/error/critical."""
+    base = structlog.make_filtering_bound_logger(min_level)
+    methods: dict[str, Any] = {}
+    for level, name in _LEVEL_NAMES.items():
+        if level >= min_level:
+            methods[name] = _fast_method(level)
+    for alias, name in (("warn", "warning"), ("fatal", "critical"), ("msg", "info")):
+        if name in methods:
+            methods[alias] = methods[name]
+    return type(f"Child{base.__name__}", (base,), methods)
 
 
 class _Sender:
@@ -104,7 +183,7 @@ def configure_child_logging(
             structlog.processors.format_exc_info,
             _sender,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=_child_logger_class(level),
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=True,
     )

@@ -581,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         figures.extend(_summary_figures(
             "crash -> running, isolated", samples, CRASH_P50_MS,
             f"kills {args.isolated_settle:g}s after start"))
+        # Plain spawn, no warm spare: a fresh interpreter and its imports on every restart.
+        samples = bench_crash(cmd, args.restarts, args.settle, problems, {**extra, "spare_processes": 0})
+        figures.extend(_summary_figures(
+            "crash -> running, plain spawn", samples, CRASH_P50_MS, "spare_processes = 0"))
 
     def hang() -> None:
         excess, beat_excess = bench_hang(cmd, args.restarts, problems, extra)

@@ -344,10 +344,27 @@ class ActorHandle:
                     return
                 if not frames:
                     return
-                for frame in frames:
-                    self._on_frame(child, frame, ready)
+                if len(frames) > 1 and type(frames[-1]) is Log and self.beats is not None:
+                    self._on_frames(child, frames, ready)
+                else:
+                    for frame in frames:
+                        self._on_frame(child, frame, ready)
         finally:
             done.set()
+
+    def _on_frames(self, child: ChildProcess, frames: list[Any], ready: anyio.Event) -> None:
+        """A read of many frames (a flood of log events): route runs of Log frames as blocks."""
+        logs: list[Log] = []
+        for frame in frames:
+            if type(frame) is Log:
+                logs.append(frame)
+                continue
+            if logs:
+                self._router.emit_child_many(logs, actor=self.name, pid=child.pid, restarts=self.restarts)
+                logs = []
+            self._on_frame(child, frame, ready)
+        if logs:
+            self._router.emit_child_many(logs, actor=self.name, pid=child.pid, restarts=self.restarts)
 
     def _on_frame(self, child: ChildProcess, frame: Any, ready: anyio.Event) -> None:
         if isinstance(frame, Log):

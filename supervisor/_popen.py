@@ -31,11 +31,21 @@ class FdReader:
 
     async def receive(self) -> bytes:
         """The next chunk; ``b""`` at EOF. Safe to cancel and call again."""
+        try:
+            data = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            pass
+        else:
+            # A flooding child must not starve the loop; shielded, so that a
+            # cancel (the idle-flush timeout) never loses what was read.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return data
         while True:
+            await anyio.wait_readable(self.fd)
             try:
                 return os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
-                await anyio.wait_readable(self.fd)
+                pass
 
     def close(self) -> None:
         if self.fd >= 0:

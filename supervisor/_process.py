@@ -86,11 +86,13 @@ class ChildProcess:
             return frames
         # A raw non-blocking socket: read first, wait only when empty. This is the
         # per-beat hot path, and skipping the stream wrapper halves its cost.
+        waited = False
         while True:
             try:
                 data = self.channel.recv(_RECV_SIZE)
             except BlockingIOError:
                 await anyio.wait_readable(self.channel)
+                waited = True
                 continue
             except OSError:  # reset by a dying child: same as EOF
                 return []
@@ -98,6 +100,12 @@ class ChildProcess:
                 return []
             frames = self.decoder.feed(data)  # ValueError on garbage
             if frames:
+                if not waited:
+                    # Data was already there: a child is flooding. Without this
+                    # checkpoint its reader would never yield, and every other
+                    # actor's beats (and the control socket) would wait.
+                    # Shielded: a cancel here must not lose the frames already read.
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 return frames
 
     async def send(self, data: bytes) -> bool:

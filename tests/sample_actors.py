@@ -161,3 +161,21 @@ class Allocates(Actor):
         while True:
             hoard.append(bytearray(20 * 1024 * 1024))
             await anyio.sleep(0.1)
+
+
+class Flooder(Actor):
+    """Logs debug events as fast as it can; an info mark every ``mark`` events."""
+
+    def __init__(self, mark: int = 50_000) -> None:
+        self.mark = mark
+
+    async def run(self) -> None:
+        log = self.log
+        i = 0
+        while True:
+            i += 1
+            log.debug("flood", i=i)
+            if not i % self.mark:
+                log.info("flood.mark", i=i)
+            if not i % 2000:
+                await anyio.sleep(0)  # its own beats run; the supervisor must keep up

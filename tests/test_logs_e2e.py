@@ -35,3 +35,19 @@ class TestLogsEndToEnd:
         assert "A" * (100 * 1024) in out
         assert "junk \\xff\\xfe\x00 \\xc3( end" in out
         assert len(tracebacks) == 1 and tracebacks[0]["exception"].startswith("Traceback")
+
+    async def test_flooding_children_do_not_starve_heartbeats(self) -> None:
+        """Three children logging flat out: a fourth actor's 0.3 s heartbeat deadline still holds."""
+        from supervisor.config import SinkSpec
+
+        S = "tests.sample_actors:"
+        actors = {f"flood{i}": {"target": S + "Flooder"} for i in range(3)}
+        actors["s"] = {"target": S + "Steady", "heartbeat_interval": 0.05, "heartbeat_timeout": 0.3}
+        with anyio.fail_after(90):
+            async with running_supervisor(actors) as (sup, log):
+                log.spec = SinkSpec(type="stdout", level=20)  # keep the flood itself out of the test's memory
+                await log.wait_for("steady.up", actor="s")
+                for i in range(3):  # 200,000 events from each flooder, all while "s" must keep beating
+                    await log.wait_for("flood.mark", actor=f"flood{i}", i=200_000, timeout=60)
+                timeouts = log.find("actor.heartbeat_timeout")
+        assert timeouts == []

@@ -369,3 +369,62 @@ def test_stdout_sink_batches(tmp_path: Path) -> None:
         sink.write(LogRecord(20, None, b"{}"))
         sink.flush()
         assert path.read_bytes() == b"{}\n"
+
+
+class _Frame:
+    def __init__(self, level: int, body: bytes) -> None:
+        self.level, self.body = level, body
+
+
+class TestEmitChildMany:
+    BODIES = [
+        (20, b'{"timestamp":"T","level":"info","event":"a","i":1}'),
+        (20, b'{"timestamp":"T","level":"info","event":"100% \\"q\\"","i":2}'),
+        (40, b'{"timestamp":"T","level":"error","event":"e"}'),
+        (20, b"{}"),
+        (20, b'{ "spaced": true}'),
+    ]
+
+    def _both(self, host: str = 'h%"') -> tuple[list[bytes], list[bytes], _Blocks]:
+        one, many = _Blocks(), _Blocks()
+        r1, r2 = LogRouter([one], host=host), LogRouter([many], host=host)
+        r2._id_prefix = r1._id_prefix  # compare byte for byte
+        for level, body in self.BODIES:
+            r1.emit_child(level, body, actor='a%"b', pid=7, restarts=3)
+        r2.emit_child_many([_Frame(*b) for b in self.BODIES], actor='a%"b', pid=7, restarts=3)
+        return [r.line for r in r1.tail()], [r.line for r in r2.tail()], many
+
+    def test_same_bytes_as_one_by_one(self) -> None:
+        """A batch renders exactly the records emit_child makes, "%" and quotes included."""
+        singles, batched, _ = self._both()
+        assert batched == singles
+        assert [json.loads(line)["seq"] for line in batched] == [1, 2, 3, 4, 5]
+        assert json.loads(batched[3]) == {"seq": 4, "id": json.loads(batched[3])["id"], "host": 'h%"',
+                                          "actor": 'a%"b', "pid": 7, "restarts": 3}
+
+    def test_runs_of_one_level_become_blocks(self) -> None:
+        """Consecutive events of a level travel as one block; a level change starts the next."""
+        _, _, sink = self._both()
+        assert [(level, lines.count(b"\n")) for level, _, lines in sink.blocks] == [(20, 2), (40, 1), (20, 2)]
+
+    def test_level_filter_applies_per_block(self) -> None:
+        """A sink at level error gets only the error events of a batch."""
+        errors = _Blocks(level=40)
+        router = LogRouter([errors], host="h")
+        router.emit_child_many([_Frame(*b) for b in self.BODIES], actor="a", pid=1, restarts=0)
+        assert [e["event"] for e in errors.lines] == ["e"]
+
+    def test_seq_stays_unique_when_a_sink_logs_during_a_block(self) -> None:
+        """A sink that logs while writing a block gets the next seq; the batch does not reuse it."""
+
+        class Chatty(_Blocks):
+            def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
+                super().write_many(level, actor, pieces)
+                if actor == "a":
+                    router.emit({"event": "logs.dropped", "level": "warning"})
+
+        sink = Chatty()
+        router = LogRouter([sink], host="h")
+        router.emit_child_many([_Frame(*b) for b in self.BODIES], actor="a", pid=1, restarts=0)
+        seqs = [e["seq"] for e in sink.lines]
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)) and len(seqs) == 8

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 import msgspec
@@ -34,6 +34,13 @@ _json = msgspec.json.Encoder()
 # above glibc's mmap threshold (128 KiB) is mapped afresh each time, and its
 # page faults cost more than the rendering itself.
 _PIECE = 48 * 1024
+
+
+class ChildEvent(Protocol):
+    """A Log frame as the router needs it."""
+
+    level: int
+    body: bytes
 
 
 class _Block(NamedTuple):
@@ -96,6 +103,42 @@ class LogRouter:
         rest = body[1:].lstrip()
         line = head[:-1] + (b"," + rest if rest != b"}" else b"}")
         self._dispatch(LogRecord(level, actor, line))
+
+    def emit_child_many(
+        self, events: Sequence[ChildEvent], *, actor: str, pid: int, restarts: int
+    ) -> None:
+        """Route the events of one channel read (``.level`` and ``.body`` each) as blocks.
+
+        The same records :meth:`emit_child` makes, byte for byte; a run of
+        events of one level travels as one block, so a file sink writes a
+        whole read with one syscall instead of buffering event by event.
+        """
+        if len(events) == 1:
+            event = events[0]
+            self.emit_child(event.level, event.body, actor=actor, pid=pid, restarts=restarts)
+            return
+        # '{"seq":N,"id":"<prefix>N","host":..,"actor":..,"pid":..,"restarts":..,' + body[1:]
+        head = b'{"seq":%d,"id":"' + self._id_prefix.encode().replace(b"%", b"%%") + b'%d",' + (
+            _json.encode({"host": self.host, "actor": actor, "pid": pid, "restarts": restarts})[1:-1]
+            .replace(b"%", b"%%")
+        )
+        seq = self._seq
+        start = 0
+        while start < len(events):
+            level = events[start].level
+            lines: list[bytes] = []
+            append = lines.append
+            for event in events[start:]:
+                if event.level != level:
+                    break
+                seq += 1
+                rest = event.body[1:].lstrip()
+                append(head % (seq, seq) + (b"," + rest if rest != b"}" else b"}"))
+            start += len(lines)
+            lines.append(b"")  # every line, the last one too, ends in a newline
+            self._seq = seq
+            self._dispatch(_Block(level, actor, [b"\n".join(lines)], len(lines) - 1))
+            seq = self._seq  # a sink may have logged meanwhile (logs.dropped)
 
     def emit_lines(
         self, level: str, stream: str, timestamp: str, lines: bytes, *, actor: str, pid: int, restarts: int

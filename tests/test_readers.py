@@ -1,0 +1,77 @@
+"""Channel and pipe readers: a reader whose data is already waiting still lets other tasks run.
+
+A flooding child keeps its socket or pipe readable, so a reader that only
+yields when it has to wait would never yield at all, and every other actor's
+beats, the watchdogs and the control socket would wait behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from types import SimpleNamespace
+
+import anyio
+import pytest
+
+from actors._protocol import Log, encode
+from supervisor._popen import FdReader
+from supervisor._process import ChildProcess
+
+pytestmark = pytest.mark.anyio
+
+
+async def _ticks_between_reads(read: object, reads: int = 8) -> list[int]:
+    """Run ``read()`` ``reads`` times next to a task that counts its turns; the count at each read."""
+    ticks = 0
+    seen: list[int] = []
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        await anyio.lowlevel.checkpoint()
+        for _ in range(reads):
+            assert await read()  # type: ignore[operator]
+            seen.append(ticks)
+        tg.cancel_scope.cancel()
+    return seen
+
+
+async def test_channel_reader_yields_while_frames_keep_coming() -> None:
+    """receive_frames() with frames already buffered still gives other tasks a turn each call."""
+    parent, child = socket.socketpair()
+    with parent, child:
+        process = SimpleNamespace(pid=os.getpid(), returncode=None)
+        reader = ChildProcess(process, parent)  # type: ignore[arg-type]
+        frame = encode(Log(level=20, body=b'{"event":"x"}'))
+        chunk = frame * 100
+        parent_recv = 64 * 1024
+
+        async def read() -> list[object]:
+            child.sendall(chunk * (parent_recv // len(chunk) + 1))  # more than one recv's worth
+            return await reader.receive_frames()
+
+        seen = await _ticks_between_reads(read)
+    assert seen[-1] - seen[0] >= len(seen) - 2, seen  # a turn per read (trio may order a batch either way)
+
+
+async def test_pipe_reader_yields_while_output_keeps_coming() -> None:
+    """FdReader.receive() on a pipe that is never empty still gives other tasks a turn each call."""
+    read_fd, write_fd = os.pipe()
+    reader = FdReader(read_fd)
+    try:
+
+        async def read() -> bytes:
+            os.write(write_fd, b"line\n" * 1000)
+            return await reader.receive()
+
+        seen = await _ticks_between_reads(read)
+    finally:
+        reader.close()
+        os.close(write_fd)
+    assert seen[-1] - seen[0] >= len(seen) - 2, seen  # a turn per read (trio may order a batch either way)
