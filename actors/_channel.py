@@ -1,30 +1,40 @@
 """The child's end of the channel: blocking, thread-safe frame writes.
 
 Writes are synchronous on purpose: once ``send()`` returned, the frame is in
-the kernel's socket buffer, and the supervisor reads it even if this process
-dies by ``os._exit`` or SIGKILL a microsecond later. A full buffer blocks the
-writer, which is the backpressure that slows a child flooding its log.
+the shared-memory ring (or, without one, the kernel's socket buffer), and the
+supervisor reads it even if this process dies by ``os._exit`` or SIGKILL a
+microsecond later. A full ring blocks the writer, which is the backpressure
+that slows a child flooding its log. See :mod:`actors._ring`.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
 
 import anyio
 
-from ._protocol import PROTOCOL_VERSION, FrameDecoder, Hello, Log, ParentFrame, encode
+from ._protocol import PROTOCOL_VERSION, Doorbell, FrameDecoder, Hello, Log, ParentFrame, encode
+from ._ring import SharedRing
+
+_DOORBELL = encode(Doorbell())
 
 __all__ = ["ChildChannel"]
 
 
 class ChildChannel:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, ring: SharedRing | None = None) -> None:
         sock.set_inheritable(False)  # grandchildren must not keep the channel open
         sock.setblocking(False)
         self._sock = sock
+        self._offered_ring = ring
+        self._ring: SharedRing | None = None  # in use from the Hello on
         self._lock = threading.Lock()
+        # A forked process must not write into the ring next to its parent: the
+        # lock is not shared between processes. It falls back to the socket.
+        os.register_at_fork(after_in_child=self._forked)
         self._decoder = FrameDecoder(ParentFrame)
         self._pending: list[ParentFrame] = []
         self.closed = False
@@ -37,12 +47,26 @@ class ChildChannel:
 
     def send_bytes(self, data: bytes) -> None:
         with self._lock:
-            try:  # the common case: the whole frame fits in the socket buffer
-                sent = self._sock.send(data)
-            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
-                sent = 0
-            if sent == len(data):
+            ring = self._ring
+            if ring is not None:
+                if ring.write(data, self._ring_doorbell):
+                    self._ring_doorbell()
                 return
+            self._send_socket(data)
+
+    def _ring_doorbell(self) -> None:
+        self._send_socket(_DOORBELL)  # lock held
+
+    def _forked(self) -> None:
+        self._ring = self._offered_ring = None
+        self._lock = threading.Lock()
+
+    def _send_socket(self, data: bytes) -> None:
+        try:  # the common case: the whole frame fits in the socket buffer
+            sent = self._sock.send(data)
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            sent = 0
+        if sent != len(data):
             self._send_rest(memoryview(data)[sent:])
 
     def _send_rest(self, view: memoryview) -> None:
@@ -59,7 +83,9 @@ class ChildChannel:
             view = view[sent:]
 
     def hello(self, pid: int) -> None:
-        self.send(Hello(version=PROTOCOL_VERSION, pid=pid))
+        """The handshake, on the socket; every later frame goes through the ring, if any."""
+        self.send(Hello(version=PROTOCOL_VERSION, pid=pid, ring=self._offered_ring is not None))
+        self._ring = self._offered_ring
 
     def receive_blocking(self, timeout: float | None = None) -> ParentFrame | None:
         """Read one frame before the event loop exists (the handshake)."""

@@ -19,6 +19,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Beat",
     "ChildFrame",
+    "Doorbell",
     "Exiting",
     "FrameDecoder",
     "Health",
@@ -33,7 +34,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: frames after the Hello travel through a shared-memory ring
 MAX_FRAME = 32 * 1024 * 1024  # one frame; far above any sane log event
 _HEADER = struct.Struct(">I")
 
@@ -46,6 +47,11 @@ class _Frame(msgspec.Struct, tag_field="t", array_like=True, frozen=True):
 class Hello(_Frame, tag="hello"):
     version: int
     pid: int
+    ring: bool = False  # the child mapped the ring: every later frame comes through it
+
+
+class Doorbell(_Frame, tag="ring"):
+    """On the socket: the ring has frames and the supervisor was waiting for some."""
 
 
 class Ready(_Frame, tag="ready"):
@@ -105,7 +111,7 @@ class Stop(_Frame, tag="stop"):
     """Cancel ``run()`` and exit cleanly (the same as SIGTERM)."""
 
 
-ChildFrame = Union[Hello, Ready, Beat, Log, Health, RunDone, Exiting]
+ChildFrame = Union[Hello, Doorbell, Ready, Beat, Log, Health, RunDone, Exiting]
 ParentFrame = Union[Init, RunNow, Stop]
 
 _encoder = msgspec.msgpack.Encoder()

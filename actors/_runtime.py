@@ -1,9 +1,9 @@
 """What runs inside a child actor process.
 
-``python -m actors._runtime FD``: FD is the inherited channel socket. The
-runtime says Hello, receives Init, builds the actor, says Ready, then runs the
-actor's body next to a heartbeat task, a health-check task and a channel
-reader. A blocked event loop stops the beats, which is how the supervisor
+``python -m actors._runtime FD [RINGFD]``: FD is the inherited channel socket,
+RINGFD the shared-memory frame ring (:mod:`actors._ring`). The runtime says
+Hello, receives Init, builds the actor, says Ready, then runs the actor's body
+next to a heartbeat task, a health-check task and a channel reader. A blocked event loop stops the beats, which is how the supervisor
 detects a hang. EOF on the channel (the supervisor is gone) ends the process.
 """
 
@@ -24,6 +24,7 @@ import anyio
 from ._base import Actor, CronTask
 from ._channel import ChildChannel
 from ._protocol import Beat, Exiting, Health, Init, Ready, RunDone, RunNow, Stop
+from ._ring import SharedRing
 
 __all__ = ["beat_delay", "main"]
 
@@ -90,10 +91,23 @@ def _preload() -> None:
     from . import _logging  # noqa: F401
 
 
+def _attach_ring(fd_text: str | None) -> SharedRing | None:
+    """Map the ring the supervisor passed (its fd is closed: grandchildren must not get it)."""
+    if fd_text is None:
+        return None
+    fd = int(fd_text)
+    try:
+        return SharedRing(fd)
+    except (OSError, ValueError):
+        return None  # the Hello says so, and the supervisor reads the socket instead
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     _die_with_parent()
-    channel = ChildChannel(socket.socket(fileno=int(argv[1])))
+    channel = ChildChannel(socket.socket(fileno=int(argv[1])), _attach_ring(argv[2] if len(argv) > 2 else None))
     channel.hello(os.getpid())
     _preload()
     init = channel.receive_blocking()  # a warm spare waits here; EOF retires it

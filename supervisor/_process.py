@@ -16,7 +16,8 @@ import anyio
 import psutil
 import structlog
 
-from actors._protocol import ChildFrame, FrameDecoder, Hello
+from actors._protocol import ChildFrame, Doorbell, FrameDecoder, Hello
+from actors._ring import SharedRing
 
 from ._clock import Clock
 from ._popen import AsyncPopen
@@ -25,6 +26,9 @@ __all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "w
 
 log = structlog.get_logger()
 REAP_TIMEOUT = 5.0  # bound on the shielded wait after SIGKILL
+# A drain of this many frames means a flood: wait _LINGER for more before parking.
+_FLOOD_FRAMES = 32
+_LINGER = 0.001
 _RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: a 256 KiB buffer per beat costs page faults
 
 
@@ -38,12 +42,15 @@ def signal_name(number: int) -> str:
 class ChildProcess:
     """A spawned child: its process, its channel, and its identity."""
 
-    def __init__(self, process: AsyncPopen, channel: socket.socket) -> None:
+    def __init__(self, process: AsyncPopen, channel: socket.socket, ring: SharedRing | None = None) -> None:
         channel.setblocking(False)
         self.process = process
         self.pid = process.pid
         self.channel = channel
+        self.ring = ring
+        self._flooding = False
         self.decoder = FrameDecoder(ChildFrame)
+        self.ring_decoder = FrameDecoder(ChildFrame)
         self.backlog: list[Any] = []  # frames decoded along with the Hello
         self.hello: Hello | None = None
         try:
@@ -79,26 +86,49 @@ class ChildProcess:
         except (ProcessLookupError, PermissionError):
             return False
 
+    @property
+    def ring_mode(self) -> bool:
+        """After a Hello that accepted the ring, every frame comes through it."""
+        return self.ring is not None and self.hello is not None and self.hello.ring
+
     async def receive_frames(self) -> list[Any]:
-        """Frames from the channel; an empty list means EOF."""
+        """Frames from the channel (and its ring); an empty list means EOF."""
         if self.backlog:
             frames, self.backlog = self.backlog, []
             return frames
         # A raw non-blocking socket: read first, wait only when empty. This is the
         # per-beat hot path, and skipping the stream wrapper halves its cost.
         waited = False
+        eof = False
         while True:
-            try:
-                data = self.channel.recv(_RECV_SIZE)
-            except BlockingIOError:
-                await anyio.wait_readable(self.channel)
-                waited = True
-                continue
-            except OSError:  # reset by a dying child: same as EOF
-                return []
-            if not data:
-                return []
-            frames = self.decoder.feed(data)  # ValueError on garbage
+            frames: list[Any] = []
+            if not eof:
+                try:
+                    data = self.channel.recv(_RECV_SIZE)
+                except BlockingIOError:
+                    data = None
+                except OSError:  # reset by a dying child: same as EOF
+                    data = b""
+                if data:
+                    frames = [f for f in self.decoder.feed(data) if type(f) is not Doorbell]  # ValueError on garbage
+                eof = data == b""
+            if self.ring_mode:
+                # Socket frames here are doorbells, or come from a forked grandchild.
+                ring_frames = self._drain_ring()
+                frames = ring_frames + frames if ring_frames else frames
+                if data is None and not frames:
+                    if self._flooding:
+                        # The last drain was big: let the next batch build up
+                        # instead of parking, so the child writes on without
+                        # ringing the doorbell (a syscall) for every event.
+                        self._flooding = False
+                        await anyio.sleep(_LINGER)
+                        waited = True
+                        continue
+                    if self.ring.park():  # type: ignore[union-attr]
+                        continue  # written between the drain and the park: no doorbell comes
+                else:
+                    self._flooding = len(ring_frames) >= _FLOOD_FRAMES
             if frames:
                 if not waited:
                     # Data was already there: a child is flooding. Without this
@@ -107,6 +137,16 @@ class ChildProcess:
                     # Shielded: a cancel here must not lose the frames already read.
                     await anyio.lowlevel.cancel_shielded_checkpoint()
                 return frames
+            if eof:
+                return []
+            if data is None:
+                await anyio.wait_readable(self.channel)
+                waited = True
+
+    def _drain_ring(self) -> list[Any]:
+        assert self.ring is not None
+        data = self.ring.read()  # RingError (a ValueError) if the child scribbled on it
+        return self.ring_decoder.feed(data) if data else []
 
     async def send(self, data: bytes) -> bool:
         """Write all of ``data``; False if the child is gone."""
@@ -125,6 +165,9 @@ class ChildProcess:
 
     async def aclose(self) -> None:
         self.channel.close()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         with anyio.CancelScope(shield=True):
             await self.process.aclose()
 

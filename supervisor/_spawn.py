@@ -23,6 +23,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors._protocol import PROTOCOL_VERSION, Hello
+from actors._ring import SharedRing, create_ring_fd, ring_supported
 
 from ._clock import Clock, MonotonicClock
 from ._popen import AsyncPopen
@@ -33,6 +34,11 @@ from .exceptions import HandshakeTimeout, ProtocolError
 __all__ = ["ColdSpawner", "Spawner", "WarmSpawner"]
 
 log = structlog.get_logger()
+
+# Bytes of shared memory per child for its frames: a flood of log events fills
+# it between two drains; the supervisor maps it, so this also bounds what each
+# busy child adds to the supervisor's RSS.
+RING_SIZE = 128 * 1024
 
 
 class Spawner(Protocol):
@@ -50,8 +56,11 @@ class ColdSpawner:
         python: str = sys.executable,
         pythonpath: Sequence[str] = (),
         clock: Clock | None = None,
+        ring_size: int = RING_SIZE,
     ) -> None:
+        """``ring_size``: bytes of each child's shared-memory frame ring; 0 sends frames on the socket."""
         self.python = python
+        self.ring_size = ring_size
         self.clock = clock or MonotonicClock()
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}  # systemd talks to us only
         env["PYTHONUNBUFFERED"] = "1"  # print() then os._exit() must still reach the pipe
@@ -66,18 +75,25 @@ class ColdSpawner:
 
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ring_fd = create_ring_fd(self.ring_size) if self.ring_size and ring_supported() else None
+        ring: SharedRing | None = None
+        fds = (child_end.fileno(),) if ring_fd is None else (child_end.fileno(), ring_fd)
         try:
+            if ring_fd is not None:
+                ring = SharedRing(ring_fd)
             process = AsyncPopen(
-                [self.python, "-m", "actors._runtime", str(child_end.fileno())],
-                pass_fds=(child_end.fileno(),),
-                env=self.env,
+                [self.python, "-m", "actors._runtime", *map(str, fds)], pass_fds=fds, env=self.env,
             )
         except BaseException:
             parent_end.close()
+            if ring is not None:
+                ring.close()
             raise
         finally:
             child_end.close()
-        child = ChildProcess(process, parent_end)
+            if ring_fd is not None:
+                os.close(ring_fd)
+        child = ChildProcess(process, parent_end, ring)
         try:
             await self._await_hello(child, actor, start_timeout)
         except BaseException:
