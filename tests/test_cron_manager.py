@@ -204,3 +204,32 @@ class TestSpecValidation:
         clock = QuickClock()
         with pytest.raises(ValueError, match=message):
             CronScheduler(make_spec(**fields), FakeExecutor(clock), clock=clock)
+
+
+class _CountingClock(QuickClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps = 0
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.sleeps += 1
+        await super().sleep_until(deadline)
+
+
+async def test_tasks_due_together_share_one_timer_wake_up() -> None:
+    """100 tasks due at the same instant: every one starts on time, and the clock saw one sleep per due time."""
+    clock = _CountingClock()
+    executors = [FakeExecutor(clock) for _ in range(100)]
+    with capture_logs():
+        async with CronManager(clock=clock) as cron:
+            for i, executor in enumerate(executors):
+                cron.register_task(f"t{i}", spec=make_spec(f"t{i}"), executor=executor)
+            await cron.start_all_tasks()
+            await clock.advance(10)
+            await settle()
+            assert [e.starts for e in executors] == [[1010.0]] * 100
+            assert clock.sleeps <= 2  # until 1010, and now until 1020
+            await clock.advance(10)
+            await settle()
+            assert [e.starts for e in executors] == [[1010.0, 1020.0]] * 100
+            assert clock.sleeps <= 3

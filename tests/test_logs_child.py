@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -80,6 +81,51 @@ class TestChildLogging:
         child_logging.actor_logger("a").info("x")
         assert sent == [] and len(other) == 1
         assert sum(isinstance(h, child_logging._ChannelHandler) for h in logging.getLogger().handlers) == 1
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda log: log.info("plain"),
+            lambda log: log.debug("keys", a=1, b=[1, "x"], c={"d": None}),
+            lambda log: log.warn("alias of warning", n=2),
+            lambda log: log.error("100%% %s", "formatted"),
+            lambda log: log.critical("by name %(x)s", {"x": "y"}),
+            lambda log: log.msg("msg is info"),
+            lambda log: log.bind(req="r1", n=1).info("bound", n=2),
+            lambda log: log.info(42, path=__import__("pathlib").Path("/tmp")),
+            lambda log: log.info("unicode é€ \u2028", tab="a\tb"),
+        ],
+    )
+    def test_fast_methods_match_structlog_chain(
+        self, sent: list[tuple[int, dict[str, Any]]], call: Any
+    ) -> None:
+        """The direct level methods render what structlog's processor chain renders, key order included."""
+        log = child_logging.actor_logger("a")
+        call(log)
+        fast = sent.pop()
+        chain = type(log).__mro__[1]  # structlog's filtering bound logger: the processor chain
+        call(chain(log._logger, log._processors, log._context))
+        slow = sent.pop()
+        assert fast[0] == slow[0]
+        assert list(fast[1]) == list(slow[1])
+        assert {k: v for k, v in fast[1].items() if k != "timestamp"} == {
+            k: v for k, v in slow[1].items() if k != "timestamp"
+        }
+        stamps = [datetime.fromisoformat(e[1]["timestamp"].replace("Z", "+00:00")) for e in (fast, slow)]
+        assert fast[1]["timestamp"].endswith("Z") and abs((stamps[1] - stamps[0]).total_seconds()) < 1
+
+    def test_contextvars_merged_by_fast_methods(self, sent: list[tuple[int, dict[str, Any]]]) -> None:
+        """structlog contextvars appear after the call's keys; a call's own key wins."""
+        import structlog
+
+        structlog.contextvars.bind_contextvars(request="r9", n=0)
+        try:
+            child_logging.actor_logger("a").info("ctx", n=1)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        child_logging.actor_logger("a").info("after")
+        assert list(sent[0][1])[3:] == ["n", "request"] and sent[0][1]["n"] == 1
+        assert "request" not in sent[1][1]
 
     def test_events_written_synchronously(self) -> None:
         """10,000 events logged, then os._exit: every frame is already in the channel."""
