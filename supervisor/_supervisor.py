@@ -54,6 +54,7 @@ class Supervisor:
             spares=config.supervisor.spare_processes,
             pythonpath=[str(config.base_dir)],
             clock=self.clock,
+            ring_size=config.supervisor.channel_ring,
         )
         self.monitor = HeartbeatMonitor(
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock

@@ -54,6 +54,7 @@ class _RawSupervisor(msgspec.Struct, **_Struct):
     spare_processes: Count = 1
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
     log_buffer: Count = 1000
+    channel_ring: Size = "128KiB"
 
 
 class _RawRestartable(msgspec.Struct, **_Struct):
@@ -135,6 +136,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
     spare_processes: int = 1
     metrics_port: int | None = None
     log_buffer: int = 1000
+    channel_ring: int = 128 * 1024
 
 
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -410,6 +412,12 @@ class _Checker:
                 f"must be greater than heartbeat_interval ({raw.heartbeat_interval:g}), got {timeout:g}",
             )
         state_dir = self.path_value(raw.state_dir) or self.base_dir / ".actorsup"
+        ring = self.size(raw.channel_ring, "supervisor.channel_ring")
+        if ring and (ring < 4096 or ring & (ring - 1)):
+            raise self.fail(
+                "supervisor.channel_ring",
+                f'must be 0 (frames on the socket) or a power of two >= 4096 such as "128KiB", got {ring}',
+            )
         return SupervisorSettings(
             heartbeat_interval=raw.heartbeat_interval,
             heartbeat_timeout=timeout,
@@ -421,6 +429,7 @@ class _Checker:
             spare_processes=raw.spare_processes,
             metrics_port=raw.metrics_port,
             log_buffer=raw.log_buffer,
+            channel_ring=ring,
         )
 
     def _common(

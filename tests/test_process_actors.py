@@ -127,11 +127,16 @@ class TestStopping:
 
 
 class TestLosslessLogs:
-    async def test_os_exit_after_n_lines_delivers_all(self) -> None:
-        """Every line logged before os._exit arrives: structlog, print, stdlib logging, raw fds."""
+    @pytest.mark.parametrize("channel_ring", ["128KiB", "4KiB", 0], ids=["ring", "small-ring", "socket"])
+    async def test_os_exit_after_n_lines_delivers_all(self, channel_ring: str | int) -> None:
+        """Every line logged before os._exit arrives: structlog, print, stdlib logging, raw fds.
+
+        Through the shared-memory ring (a 4 KiB one fills up and blocks the child), and with
+        ``channel_ring = 0`` through the socket alone.
+        """
         n = 2000
         actors = {"l": {"target": T + "LinesThenExit", "args": {"n": n}, "restart": "temporary"}}
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors, channel_ring=channel_ring) as (sup, log):
             await log.wait_for("actor.stopped", actor="l")
             lines = log.find("line", actor="l")
             assert [e["i"] for e in lines] == list(range(n))
