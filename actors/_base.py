@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 __all__ = ["Actor", "CronTask"]
+
+
+class _DefaultLog:
+    """``self.log`` until the runtime binds the actor's own logger.
+
+    structlog is imported on first use, not with this module: the child
+    runtime imports structlog its own (leaner) way before any actor exists.
+    """
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        import structlog
+
+        return structlog.get_logger()
 
 
 class Actor:
@@ -18,7 +29,7 @@ class Actor:
     """
 
     name: str = ""
-    log: Any = structlog.get_logger()
+    log: Any = _DefaultLog()
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs:

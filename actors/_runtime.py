@@ -84,11 +84,32 @@ def _load(target: str) -> type:
 def _preload() -> None:
     """Import what every actor needs while waiting for Init: a warm spare then
     starts an actor without paying for these imports inside its heartbeat window."""
-    import anyio._backends._asyncio  # noqa: F401
-    import anyio._backends._trio  # noqa: F401
-    import trio  # noqa: F401
+    backend = os.environ.get("ACTORSUP_BACKEND")  # the supervisor's; Init may still pick the other
+    if backend != "trio":
+        import anyio._backends._asyncio  # noqa: F401
+    if backend != "asyncio":
+        import anyio._backends._trio  # noqa: F401
+        import trio  # noqa: F401
 
+    _import_structlog_without_rich()
     from . import _logging  # noqa: F401
+
+
+def _import_structlog_without_rich() -> None:
+    """Import structlog as if rich were not installed, then let actors import rich freely.
+
+    structlog.dev and structlog.tracebacks import rich when it is there (the CLI's
+    tables need it): 70 ms of a child's start-up, for console rendering a child
+    never does (it sends JSON to the supervisor).
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # makes `import rich` fail
+    try:
+        import structlog  # noqa: F401
+        import structlog.processors  # noqa: F401
+    finally:
+        del sys.modules["rich"]
 
 
 def _attach_ring(fd_text: str | None) -> SharedRing | None:

@@ -47,14 +47,27 @@ def _figures(starts: dict[int, list[float]], lateness: list[float], interval: fl
     drifts = sorted(
         (s[-1] - s[0] - (len(s) - 1) * interval) * 1000 for s in starts.values() if len(s) > 1
     )
+    # The trend of each task's start times against the ideal grid: a scheduler that
+    # accumulates drift shows a slope; jitter alone averages out to ~0.
+    trends = sorted(_slope(s, interval) * 3600 * 1000 for s in starts.values() if len(s) > 2)
     return {
         "runs": len(lateness),
         "lateness_ms": {"p50": pct(50) * 1000, "p99": pct(99) * 1000, "max": ordered[-1] * 1000},
         "drift_ms": {
             "median": drifts[len(drifts) // 2] if drifts else None,
             "max_abs": max((abs(d) for d in drifts), default=None),
+            "trend_per_hour": trends[len(trends) // 2] if trends else None,
         },
     }
+
+
+def _slope(starts: list[float], interval: float) -> float:
+    """Least-squares slope of (start - first - k x interval) over k x interval: seconds per second."""
+    xs = [k * interval for k in range(len(starts))]
+    ys = [t - starts[0] - x for t, x in zip(starts, xs)]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
 # --- APScheduler, run in its own venv (stdlib + apscheduler only) ---------------
@@ -119,6 +132,7 @@ def run_actorsup(tasks: int, seconds: float, interval: float, backend: str) -> d
 
     structlog.configure(processors=[_drop])  # measure scheduling, not log rendering
     starts: dict[int, list[float]] = {i: [] for i in range(tasks)}
+    scheduled: dict[int, list[float]] = {i: [] for i in range(tasks)}
     lateness: list[float] = []
 
     class NoOp:
@@ -135,6 +149,7 @@ def run_actorsup(tasks: int, seconds: float, interval: float, backend: str) -> d
             now = time.time()
             starts[self.index].append(now)
             lateness.append(now - run.scheduled_at)
+            scheduled[self.index].append(run.scheduled_at)
             return RunResult()
 
     async def main(state_dir: str) -> None:
@@ -150,7 +165,11 @@ def run_actorsup(tasks: int, seconds: float, interval: float, backend: str) -> d
 
     with tempfile.TemporaryDirectory(prefix="actorsup-cron-bench-") as state_dir:
         anyio.run(main, state_dir, backend=backend)
-    return _figures(starts, lateness, interval)
+    figures = _figures(starts, lateness, interval)
+    figures["scheduled_drift_ms"] = max(
+        abs(s[-1] - s[0] - (len(s) - 1) * interval) * 1000 for s in scheduled.values() if len(s) > 1
+    )
+    return figures
 
 
 def _drop(logger: Any, method: str, event: dict[str, Any]) -> Any:
@@ -200,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(f"lateness {key} (ms)", ours["lateness_ms"][key], p["lateness_ms"].get(key), target))
     print(_row("drift median (ms)", ours["drift_ms"]["median"], p["drift_ms"].get("median"), "0"))
     print(_row("drift max |.| (ms)", ours["drift_ms"]["max_abs"], p["drift_ms"].get("max_abs"), "0"))
+    print(_row("drift trend (ms/hour)", ours["drift_ms"]["trend_per_hour"],
+               p["drift_ms"].get("trend_per_hour"), "0 (median slope of start - grid)"))
+    print(_row("scheduled-time drift (ms)", ours["scheduled_drift_ms"], None,
+               "0 (last due - first due - (runs - 1) x interval)"))
     if note:
         print(note)
     if args.json:

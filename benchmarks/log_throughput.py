@@ -64,17 +64,19 @@ ACTORS = textwrap.dedent(
             import anyio
             log = self.log
             if self.go:
-                with open(self.go + ".ready", "w") as f:
-                    f.write(str(os.getpid()))
+                open(self.go + ".ready", "w").close()
                 while not os.path.exists(self.go):
                     await anyio.sleep(0.001)
             with open(self.stamp, "w") as f:
                 f.write(repr(time.time()))
+            cpu = time.process_time()
             for i in range(self.n):
                 log.info("bench", i=i)
                 if not i % 10000:
                     await anyio.sleep(0)  # let the heartbeat run: a long flood is not a hang
             log.info("bench.done")
+            with open(self.stamp + ".cpu", "w") as f:
+                f.write(repr(time.process_time() - cpu))
             os._exit(0)
 
     class Lines(Actor):
@@ -210,8 +212,8 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Pat
     Returns (seconds from stamp to last line, peak RSS, supervisor CPU seconds
     from go to last line). With ``go``, the actor waits for that file, and the
     CPU sample is taken once it is ready; without, the CPU figure is 0. An
-    actor that writes its pid into the ready file also has its own CPU
-    seconds (schedstat) appended to ``child_cpu``.
+    actor that writes its CPU seconds to ``STAMP.cpu`` has them appended to
+    ``child_cpu``.
     """
     stamp = work / "stamp"
     stamp.unlink(missing_ok=True)
@@ -240,15 +242,18 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, want: int, out: Pat
     try:
         if go is not None:
             _wait_file(Path(f"{go}.ready"), proc)
-            child = int(Path(f"{go}.ready").read_text() or 0)
             cpu = _cpu(proc.pid)
-            child_before = _cpu(child) if child else None
             go.touch()
         end, peak = _wait_lines(out, want, timeout, proc)
         if go is not None:
             cpu = _cpu_since(proc.pid, cpu)
-            if child_before is not None and child_cpu is not None:
-                child_cpu.append(_cpu_since(child, child_before)[1])
+        child_cpu_file = Path(f"{stamp}.cpu")
+        deadline = time.monotonic() + 5  # written just after the last event
+        while child_cpu is not None and not child_cpu_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if child_cpu is not None and child_cpu_file.exists():
+            child_cpu.append(float(child_cpu_file.read_text()))
+            child_cpu_file.unlink()
     finally:
         peak_final = _vmhwm(proc.pid)
         _stop(proc)

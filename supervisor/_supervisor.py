@@ -55,6 +55,7 @@ class Supervisor:
             pythonpath=[str(config.base_dir)],
             clock=self.clock,
             ring_size=config.supervisor.channel_ring,
+            backend=config.supervisor.backend,
         )
         self.monitor = HeartbeatMonitor(
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
