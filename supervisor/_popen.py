@@ -11,7 +11,6 @@ and pipes are read with ``anyio.wait_readable``: both work on trio and asyncio.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ import anyio
 __all__ = ["AsyncPopen", "FdReader"]
 
 _READ_SIZE = 256 * 1024
-_PIPE_SIZE = 1 << 20
 
 
 class FdReader:
@@ -55,22 +53,6 @@ class FdReader:
             self.fd = -1
 
 
-def _widen_pipe(fd: int) -> None:
-    """Give a child's output pipe 1 MiB instead of 64 KiB (Linux; best effort).
-
-    A child printing flat out then blocks less often, and each read carries
-    more lines, so the per-read cost (a wake-up, a write to the sinks) is
-    spread over more of them. Memory is used only while the pipe is full.
-    """
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setpipe is None:
-        return
-    try:
-        fcntl.fcntl(fd, setpipe, _PIPE_SIZE)
-    except OSError:  # above /proc/sys/fs/pipe-max-size for this user: keep the default
-        pass
-
-
 class AsyncPopen:
     def __init__(self, args: Sequence[str], *, pass_fds: Sequence[int], env: dict[str, str]) -> None:
         self._popen = subprocess.Popen(
@@ -86,8 +68,7 @@ class AsyncPopen:
         assert self._popen.stdout is not None and self._popen.stderr is not None
         self.stdout = FdReader(os.dup(self._popen.stdout.fileno()))
         self.stderr = FdReader(os.dup(self._popen.stderr.fileno()))
-        for reader in (self.stdout, self.stderr):
-            _widen_pipe(reader.fd)
+
         self._popen.stdout.close()
         self._popen.stderr.close()
         try:
