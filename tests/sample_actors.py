@@ -179,3 +179,16 @@ class Flooder(Actor):
                 log.info("flood.mark", i=i)
             if not i % 2000:
                 await anyio.sleep(0)  # its own beats run; the supervisor must keep up
+
+
+class ForkLogs(Actor):
+    """Forks (no exec); the forked process logs once and exits. Then the actor logs too."""
+
+    async def run(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self.log.info("fork.child_logged", child=os.getpid())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        self.log.info("fork.parent_logged", child=pid)
+        await anyio.sleep_forever()

@@ -147,3 +147,15 @@ class TestLosslessLogs:
             assert log.find("raw fd2 line", actor="l", stream="stderr")
             assert log.find("stdlib line", actor="l")
             assert log.find("actor.exited", actor="l")[0]["exit_code"] == 7
+
+
+class TestForkedActorProcess:
+    async def test_a_forked_process_logs_through_the_socket(self) -> None:
+        """A process forked from an actor cannot share the ring: its events come over the socket, and nothing breaks."""
+        actors = {"f": {"target": T + "ForkLogs"}}
+        async with running_supervisor(actors) as (sup, log):
+            (parent,) = await log.wait_for("fork.parent_logged", actor="f")
+            (child,) = await log.wait_for("fork.child_logged", actor="f")
+            assert child["child"] == parent["child"]
+            assert log.find("actor.protocol_error") == []
+            assert sup.status()[0]["state"] == "running"
