@@ -49,10 +49,21 @@ class ChildChannel:
         with self._lock:
             ring = self._ring
             if ring is not None:
-                if ring.write(data, self._ring_doorbell):
+                if ring.write(data, self._ring_doorbell, self._supervisor_alive):
                     self._ring_doorbell()
                 return
             self._send_socket(data)
+
+    def _supervisor_alive(self) -> bool:
+        """False once the supervisor's end of the socket is closed (it died)."""
+        if self.closed:
+            return False
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN | getattr(select, "POLLRDHUP", 0))
+        for _, events in poller.poll(0):
+            if events & (select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)):
+                self.closed = True
+        return not self.closed
 
     def _ring_doorbell(self) -> None:
         self._send_socket(_DOORBELL)  # lock held

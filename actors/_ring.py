@@ -126,11 +126,16 @@ class SharedRing:
         self._read = self._r.value
 
     # --- the child's side ---------------------------------------------------------
-    def write(self, data: bytes, doorbell: Callable[[], object] | None = None) -> bool:
+    def write(
+        self, data: bytes, doorbell: Callable[[], object] | None = None,
+        reader_alive: Callable[[], bool] | None = None,
+    ) -> bool:
         """Copy ``data`` in (blocking while the ring is full); True if the reader must be woken.
 
         When the ring is full and the reader is parked, ``doorbell()`` wakes it
-        before the writer waits for room. One writer at a time: the caller locks.
+        before the writer waits for room. While it waits, ``reader_alive()`` is
+        asked between futex waits: once it says False the rest of ``data`` is
+        dropped (nobody is left to read it). One writer at a time: the caller locks.
         """
         write = self._write
         start = write & self._mask
@@ -139,9 +144,11 @@ class SharedRing:
         if end <= self.capacity and write + len(data) - self._r.value <= self.capacity:
             self._mm[HEADER + start : HEADER + end] = data
             return self._publish(write + len(data))
-        return self._write_slowly(data, doorbell)
+        return self._write_slowly(data, doorbell, reader_alive)
 
-    def _write_slowly(self, data: bytes, doorbell: Callable[[], object] | None) -> bool:
+    def _write_slowly(
+        self, data: bytes, doorbell: Callable[[], object] | None, reader_alive: Callable[[], bool] | None
+    ) -> bool:
         mm, capacity, mask, shared_read = self._mm, self.capacity, self._mask, self._r
         view = memoryview(data)
         done, total = 0, len(data)
@@ -152,6 +159,8 @@ class SharedRing:
                 if self._publish(write) and doorbell is not None:
                     doorbell()
                 self._wait_for_room(write)
+                if reader_alive is not None and write - shared_read.value >= capacity and not reader_alive():
+                    return False
                 continue
             count = min(free, total - done)
             start = write & mask

@@ -134,3 +134,33 @@ def test_another_process_writes_while_this_one_reads() -> None:
     assert child.returncode == 0
     assert bodies == [b"%d" % i for i in range(20000)]
     assert HEADER == 64
+
+
+def test_writer_gives_up_once_the_reader_is_gone(ring_pair: tuple[SharedRing, SharedRing]) -> None:
+    """A full ring and a reader that died: write() drops the rest instead of blocking for ever."""
+    writer, _ = ring_pair
+    asked: list[int] = []
+
+    def alive() -> bool:
+        asked.append(1)
+        return len(asked) < 3
+
+    writer.write(b"a" * 4096)
+    assert writer.write(b"b" * 10, reader_alive=alive) is False
+    assert len(asked) == 3  # about three futex slices (0.3 s), then it stopped waiting
+
+
+def test_child_channel_sees_the_supervisor_go() -> None:
+    """The channel's liveness check turns False when the other end of the socket closes."""
+    import socket
+
+    from actors._channel import ChildChannel
+
+    parent, child = socket.socketpair()
+    channel = ChildChannel(child)
+    try:
+        assert channel._supervisor_alive()
+        parent.close()
+        assert not channel._supervisor_alive()
+    finally:
+        child.close()
