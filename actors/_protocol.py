@@ -149,14 +149,16 @@ class FrameDecoder:
         frames = []
         offset, total = 0, len(data)
         with memoryview(data) as view:
+            unpack, decode = _HEADER.unpack_from, self._decoder.decode
             while total - offset >= 4:
-                (size,) = _HEADER.unpack_from(data, offset)
-                self._check_size(size)
+                (size,) = unpack(data, offset)
+                if size > MAX_FRAME:
+                    self._check_size(size)
                 end = offset + 4 + size
                 if end > total:
                     break
                 try:
-                    frames.append(self._decoder.decode(view[offset + 4 : end]))
+                    frames.append(decode(view[offset + 4 : end]))
                 except msgspec.ValidationError as exc:
                     raise ValueError(f"invalid frame: {exc}") from None
                 except msgspec.DecodeError as exc:
