@@ -2,7 +2,9 @@
 
 A child is identified by (pid, create_time). Signals go to its process group
 (the child is a session leader, so pgid == pid), which also reaches any
-grandchildren it started.
+grandchildren it started. Its frames arrive on the channel socket until the
+Hello, then through its shared-memory ring (:mod:`actors._ring`), with
+doorbell frames on the socket to wake the reader.
 """
 
 from __future__ import annotations
