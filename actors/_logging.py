@@ -54,8 +54,9 @@ def _render(event_dict: dict[str, Any]) -> bytes:
 
 _SLOW_KEYS = RESERVED_KEYS | {"timestamp", "level", "event", "exc_info", "stack_info"}
 _LEVEL_NAMES = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
-# structlog keeps one ContextVar per key ever bound; empty while none was.
-_CONTEXT_VARS: dict[str, Any] = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
+# structlog keeps one ContextVar per key ever bound; empty while none was. A
+# structlog without it gets no fast methods: its own chain merges contextvars.
+_CONTEXT_VARS: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
 _CTX_PREFIX = len(getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"))
 _stamp_second = -1
 _stamp_prefix = b""
@@ -118,6 +119,8 @@ def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
 def _child_logger_class(min_level: int) -> type:
     """structlog's filtering bound logger, with fast debug/info/warning/error/critical."""
     base = structlog.make_filtering_bound_logger(min_level)
+    if not isinstance(_CONTEXT_VARS, dict):
+        return base
     methods: dict[str, Any] = {}
     for level, name in _LEVEL_NAMES.items():
         if level >= min_level:
