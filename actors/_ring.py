@@ -66,8 +66,7 @@ def create_ring_fd(capacity: int) -> int:
     fd = os.memfd_create("actorsup-ring", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, HEADER + capacity)
-        with mmap.mmap(fd, HEADER + capacity) as mm:
-            mm[_PARKED] = 1  # nobody is reading yet: the first write rings (little-endian u32)
+        os.pwrite(fd, b"\x01", _PARKED)  # nobody reads yet: the first write rings (little-endian u32)
     except BaseException:
         os.close(fd)
         raise

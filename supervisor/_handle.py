@@ -344,16 +344,12 @@ class ActorHandle:
                     return
                 if not frames:
                     return
-                if len(frames) > 1 and type(frames[-1]) is Log and self.beats is not None:
-                    self._on_frames(child, frames, ready)
-                else:
-                    for frame in frames:
-                        self._on_frame(child, frame, ready)
+                self._on_frames(child, frames, ready)
         finally:
             done.set()
 
     def _on_frames(self, child: ChildProcess, frames: list[Any], ready: anyio.Event) -> None:
-        """A read of many frames (a flood of log events): route runs of Log frames as blocks."""
+        """The frames of one read, in order; runs of Log frames go to the router as blocks."""
         logs: list[Log] = []
         for frame in frames:
             if type(frame) is Log:

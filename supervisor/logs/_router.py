@@ -96,13 +96,16 @@ class LogRouter:
         self, level: int, body: bytes, *, actor: str, pid: int, restarts: int
     ) -> None:
         """Route one event rendered by a child (a JSON object as bytes)."""
-        seq, event_id = self._stamp()
-        head = _json.encode(
-            {"seq": seq, "id": event_id, "host": self.host, "actor": actor, "pid": pid, "restarts": restarts}
-        )
-        rest = body[1:].lstrip()
-        line = head[:-1] + (b"," + rest if rest != b"}" else b"}")
+        seq, _ = self._stamp()
+        line = self._child_head(actor, pid, restarts) % (seq, seq) + _after_head(body)
         self._dispatch(LogRecord(level, actor, line))
+
+    def _child_head(self, actor: str, pid: int, restarts: int) -> bytes:
+        """'{"seq":%d,"id":"<prefix>%d","host":..,"actor":..,"pid":..,"restarts":..' as a %-template."""
+        return b'{"seq":%d,"id":"' + self._id_prefix.encode().replace(b"%", b"%%") + b'%d",' + (
+            _json.encode({"host": self.host, "actor": actor, "pid": pid, "restarts": restarts})[1:-1]
+            .replace(b"%", b"%%")
+        )
 
     def emit_child_many(
         self, events: Sequence[ChildEvent], *, actor: str, pid: int, restarts: int
@@ -117,11 +120,7 @@ class LogRouter:
             event = events[0]
             self.emit_child(event.level, event.body, actor=actor, pid=pid, restarts=restarts)
             return
-        # '{"seq":N,"id":"<prefix>N","host":..,"actor":..,"pid":..,"restarts":..,' + body[1:]
-        head = b'{"seq":%d,"id":"' + self._id_prefix.encode().replace(b"%", b"%%") + b'%d",' + (
-            _json.encode({"host": self.host, "actor": actor, "pid": pid, "restarts": restarts})[1:-1]
-            .replace(b"%", b"%%")
-        )
+        head = self._child_head(actor, pid, restarts)
         seq = self._seq
         start = 0
         while start < len(events):
@@ -132,8 +131,7 @@ class LogRouter:
                 if event.level != level:
                     break
                 seq += 1
-                rest = event.body[1:].lstrip()
-                append(head % (seq, seq) + (b"," + rest if rest != b"}" else b"}"))
+                append(head % (seq, seq) + _after_head(event.body))
             start += len(lines)
             lines.append(b"")  # every line, the last one too, ends in a newline
             self._seq = seq
@@ -309,6 +307,12 @@ class LogRouter:
         for sink in self.sinks:
             with anyio.CancelScope(shield=True):
                 await sink.aclose()
+
+
+def _after_head(body: bytes) -> bytes:
+    """A child's JSON object without its opening brace, ready to follow the stamped keys."""
+    rest = body[1:].lstrip()
+    return b"," + rest if rest != b"}" else b"}"
 
 
 def _accepts(spec: SinkSpec, level: int, actor: str | None) -> bool:
