@@ -411,9 +411,9 @@ class ActorHandle:
         def emit(event: dict[str, Any]) -> None:
             self._router.emit({**event, "actor": self.name, "pid": pid, "restarts": restarts})
 
-        def emit_lines(timestamp: str, lines: bytes) -> None:
+        def emit_lines(timestamp: str, lines: bytes) -> bool:
             # Plain lines, a whole chunk at once: the router renders them without dicts.
-            self._router.emit_lines(
+            return self._router.emit_lines(
                 assembler.level, stream_name, timestamp, lines, actor=self.name, pid=pid, restarts=restarts
             )
 

@@ -19,7 +19,7 @@ import anyio
 
 __all__ = ["AsyncPopen", "FdReader"]
 
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # a pipe holds 64 KiB: a bigger buffer is only allocated (and mmapped) in vain
 
 
 class FdReader:

@@ -155,7 +155,15 @@ def _fast_assembler(
 ) -> tuple[LineAssembler, list[dict[str, Any]], list[tuple[str, bytes]]]:
     events: list[dict[str, Any]] = []
     blocks: list[tuple[str, bytes]] = []
-    asm = LineAssembler(stream, events.append, max_line, emit_lines=lambda ts, lines: blocks.append((ts, lines)))
+
+    def emit_lines(timestamp: str, lines: bytes) -> bool:
+        # Declines as the router does: a control character other than tab or newline.
+        if any(c < 0x20 and c not in (0x09, 0x0A) for c in lines):
+            return False
+        blocks.append((timestamp, lines))
+        return True
+
+    asm = LineAssembler(stream, events.append, max_line, emit_lines=emit_lines)
     return asm, events, blocks
 
 
@@ -212,10 +220,20 @@ class TestLineAssemblerFastPath:
         assert "ZeroDivisionError" in events[0]["exception"]
 
     def test_partial_and_long_lines(self) -> None:
-        """A partial last line is flushed at close and over-long lines are split, as without the fast path."""
+        """Lines before an over-long one go whole; it and the rest are split and flushed as without the fast path."""
         asm, events, blocks = _fast_assembler(max_line=64)
         asm.feed(b"short\n" + b"x" * 100 + b"\nend")
         asm.close()
-        assert blocks == []
-        assert [e["event"] for e in events] == ["short", "x" * 64, "x" * 36, "end"]
-        assert events[1]["continued"] is True
+        assert [lines for _, lines in blocks] == [b"short\n"]
+        assert [e["event"] for e in events] == ["x" * 64, "x" * 36, "end"]
+        assert events[0]["continued"] is True
+
+    def test_chunk_longer_than_max_line_in_slices(self) -> None:
+        """A chunk of many short lines, longer than max_line, goes to emit_lines in slices cut at newlines."""
+        asm, events, blocks = _fast_assembler(max_line=64)
+        chunk = b"".join(b"line %02d\n" % i for i in range(40))  # 320 bytes
+        asm.feed(chunk)
+        assert events == []
+        assert b"".join(lines for _, lines in blocks) == chunk
+        assert all(len(lines) <= 64 and lines.endswith(b"\n") for _, lines in blocks)
+        assert len({timestamp for timestamp, _ in blocks}) == 1  # one read, one timestamp

@@ -170,8 +170,8 @@ class TestEmitLines:
         def emit(event: dict[str, Any]) -> None:
             router.emit({**event, "actor": actor, "pid": 7, "restarts": 2})
 
-        def emit_lines(timestamp: str, lines: bytes) -> None:
-            router.emit_lines("info", "stdout", timestamp, lines, actor=actor, pid=7, restarts=2)
+        def emit_lines(timestamp: str, lines: bytes) -> bool:
+            return router.emit_lines("info", "stdout", timestamp, lines, actor=actor, pid=7, restarts=2)
 
         asm = LineAssembler("stdout", emit, emit_lines=emit_lines if fast else None)
         for chunk in chunks:

@@ -16,6 +16,7 @@ files are kept, so disk use stays under ``(backups + 1) * max_bytes``.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import re
 from pathlib import Path
@@ -156,13 +157,19 @@ class FileSink(_BufferedSink):
                     self.write(LogRecord(level, actor, line))
             return
         try:
-            file.writelines(pieces)
+            file.flush()  # single records buffered earlier go first
         except OSError as exc:
             self._dropped += sum(piece.count(b"\n") for piece in pieces)
             self._failure(exc, self._clock.wall())
             return
+        try:
+            _writev_all(file.fileno(), pieces)
+        except _ShortWrite as short:
+            self._dropped += _lines_from(pieces, short.written)
+            self._failure(short.error, self._clock.wall())
+            return
         self._size += size
-        self.flush()
+        super().flush()  # nothing left in the buffer
 
     # --- rotation ------------------------------------------------------------
     def _rotate(self) -> None:
@@ -236,3 +243,45 @@ class FileSink(_BufferedSink):
         if self._dropped:
             count, self._dropped = self._dropped, 0
             log.warning("logs.dropped", sink=self.name, count=count, reason="file not writable")
+
+
+_IOV_MAX = 1024  # buffers per writev call (Linux's limit)
+
+
+class _ShortWrite(Exception):
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(error, written)
+        self.error, self.written = error, written
+
+
+def _writev_all(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` to ``fd`` straight from their buffers; _ShortWrite tells how far it got."""
+    written = 0
+    rest = pieces
+    try:
+        while rest:
+            n = os.writev(fd, rest[:_IOV_MAX])
+            if n == 0:
+                raise OSError(errno.EIO, "write returned 0 bytes")
+            written += n
+            i = 0
+            while i < len(rest) and n >= len(rest[i]):
+                n -= len(rest[i])
+                i += 1
+            rest = rest[i:]
+            if n:  # a short write: disk nearly full, or a file size limit
+                rest = [rest[0][n:], *rest[1:]]
+    except OSError as exc:
+        raise _ShortWrite(exc, written) from exc
+
+
+def _lines_from(pieces: list[bytes], offset: int) -> int:
+    """Lines of ``pieces`` whose newline lies at or past byte ``offset``: those lost in a short write."""
+    lost = 0
+    for piece in pieces:
+        if offset >= len(piece):
+            offset -= len(piece)
+            continue
+        lost += piece.count(b"\n", offset)
+        offset = 0
+    return lost

@@ -8,8 +8,9 @@ escaped (``\\xff``), and over-long lines are split on a character boundary.
 
 The common case, a chunk of plain text lines, takes a fast path when an
 ``emit_lines`` callback is given: the chunk is checked once (valid UTF-8, no
-control characters but tab, no traceback header) and handed over whole, with
-one timestamp, so the router can render every line without a dict per line.
+traceback header) and handed over whole, with one timestamp, so the router can
+render every line without a dict per line. The callback may decline the chunk
+(a control character needs the per-line path); it then goes line by line.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ _GROUP_EXC = re.compile(r"^\s*\| (\S.*)$")
 _MAX_TB_LINES = 5000
 
 _NONE, _FRAMES, _AFTER = 0, 1, 2
-# Bytes that send a chunk to the per-line path: controls other than tab and newline.
-_CONTROL = bytes(c for c in range(0x20) if c not in (0x09, 0x0A))
 _TB_MARK = b"Traceback (most recent call last):"  # in both traceback headers
 
 
@@ -43,11 +42,12 @@ class LineAssembler:
     """Split one stream into line events; group interpreter tracebacks.
 
     ``emit`` gets one event dict per line or traceback. With ``emit_lines``,
-    a chunk of plain lines goes to ``emit_lines(timestamp, lines)`` instead:
-    ``lines`` is one or more complete lines, each ending in ``b"\\n"``, valid
-    UTF-8 with no control character but tab, none of them a traceback line
-    and none longer than ``max_line``. Each line is one event of this
-    assembler's ``level`` and ``stream``, stamped ``timestamp``.
+    a chunk of plain lines is offered to ``emit_lines(timestamp, lines)``
+    first: ``lines`` is one or more complete lines, each ending in
+    ``b"\\n"``, valid UTF-8, none of them a traceback line and none longer
+    than ``max_line``. Each line is one event of this assembler's ``level``
+    and ``stream``, stamped ``timestamp``; the callback returns False to
+    decline the chunk, which then goes to ``emit`` line by line.
     """
 
     def __init__(
@@ -56,7 +56,7 @@ class LineAssembler:
         emit: Callable[[dict[str, Any]], None],
         max_line: int = 1 << 20,
         *,
-        emit_lines: Callable[[str, bytes], None] | None = None,
+        emit_lines: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f'stream must be "stdout" or "stderr" (got {stream!r})')
@@ -93,10 +93,11 @@ class LineAssembler:
         else:
             head = data[: end + 1]
             self._partial = bytearray(data[end + 1 :])
-        if self._emit_lines is not None and self._state == _NONE and _plain(head, self._max_line):
-            self._emit_lines(iso_utc(), head)
-            self._split_long()
-            return
+        if self._emit_lines is not None and self._state == _NONE:
+            head = self._offer(head)
+            if not head:
+                self._split_long()
+                return
         lines = head.split(b"\n")
         lines.pop()  # empty: head ends with the newline
         max_line = self._max_line
@@ -106,6 +107,24 @@ class LineAssembler:
             else:
                 self._line(_decode(raw))
         self._split_long()
+
+    def _offer(self, head: bytes) -> bytes:
+        """Hand ``head`` to ``emit_lines`` in slices of at most max_line bytes; the part not taken.
+
+        A slice that holds a traceback, invalid UTF-8 or a line longer than
+        max_line, or that ``emit_lines`` declines, and all after it, are left
+        for the per-line path.
+        """
+        assert self._emit_lines is not None
+        max_line = self._max_line
+        timestamp = iso_utc()
+        while head:
+            cut = len(head) if len(head) <= max_line else head.rfind(b"\n", 0, max_line) + 1
+            piece = head if cut == len(head) else head[:cut]
+            if not cut or not _plain(piece) or not self._emit_lines(timestamp, piece):
+                return head
+            head = head[cut:]
+        return head
 
     def _split_long(self) -> None:
         # An endless line must not grow memory: emit it in max_line pieces.
@@ -225,11 +244,9 @@ class LineAssembler:
         )
 
 
-def _plain(head: bytes, max_line: int) -> bool:
-    """Whether every line of ``head`` is an event as it stands (see ``emit_lines``)."""
-    if len(head) > max_line or _TB_MARK in head:
-        return False
-    if len(head.translate(None, _CONTROL)) != len(head):
+def _plain(head: bytes) -> bool:
+    """Whether ``head`` may go to ``emit_lines``: valid UTF-8, no traceback."""
+    if _TB_MARK in head:
         return False
     if not head.isascii():
         try:

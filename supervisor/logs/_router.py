@@ -4,7 +4,8 @@ Supervisor-side events arrive as structlog event dicts; child events arrive as
 JSON bytes already rendered by the child, and are enriched by splicing the
 supervisor's keys in front, so the hot path never parses a child event.
 A child's raw stdout/stderr lines arrive a chunk at a time (:meth:`LogRouter.emit_lines`)
-and are rendered with one ``%`` over the whole chunk: no dict, no object per line.
+and are rendered by :func:`~supervisor.logs._render.render_lines` (C when built):
+no dict, no object per line.
 The chunk then travels as one block (a list of pieces of JSON lines) to the
 ring buffer and to every sink that has ``write_many(level, actor, pieces)``.
 """
@@ -23,6 +24,7 @@ import msgspec
 
 from ..config import SinkSpec
 from ._record import LogRecord
+from ._render import render_lines
 from ._sinks import Sink
 from ._time import iso_utc
 
@@ -140,56 +142,35 @@ class LogRouter:
 
     def emit_lines(
         self, level: str, stream: str, timestamp: str, lines: bytes, *, actor: str, pid: int, restarts: int
-    ) -> None:
+    ) -> bool:
         """Route one event per line of a child's raw output, all stamped ``timestamp``.
 
-        ``lines`` holds complete lines, each ending in ``b"\\n"``: valid UTF-8
-        without control characters other than tab (what
-        :class:`~supervisor.logs.LineAssembler` hands to ``emit_lines``). The
-        events are those :meth:`emit` makes from ``{"timestamp", "level",
+        ``lines`` holds complete lines, each ending in ``b"\\n"``, valid UTF-8
+        (what :class:`~supervisor.logs.LineAssembler` hands to ``emit_lines``).
+        The events are those :meth:`emit` makes from ``{"timestamp", "level",
         "event", "stream", "actor", "pid", "restarts"}``, byte for byte.
+        Returns False, routing nothing, if a line holds a control character
+        other than tab: the caller then routes the chunk line by line.
         """
         count = lines.count(b"\n")
         if not count:
-            return
-        body = lines[:-1]
-        # JSON escapes first, then "%" doubled: the body becomes a %-template.
-        if b"\\" in body:
-            body = body.replace(b"\\", b"\\\\")
-        if b'"' in body:
-            body = body.replace(b'"', b'\\"')
-        if b"\t" in body:
-            body = body.replace(b"\t", b"\\t")
-        if b"%" in body:
-            body = body.replace(b"%", b"%%")
-        head = (
-            b'{"seq":%d,"id":"' + self._id_prefix.encode() + b'%d","host":'
-            + _json.encode(self.host).replace(b"%", b"%%")
-            + b',"timestamp":"' + timestamp.encode() + b'","level":"' + level.encode() + b'","event":"'
+            return True
+        pieces = render_lines(
+            lines,
+            self._seq + 1,
+            b'{"seq":',
+            b',"id":"' + self._id_prefix.encode(),
+            b'","host":' + _json.encode(self.host) + b',"timestamp":"' + timestamp.encode()
+            + b'","level":"' + level.encode() + b'","event":"',
+            b'","stream":"' + stream.encode() + b'","actor":' + _json.encode(actor)
+            + b',"pid":%d,"restarts":%d}\n' % (pid, restarts),
+            _PIECE,
         )
-        tail = (
-            b'","stream":"' + stream.encode() + b'","actor":'
-            + _json.encode(actor).replace(b"%", b"%%")
-            + b',"pid":%d,"restarts":%d}\n' % (pid, restarts)
-        )
-        sep = tail + head
-        step = max(1, _PIECE * len(lines) // (len(lines) + count * (len(sep) + 8)))  # input bytes per piece
-        pieces: list[bytes] = []
-        seq = self._seq
-        pos = 0
-        while True:
-            stop = body.find(b"\n", pos + step)
-            part = body[pos:] if stop < 0 else body[pos:stop]
-            n = part.count(b"\n") + 1
-            seqs: list[int] = [0] * (2 * n)
-            seqs[0::2] = seqs[1::2] = range(seq + 1, seq + 1 + n)
-            seq += n
-            pieces.append(b"".join((head, part.replace(b"\n", sep), tail)) % tuple(seqs))
-            if stop < 0:
-                break
-            pos = stop + 1
-        self._seq = seq
+        if pieces is None:
+            return False
+        self._seq += count
         self._dispatch(_Block(_LEVELS.get(level, 20), actor, pieces, count))
+        return True
 
     def _dispatch(self, record: LogRecord | _Block) -> None:
         # A sink may log (logs.dropped, logs.sink_error) from inside write():

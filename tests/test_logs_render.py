@@ -1,0 +1,103 @@
+"""Rendering plain output lines: the C renderer and its Python twin give the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.logs import _render
+from supervisor.logs._render import render_lines_py
+
+try:
+    from supervisor.logs._crender import render_lines as render_lines_c
+except ImportError:  # not built here; CI builds it (see test_built_in_ci)
+    render_lines_c = None
+
+needs_c = pytest.mark.skipif(render_lines_c is None, reason="the C renderer was not built")
+
+HEAD, MID = b'{"seq":', b',"id":"ab%c-'
+EVENT = b'","host":"h%s","event":"'
+TAIL = b'","stream":"stdout","pid":1}\n'
+PARTS = (HEAD, MID, EVENT, TAIL)
+
+# Plain text as a child prints it: quotes, backslashes, tabs, % signs, non-ASCII.
+_TEXT = st.text(
+    alphabet=st.sampled_from(list('ab "\\\t%é€😀x') + ["\u2028"]), max_size=60
+)
+
+
+def _events(pieces: list[bytes]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in b"".join(pieces).splitlines()]
+
+
+class TestRenderLines:
+    def test_each_line_one_event(self) -> None:
+        """Each line becomes head + seq + mid + seq + event + escaped text + tail, seq counting up."""
+        pieces = render_lines_py(b'one "q"\ntwo\\\tx\n', 41, *PARTS, 1000)
+        assert pieces is not None
+        assert b"".join(pieces) == (
+            b'{"seq":41,"id":"ab%c-41","host":"h%s","event":"one \\"q\\"","stream":"stdout","pid":1}\n'
+            b'{"seq":42,"id":"ab%c-42","host":"h%s","event":"two\\\\\\tx","stream":"stdout","pid":1}\n'
+        )
+
+    @pytest.mark.parametrize("control", [b"\r", b"\x00", b"\x1b", b"\x1f"])
+    def test_control_character_declines_chunk(self, control: bytes) -> None:
+        """A control character other than tab declines the whole chunk (None)."""
+        body = b"fine\nnot " + control + b" fine\n"
+        assert render_lines_py(body, 1, *PARTS, 1000) is None
+        if render_lines_c is not None:
+            assert render_lines_c(body, 1, *PARTS, 1000) is None
+
+    def test_rejects_incomplete_lines(self) -> None:
+        """A body that does not end in a newline is an error, with the rule in the message."""
+        with pytest.raises(ValueError, match=r"^body must be complete lines, each ending in a newline$"):
+            render_lines_py(b"a\nb", 1, *PARTS, 1000)
+        if render_lines_c is not None:
+            with pytest.raises(ValueError, match=r"^body must be complete lines, each ending in a newline$"):
+                render_lines_c(b"a\nb", 1, *PARTS, 1000)
+
+    def test_pieces_bounded(self) -> None:
+        """Thousands of lines come back in pieces near the requested size, none split mid-line."""
+        body = b"".join(b"line %d\n" % i for i in range(5000))
+        for render in filter(None, (render_lines_py, render_lines_c)):
+            pieces = render(body, 1, *PARTS, 4096)
+            assert pieces is not None and len(pieces) > 10
+            assert all(p.endswith(b"\n") and len(p) < 2 * 4096 for p in pieces)
+            assert [e["seq"] for e in _events(pieces)] == list(range(1, 5001))
+
+    @needs_c
+    @settings(max_examples=300, deadline=None)
+    @given(
+        lines=st.lists(_TEXT, min_size=1, max_size=40),
+        first=st.sampled_from([1, 9, 99, 999_995, 10**15 - 2]),
+        piece=st.sampled_from([1, 64, 4096]),
+    )
+    def test_c_matches_python(self, lines: list[str], first: int, piece: int) -> None:
+        """The C renderer gives the Python twin's bytes, and every line parses back to its text."""
+        body = "".join(line + "\n" for line in lines).encode()
+        c_pieces = render_lines_c(body, first, *PARTS, piece)
+        py_pieces = render_lines_py(body, first, *PARTS, piece)
+        assert c_pieces is not None and py_pieces is not None
+        assert b"".join(c_pieces) == b"".join(py_pieces)
+        events = _events(c_pieces)
+        assert [e["event"] for e in events] == lines
+        assert [e["seq"] for e in events] == list(range(first, first + len(lines)))
+
+    @needs_c
+    def test_c_argument_errors(self) -> None:
+        """Wrong argument types and counts are TypeErrors that say what was expected."""
+        with pytest.raises(TypeError, match=r"takes 7 arguments \(got 2\)"):
+            render_lines_c(b"a\n", 1)
+        with pytest.raises(TypeError, match=r"argument 3 must be bytes \(got str\)"):
+            render_lines_c(b"a\n", 1, "head", MID, EVENT, TAIL, 10)
+        with pytest.raises(ValueError, match=r"^piece must be >= 1 \(got 0\)$"):
+            render_lines_c(b"a\n", 1, *PARTS, 0)
+
+    @pytest.mark.skipif(os.environ.get("CI") != "true", reason="only CI guarantees a compiler")
+    def test_built_in_ci(self) -> None:
+        """In CI the C renderer is built and chosen: the pure-Python path is only a fallback."""
+        assert _render.NATIVE and _render.render_lines is render_lines_c
