@@ -9,7 +9,6 @@ place: :meth:`_after_exit`. Every state change goes through
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import traceback
@@ -411,7 +410,7 @@ class ActorHandle:
         def emit(event: dict[str, Any]) -> None:
             self._router.emit({**event, "actor": self.name, "pid": pid, "restarts": restarts})
 
-        def emit_lines(timestamp: str, lines: bytes) -> bool:
+        def emit_lines(timestamp: str, lines: bytes | memoryview) -> bool:
             # Plain lines, a whole chunk at once: the router renders them without dicts.
             return self._router.emit_lines(
                 assembler.level, stream_name, timestamp, lines, actor=self.name, pid=pid, restarts=restarts
@@ -420,13 +419,17 @@ class ActorHandle:
         assembler = LineAssembler(stream_name, emit, emit_lines=emit_lines)
         try:
             while True:
-                # A quiet pipe releases a held-back traceback (it may have no more
-                # lines); the timer is armed only then, so idle pipes cost nothing.
-                with anyio.move_on_after(PIPE_IDLE_FLUSH if assembler.holding else math.inf) as idle:
+                if assembler.holding:
+                    # A quiet pipe releases a held-back traceback (it may have no
+                    # more lines); the timer is armed only then, so a flood of
+                    # plain lines pays for no cancel scope.
+                    with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
+                        chunk = await stream.receive()
+                    if idle.cancelled_caught:
+                        assembler.flush()
+                        continue
+                else:
                     chunk = await stream.receive()
-                if idle.cancelled_caught:
-                    assembler.flush()
-                    continue
                 if not chunk:
                     break
                 assembler.feed(chunk)

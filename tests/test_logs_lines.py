@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from supervisor.logs import LineAssembler
+from supervisor.logs._render import render_lines_py
 
 
 def _assembler(stream: str = "stdout", max_line: int = 1 << 20) -> tuple[LineAssembler, list[dict[str, Any]]]:
@@ -156,11 +157,10 @@ def _fast_assembler(
     events: list[dict[str, Any]] = []
     blocks: list[tuple[str, bytes]] = []
 
-    def emit_lines(timestamp: str, lines: bytes) -> bool:
-        # Declines as the router does: a control character other than tab or newline.
-        if any(c < 0x20 and c not in (0x09, 0x0A) for c in lines):
-            return False
-        blocks.append((timestamp, lines))
+    def emit_lines(timestamp: str, lines: bytes | memoryview) -> bool:
+        if render_lines_py(lines, 1, b"", b"", b"", b"", 1 << 20) is None:
+            return False  # declined, as the router declines it
+        blocks.append((timestamp, bytes(lines)))
         return True
 
     asm = LineAssembler(stream, events.append, max_line, emit_lines=emit_lines)

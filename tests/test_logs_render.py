@@ -37,20 +37,36 @@ def _events(pieces: list[bytes]) -> list[dict[str, object]]:
 class TestRenderLines:
     def test_each_line_one_event(self) -> None:
         """Each line becomes head + seq + mid + seq + event + escaped text + tail, seq counting up."""
-        pieces = render_lines_py(b'one "q"\ntwo\\\tx\n', 41, *PARTS, 1000)
-        assert pieces is not None
-        assert b"".join(pieces) == (
+        rendered = render_lines_py(b'one "q"\ntwo\\\tx\n', 41, *PARTS, 1000)
+        assert rendered is not None and rendered[0] == 2
+        assert b"".join(rendered[1]) == (
             b'{"seq":41,"id":"ab%c-41","host":"h%s","event":"one \\"q\\"","stream":"stdout","pid":1}\n'
             b'{"seq":42,"id":"ab%c-42","host":"h%s","event":"two\\\\\\tx","stream":"stdout","pid":1}\n'
         )
 
-    @pytest.mark.parametrize("control", [b"\r", b"\x00", b"\x1b", b"\x1f"])
-    def test_control_character_declines_chunk(self, control: bytes) -> None:
-        """A control character other than tab declines the whole chunk (None)."""
-        body = b"fine\nnot " + control + b" fine\n"
+    @pytest.mark.parametrize(
+        "line",
+        [
+            b"cr\r", b"nul \x00", b"esc \x1b[0m", b"us \x1f",  # control characters
+            b"bad \xff", b"cut \xc3", b"overlong \xc0\xaf", b"surrogate \xed\xa0\x80", b"big \xf4\x90\x80\x80",
+            b"Traceback (most recent call last):",  # traceback headers
+            b"  + Exception Group Traceback (most recent call last):",
+        ],
+    )
+    def test_declines_chunk(self, line: bytes) -> None:
+        """A control character, invalid UTF-8 or a traceback header anywhere declines the whole chunk (None)."""
+        body = b"fine\n" + line + b"\nfine\n"
         assert render_lines_py(body, 1, *PARTS, 1000) is None
         if render_lines_c is not None:
             assert render_lines_c(body, 1, *PARTS, 1000) is None
+
+    def test_accepts_valid_utf8_and_quoted_marks(self) -> None:
+        """Every UTF-8 length passes, and so does the traceback header's text mid-line."""
+        body = "é € 😀 \U0010ffff\nsaid Traceback (most recent call last): twice\n".encode()
+        for render in filter(None, (render_lines_py, render_lines_c)):
+            rendered = render(body, 1, *PARTS, 1000)
+            assert rendered is not None
+            assert [e["event"] for e in _events(rendered[1])] == body.decode().splitlines()
 
     def test_rejects_incomplete_lines(self) -> None:
         """A body that does not end in a newline is an error, with the rule in the message."""
@@ -64,8 +80,10 @@ class TestRenderLines:
         """Thousands of lines come back in pieces near the requested size, none split mid-line."""
         body = b"".join(b"line %d\n" % i for i in range(5000))
         for render in filter(None, (render_lines_py, render_lines_c)):
-            pieces = render(body, 1, *PARTS, 4096)
-            assert pieces is not None and len(pieces) > 10
+            rendered = render(body, 1, *PARTS, 4096)
+            assert rendered is not None and rendered[0] == 5000
+            pieces = rendered[1]
+            assert len(pieces) > 10
             assert all(p.endswith(b"\n") and len(p) < 2 * 4096 for p in pieces)
             assert [e["seq"] for e in _events(pieces)] == list(range(1, 5001))
 
@@ -79,13 +97,26 @@ class TestRenderLines:
     def test_c_matches_python(self, lines: list[str], first: int, piece: int) -> None:
         """The C renderer gives the Python twin's bytes, and every line parses back to its text."""
         body = "".join(line + "\n" for line in lines).encode()
-        c_pieces = render_lines_c(body, first, *PARTS, piece)
-        py_pieces = render_lines_py(body, first, *PARTS, piece)
-        assert c_pieces is not None and py_pieces is not None
-        assert b"".join(c_pieces) == b"".join(py_pieces)
-        events = _events(c_pieces)
+        c_rendered = render_lines_c(memoryview(body), first, *PARTS, piece)
+        py_rendered = render_lines_py(body, first, *PARTS, piece)
+        assert c_rendered is not None and py_rendered is not None
+        assert c_rendered[0] == py_rendered[0] == len(lines)
+        assert b"".join(c_rendered[1]) == b"".join(py_rendered[1])
+        events = _events(c_rendered[1])
         assert [e["event"] for e in events] == lines
         assert [e["seq"] for e in events] == list(range(first, first + len(lines)))
+
+    @needs_c
+    @settings(max_examples=500, deadline=None)
+    @given(lines=st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=8))
+    def test_c_declines_what_python_declines(self, lines: list[bytes]) -> None:
+        """On arbitrary bytes both renderers make the same decision, and the same bytes when they accept."""
+        body = b"".join(line + b"\n" for line in lines)
+        c_rendered = render_lines_c(body, 1, *PARTS, 64)
+        py_rendered = render_lines_py(body, 1, *PARTS, 64)
+        assert (c_rendered is None) == (py_rendered is None)
+        if c_rendered is not None and py_rendered is not None:
+            assert b"".join(c_rendered[1]) == b"".join(py_rendered[1])
 
     @needs_c
     def test_c_argument_errors(self) -> None:

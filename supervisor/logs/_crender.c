@@ -5,71 +5,98 @@
  *
  *     head + seq + mid + seq + event + escape(line) + tail
  *
- * with seq counting up from `first_seq`. `escape` is JSON string escaping
- * for the only characters a plain line may hold that need it: '"', '\\' and
- * tab. A chunk with a line holding any other control character is declined
- * (None is returned, nothing is consumed): the per-line path in Python
- * handles it.
- * The output comes as a list of bytes pieces of about `piece` bytes each,
- * so that no single allocation goes past glibc's mmap threshold.
+ * with seq counting up from `first_seq`. `escape` is JSON string escaping of
+ * '"', '\\' and tab, the only characters of a plain line that need it. The
+ * whole chunk is declined (None is returned) if a line
+ *   - holds any other control character (it needs a \u escape, and a
+ *     trailing \r is dropped: the per-line path in Python does that),
+ *   - is not valid UTF-8 (the per-line path escapes the bad bytes), or
+ *   - ends in "Traceback (most recent call last):" (a traceback starts: the
+ *     per-line path groups it into one event).
+ * Otherwise the result is (number of lines, list of bytes pieces of about
+ * `piece` bytes each): no single allocation goes past glibc's mmap
+ * threshold, whose fresh pages would cost more than the rendering.
  *
- * Pure C99 plus the CPython API; the GIL is held throughout (a 64 KiB chunk
- * renders in tens of microseconds).
+ * One pass over the input checks and measures a piece's lines; a second fills
+ * the piece. C99 plus the CPython API; the GIL is held throughout.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
-/* Byte classes: 0 = copied as is, 1 = two-character escape, 2 = decline. */
-static unsigned char byte_class[256];
-
-static void
-init_classes(void)
-{
-    for (int c = 0; c < 0x20; c++)
-        byte_class[c] = 2;
-    byte_class['\t'] = 1;
-    byte_class['"'] = 1;
-    byte_class['\\'] = 1;
-    byte_class['\n'] = 0; /* only ever seen as a line end */
-}
+static const char TB_MARK[] = "Traceback (most recent call last):";
+#define TB_LEN ((Py_ssize_t)(sizeof(TB_MARK) - 1))
+#define MAX_LINES 4096 /* lines measured per piece before it is filled */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
-/* The first byte in [p, end) below 0x20 or equal to '"' or '\\', else end.
- * Eight bytes a step: each test flags its first match exactly (later flags
- * may be false positives, which is why only the lowest one is used). */
-static const char *
+/* The first byte in [p, end) that is below 0x20, '"', '\\' or above 0x7f,
+ * else end. Eight bytes a step: each test flags its first match exactly
+ * (later flags may be false positives, so only the lowest one is used). */
+static inline const char *
 next_special(const char *p, const char *end)
 {
     while (end - p >= 8) {
         uint64_t x;
         memcpy(&x, p, 8);
         uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
-        uint64_t mask = ((x - ONES * 0x20) & ~x) | ((q - ONES) & ~q) | ((b - ONES) & ~b);
+        uint64_t mask = ((x - ONES * 0x20) & ~x) | ((q - ONES) & ~q) | ((b - ONES) & ~b) | x;
         mask &= HIGHS;
         if (mask)
             return p + (__builtin_ctzll(mask) >> 3);
         p += 8;
     }
-    while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+    while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 && *p != '"' && *p != '\\')
         p++;
     return p;
 }
 #else
-static const char *
+static inline const char *
 next_special(const char *p, const char *end)
 {
-    while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+    while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 && *p != '"' && *p != '\\')
         p++;
     return p;
 }
 #endif
 
+/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 if it is
+ * not one: the well-formed sequences of Unicode's table 3-7, which are what
+ * Python's strict decoder accepts (no overlongs, surrogates or > U+10FFFF). */
 static Py_ssize_t
+utf8_sequence(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    Py_ssize_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* bounds of the second byte */
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (end - p < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (Py_ssize_t i = 2; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+static inline Py_ssize_t
 digits(unsigned long long v)
 {
     Py_ssize_t n = 1;
@@ -80,7 +107,7 @@ digits(unsigned long long v)
     return n;
 }
 
-static char *
+static inline char *
 put_seq(char *out, unsigned long long v, Py_ssize_t n)
 {
     char *p = out + n;
@@ -96,6 +123,66 @@ typedef struct {
     Py_ssize_t len;
 } Part;
 
+typedef struct {
+    const char *start;
+    Py_ssize_t len;    /* without the newline */
+    Py_ssize_t extra;  /* escape characters to add */
+} Line;
+
+/* Measure the line at *pos: its length and escapes. 0 if it is fine, -1 if
+ * the chunk must be declined. *pos moves past the newline. */
+static inline int
+measure(const char **pos, const char *end, Line *line)
+{
+    const char *p = *pos;
+    Py_ssize_t extra = 0;
+    line->start = p;
+    for (;;) {
+        p = next_special(p, end); /* the body ends in '\n', so p < end */
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n')
+            break;
+        if (c == '"' || c == '\\' || c == '\t') {
+            extra++;
+            p++;
+        } else if (c >= 0x80) {
+            Py_ssize_t n = utf8_sequence((const unsigned char *)p, (const unsigned char *)end);
+            if (n == 0)
+                return -1;
+            p += n;
+        } else
+            return -1; /* another control character */
+    }
+    line->len = p - line->start;
+    line->extra = extra;
+    if (line->len >= TB_LEN && memcmp(p - TB_LEN, TB_MARK, TB_LEN) == 0)
+        return -1;
+    *pos = p + 1;
+    return 0;
+}
+
+static char *
+put_line(char *w, const Line *line)
+{
+    if (line->extra == 0) {
+        memcpy(w, line->start, (size_t)line->len);
+        return w + line->len;
+    }
+    const char *p = line->start, *nl = line->start + line->len;
+    for (;;) {
+        const char *e = next_special(p, nl + 1);
+        while (e < nl && (unsigned char)*e >= 0x80) /* UTF-8: copied as is */
+            e = next_special(e + 1, nl + 1);
+        memcpy(w, p, (size_t)(e - p));
+        w += e - p;
+        if (e == nl)
+            return w;
+        *w++ = '\\';
+        *w++ = *e == '\t' ? 't' : *e;
+        p = e + 1;
+    }
+}
+
 static PyObject *
 render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -106,15 +193,14 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Part parts[4];
-    for (int i = 0; i < 5; i++) {
-        PyObject *arg = args[i == 0 ? 0 : i + 1];
+    for (int i = 0; i < 4; i++) {
+        PyObject *arg = args[i + 2];
         if (!PyBytes_Check(arg)) {
-            PyErr_Format(PyExc_TypeError, "render_lines: argument %d must be bytes (got %.100s)",
-                         i == 0 ? 1 : i + 2, Py_TYPE(arg)->tp_name);
+            PyErr_Format(PyExc_TypeError, "render_lines: argument %d must be bytes (got %.100s)", i + 3,
+                         Py_TYPE(arg)->tp_name);
             return NULL;
         }
-        if (i)
-            parts[i - 1] = (Part){PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)};
+        parts[i] = (Part){PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)};
     }
     unsigned long long seq = PyLong_AsUnsignedLongLong(args[1]);
     if (seq == (unsigned long long)-1 && PyErr_Occurred())
@@ -126,99 +212,74 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_ValueError, "piece must be >= 1 (got %zd)", piece);
         return NULL;
     }
-    const char *body = PyBytes_AS_STRING(args[0]);
-    const char *end = body + PyBytes_GET_SIZE(args[0]);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *body = view.buf;
+    const char *end = body + view.len;
+    PyObject *result = NULL, *pieces = NULL;
+    static Line lines[MAX_LINES]; /* safe: the GIL is held and nothing here calls back into Python */
     if (end == body || end[-1] != '\n') {
         PyErr_SetString(PyExc_ValueError, "body must be complete lines, each ending in a newline");
-        return NULL;
+        goto done;
     }
-    const Py_ssize_t fixed = parts[0].len + parts[1].len + parts[2].len + parts[3].len;
-
-    PyObject *pieces = PyList_New(0);
+    pieces = PyList_New(0);
     if (pieces == NULL)
-        return NULL;
+        goto done;
+    const Py_ssize_t fixed = parts[0].len + parts[1].len + parts[2].len + parts[3].len;
+    const unsigned long long first_seq = seq;
     const char *pos = body;
     while (pos < end) {
         /* Pass 1: which lines fit this piece, and its exact size. */
-        const char *start = pos;
         unsigned long long first = seq;
-        Py_ssize_t size = 0, escapes = 0;
-        while (pos < end && size < piece) {
-            const char *line = pos;
-            Py_ssize_t extra = 0;
-            for (;;) {
-                const char *s = next_special(pos, end);  /* body ends in '\n': s < end */
-                unsigned char c = (unsigned char)*s;
-                if (c == '\n') {
-                    pos = s + 1;
-                    break;
-                }
-                if (byte_class[c] == 2) {
-                    Py_DECREF(pieces);
-                    Py_RETURN_NONE;
-                }
-                extra++;
-                pos = s + 1;
+        Py_ssize_t size = 0, count = 0;
+        while (pos < end && size < piece && count < MAX_LINES) {
+            Line *line = &lines[count++];
+            if (measure(&pos, end, line) < 0) {
+                Py_CLEAR(pieces);
+                result = Py_NewRef(Py_None);
+                goto done;
             }
-            size += fixed + 2 * digits(seq) + (pos - 1 - line) + extra;
-            escapes += extra;
+            size += fixed + 2 * digits(seq) + line->len + line->extra;
             seq++;
         }
         /* Pass 2: fill it. */
         PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-        if (out == NULL) {
-            Py_DECREF(pieces);
-            return NULL;
-        }
+        if (out == NULL)
+            goto done;
         char *w = PyBytes_AS_STRING(out);
-        for (unsigned long long s = first; s < seq; s++) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            unsigned long long s = first + (unsigned long long)i;
             Py_ssize_t n = digits(s);
-            memcpy(w, parts[0].data, parts[0].len);
+            memcpy(w, parts[0].data, (size_t)parts[0].len);
             w = put_seq(w + parts[0].len, s, n);
-            memcpy(w, parts[1].data, parts[1].len);
+            memcpy(w, parts[1].data, (size_t)parts[1].len);
             w = put_seq(w + parts[1].len, s, n);
-            memcpy(w, parts[2].data, parts[2].len);
-            w += parts[2].len;
-            const char *nl = memchr(start, '\n', (size_t)(pos - start));
-            if (escapes == 0) {
-                memcpy(w, start, (size_t)(nl - start));
-                w += nl - start;
-            } else {
-                const char *p = start;
-                for (;;) {
-                    const char *e = next_special(p, nl + 1);
-                    memcpy(w, p, (size_t)(e - p));
-                    w += e - p;
-                    if (e == nl)
-                        break;
-                    *w++ = '\\';
-                    *w++ = *e == '\t' ? 't' : *e;
-                    p = e + 1;
-                }
-            }
-            memcpy(w, parts[3].data, parts[3].len);
+            memcpy(w, parts[2].data, (size_t)parts[2].len);
+            w = put_line(w + parts[2].len, &lines[i]);
+            memcpy(w, parts[3].data, (size_t)parts[3].len);
             w += parts[3].len;
-            start = nl + 1;
         }
         if (w != PyBytes_AS_STRING(out) + size) {
             Py_DECREF(out);
-            Py_DECREF(pieces);
             PyErr_SetString(PyExc_SystemError, "render_lines: size mismatch (a bug)");
-            return NULL;
+            goto done;
         }
         int failed = PyList_Append(pieces, out);
         Py_DECREF(out);
-        if (failed) {
-            Py_DECREF(pieces);
-            return NULL;
-        }
+        if (failed)
+            goto done;
     }
-    return pieces;
+    result = Py_BuildValue("(KO)", seq - first_seq, pieces);
+done:
+    Py_XDECREF(pieces);
+    PyBuffer_Release(&view);
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"render_lines", (PyCFunction)(void (*)(void))render_lines, METH_FASTCALL,
-     "render_lines(body, first_seq, head, mid, event, tail, piece) -> list[bytes] | None"},
+     "render_lines(body, first_seq, head, mid, event, tail, piece) -> (count, list[bytes]) | None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -229,6 +290,5 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__crender(void)
 {
-    init_classes();
     return PyModule_Create(&module);
 }

@@ -7,10 +7,11 @@ chained sections) and emits it as ONE event. Bytes that are not UTF-8 are
 escaped (``\\xff``), and over-long lines are split on a character boundary.
 
 The common case, a chunk of plain text lines, takes a fast path when an
-``emit_lines`` callback is given: the chunk is checked once (valid UTF-8, no
-traceback header) and handed over whole, with one timestamp, so the router can
-render every line without a dict per line. The callback may decline the chunk
-(a control character needs the per-line path); it then goes line by line.
+``emit_lines`` callback is given: the chunk is handed over whole, with one
+timestamp, so the router can render every line without a dict per line (in C,
+see :mod:`._render`, which checks each line on the way). The callback declines
+a chunk that needs the per-line path (a traceback header, invalid UTF-8, a
+control character); it then goes line by line.
 """
 
 from __future__ import annotations
@@ -35,19 +36,19 @@ _GROUP_EXC = re.compile(r"^\s*\| (\S.*)$")
 _MAX_TB_LINES = 5000
 
 _NONE, _FRAMES, _AFTER = 0, 1, 2
-_TB_MARK = b"Traceback (most recent call last):"  # in both traceback headers
 
 
 class LineAssembler:
     """Split one stream into line events; group interpreter tracebacks.
 
     ``emit`` gets one event dict per line or traceback. With ``emit_lines``,
-    a chunk of plain lines is offered to ``emit_lines(timestamp, lines)``
-    first: ``lines`` is one or more complete lines, each ending in
-    ``b"\\n"``, valid UTF-8, none of them a traceback line and none longer
+    a chunk of lines is offered to ``emit_lines(timestamp, lines)`` first
+    while no traceback is being assembled: ``lines`` (bytes or a memoryview)
+    is one or more complete lines, each ending in ``b"\\n"`` and none longer
     than ``max_line``. Each line is one event of this assembler's ``level``
     and ``stream``, stamped ``timestamp``; the callback returns False to
-    decline the chunk, which then goes to ``emit`` line by line.
+    decline the chunk (it may only take valid UTF-8 lines that start no
+    traceback), which then goes to ``emit`` line by line.
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class LineAssembler:
         emit: Callable[[dict[str, Any]], None],
         max_line: int = 1 << 20,
         *,
-        emit_lines: Callable[[str, bytes], bool] | None = None,
+        emit_lines: Callable[[str, bytes | memoryview], bool] | None = None,
     ) -> None:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f'stream must be "stdout" or "stderr" (got {stream!r})')
@@ -87,18 +88,19 @@ class LineAssembler:
             self._partial += data
             self._split_long()
             return
+        # The complete lines, copied once at most: views, not slices.
+        head: bytes | memoryview
         if self._partial:
-            self._partial += data[: end + 1]
-            head, self._partial = bytes(self._partial), bytearray(data[end + 1 :])
+            head = b"".join((self._partial, memoryview(data)[: end + 1]))
         else:
-            head = data[: end + 1]
-            self._partial = bytearray(data[end + 1 :])
+            head = data if end + 1 == len(data) else memoryview(data)[: end + 1]
+        self._partial = bytearray(memoryview(data)[end + 1 :])
         if self._emit_lines is not None and self._state == _NONE:
             head = self._offer(head)
             if not head:
                 self._split_long()
                 return
-        lines = head.split(b"\n")
+        lines = bytes(head).split(b"\n")
         lines.pop()  # empty: head ends with the newline
         max_line = self._max_line
         for raw in lines:
@@ -108,22 +110,23 @@ class LineAssembler:
                 self._line(_decode(raw))
         self._split_long()
 
-    def _offer(self, head: bytes) -> bytes:
+    def _offer(self, head: bytes | memoryview) -> bytes | memoryview:
         """Hand ``head`` to ``emit_lines`` in slices of at most max_line bytes; the part not taken.
 
-        A slice that holds a traceback, invalid UTF-8 or a line longer than
-        max_line, or that ``emit_lines`` declines, and all after it, are left
-        for the per-line path.
+        A slice with a line longer than max_line, or that ``emit_lines``
+        declines, and all after it, are left for the per-line path.
         """
         assert self._emit_lines is not None
         max_line = self._max_line
         timestamp = iso_utc()
         while head:
-            cut = len(head) if len(head) <= max_line else head.rfind(b"\n", 0, max_line) + 1
-            piece = head if cut == len(head) else head[:cut]
-            if not cut or not _plain(piece) or not self._emit_lines(timestamp, piece):
+            if len(head) <= max_line:
+                return head[:0] if self._emit_lines(timestamp, head) else head
+            view = memoryview(head)
+            cut = bytes(view[:max_line]).rfind(b"\n") + 1
+            if not cut or not self._emit_lines(timestamp, view[:cut]):
                 return head
-            head = head[cut:]
+            head = view[cut:]
         return head
 
     def _split_long(self) -> None:
@@ -242,18 +245,6 @@ class LineAssembler:
                 "exception": "\n".join(lines),
             }
         )
-
-
-def _plain(head: bytes) -> bool:
-    """Whether ``head`` may go to ``emit_lines``: valid UTF-8, no traceback."""
-    if _TB_MARK in head:
-        return False
-    if not head.isascii():
-        try:
-            head.decode()
-        except UnicodeDecodeError:
-            return False
-    return True
 
 
 def _decode(raw: bytes) -> str:

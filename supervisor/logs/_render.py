@@ -4,32 +4,43 @@ Every line becomes ``head + seq + mid + seq + event + escape(line) + tail``:
 the router builds the four constant parts once per chunk, so no line needs a
 dict or an encoder call. :func:`render_lines` is the C extension
 ``_crender`` when it was built (``pip install`` compiles it), else
-:func:`render_lines_py`; the two give the same bytes, which the tests check
-on random input.
+:func:`render_lines_py`; the two give the same bytes and decline the same
+chunks, which the tests check on random input.
 """
 
 from __future__ import annotations
 
-__all__ = ["NATIVE", "render_lines", "render_lines_py"]
+__all__ = ["NATIVE", "TB_MARK", "render_lines", "render_lines_py"]
 
-# Lines that the fast path declines: control characters other than tab need
-# \\u escapes (and a trailing \\r is dropped), which the per-line path does.
+TB_MARK = b"Traceback (most recent call last):"  # how both traceback headers end
+# Control characters other than tab need \\u escapes (and a trailing \\r is
+# dropped): lines holding one take the per-line path.
 _DECLINED = bytes(c for c in range(0x20) if c not in (0x09, 0x0A))
 
 
 def render_lines_py(
-    body: bytes, first_seq: int, head: bytes, mid: bytes, event: bytes, tail: bytes, piece: int
-) -> list[bytes] | None:
-    """The rendered lines of ``body`` as pieces of about ``piece`` bytes; None if one needs the per-line path.
+    body: bytes | memoryview, first_seq: int, head: bytes, mid: bytes, event: bytes, tail: bytes, piece: int
+) -> tuple[int, list[bytes]] | None:
+    """``(lines, pieces)``: the rendered lines of ``body`` in pieces of about ``piece`` bytes.
 
     ``body`` is complete lines, each ending in ``b"\\n"``. The whole chunk is
-    declined (None) if a line holds a control character other than tab.
+    declined (None) if a line holds a control character other than tab, is
+    not valid UTF-8, or ends in :data:`TB_MARK` (a traceback starts there):
+    those need the per-line path.
     """
+    body = bytes(body)
     if not body.endswith(b"\n"):
         raise ValueError("body must be complete lines, each ending in a newline")
     if piece < 1:
         raise ValueError(f"piece must be >= 1 (got {piece})")
     if len(body.translate(None, _DECLINED)) != len(body):
+        return None
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return None
+    if TB_MARK in body and any(line.endswith(TB_MARK) for line in body.split(b"\n")):
         return None
     text = body[:-1]
     # JSON escapes first, then "%" doubled: the text becomes a %-template.
@@ -58,7 +69,7 @@ def render_lines_py(
         seq += n
         pieces.append(b"".join((start, part.replace(b"\n", sep), end)) % tuple(seqs))
         if stop < 0:
-            return pieces
+            return lines, pieces
         pos = stop + 1
 
 

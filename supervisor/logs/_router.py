@@ -82,6 +82,7 @@ class LogRouter:
         self._dispatching = False
         self._pending: deque[LogRecord | _Block] = deque()
         self._crashed: set[int] = set()
+        self._line_parts: dict[tuple[str, str, str, int, int], tuple[bytes, bytes, bytes, bytes]] = {}
 
     def _stamp(self) -> tuple[int, str]:
         self._seq = seq = self._seq + 1
@@ -141,36 +142,49 @@ class LogRouter:
             seq = self._seq  # a sink may have logged meanwhile (logs.dropped)
 
     def emit_lines(
-        self, level: str, stream: str, timestamp: str, lines: bytes, *, actor: str, pid: int, restarts: int
+        self, level: str, stream: str, timestamp: str, lines: bytes | memoryview, *, actor: str, pid: int,
+        restarts: int,
     ) -> bool:
         """Route one event per line of a child's raw output, all stamped ``timestamp``.
 
-        ``lines`` holds complete lines, each ending in ``b"\\n"``, valid UTF-8
-        (what :class:`~supervisor.logs.LineAssembler` hands to ``emit_lines``).
-        The events are those :meth:`emit` makes from ``{"timestamp", "level",
-        "event", "stream", "actor", "pid", "restarts"}``, byte for byte.
-        Returns False, routing nothing, if a line holds a control character
-        other than tab: the caller then routes the chunk line by line.
+        ``lines`` holds complete lines, each ending in ``b"\\n"``. The events
+        are those :meth:`emit` makes from ``{"timestamp", "level", "event",
+        "stream", "actor", "pid", "restarts"}``, byte for byte. Returns False,
+        routing nothing, if a line needs the per-line path (see
+        :func:`~supervisor.logs._render.render_lines`): the caller then routes
+        the chunk line by line.
         """
-        count = lines.count(b"\n")
-        if not count:
+        if not lines:
             return True
-        pieces = render_lines(
-            lines,
-            self._seq + 1,
-            b'{"seq":',
+        key = (level, stream, actor, pid, restarts)
+        parts = self._line_parts.get(key)
+        if parts is None:
+            parts = self._line_parts[key] = self._new_line_parts(*key)
+        mid, event_head, event_tail, tail = parts
+        rendered = render_lines(
+            lines, self._seq + 1, b'{"seq":', mid, event_head + timestamp.encode() + event_tail, tail, _PIECE
+        )
+        if rendered is None:
+            return False
+        count, pieces = rendered
+        if count:
+            self._seq += count
+            self._dispatch(_Block(_LEVELS.get(level, 20), actor, pieces, count))
+        return True
+
+    def _new_line_parts(
+        self, level: str, stream: str, actor: str, pid: int, restarts: int
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        """The constant parts of emit_lines' template; the timestamp goes between the second and third."""
+        if len(self._line_parts) >= 64:  # keyed by pid and restarts: old ones are dead
+            self._line_parts.clear()
+        return (
             b',"id":"' + self._id_prefix.encode(),
-            b'","host":' + _json.encode(self.host) + b',"timestamp":"' + timestamp.encode()
-            + b'","level":"' + level.encode() + b'","event":"',
+            b'","host":' + _json.encode(self.host) + b',"timestamp":"',
+            b'","level":"' + level.encode() + b'","event":"',
             b'","stream":"' + stream.encode() + b'","actor":' + _json.encode(actor)
             + b',"pid":%d,"restarts":%d}\n' % (pid, restarts),
-            _PIECE,
         )
-        if pieces is None:
-            return False
-        self._seq += count
-        self._dispatch(_Block(_LEVELS.get(level, 20), actor, pieces, count))
-        return True
 
     def _dispatch(self, record: LogRecord | _Block) -> None:
         # A sink may log (logs.dropped, logs.sink_error) from inside write():
