@@ -20,8 +20,9 @@ every line is counted.
 
 The stdout-lines part runs ``--repeat`` times (default 5) and reports median
 and p95 of the wall time and of the CPU time the supervisor process (actorsup
-or supervisord, not the child) spent meanwhile: psutil ``cpu_times`` (user +
-system, counted in 10 ms ticks) and ``/proc/PID/schedstat`` (nanoseconds).
+or supervisord, not the child; every thread of it) spent meanwhile: psutil
+``cpu_times`` (user + system, counted in 10 ms ticks) and
+``/proc/PID/task/*/schedstat`` (nanoseconds).
 The child waits for a go file, so start-up is not counted. On a loaded
 machine the CPU time is the steadier figure. Every line of actorsup's
 file is parsed with ``json.loads`` and checked for the keys and text it must
@@ -200,13 +201,14 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) 
 
 
 def _cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid`` so far: (psutil user + system, in 10 ms ticks; schedstat, in ns).
+    """CPU seconds of process ``pid`` so far, all its threads: (psutil user + system, in 10 ms ticks; schedstat).
 
-    The second is NaN where /proc/PID/schedstat is missing.
+    The second sums /proc/PID/task/*/schedstat (nanoseconds; actorsup's file
+    sink writes on a thread of its own); NaN where that is missing.
     """
     times = psutil.Process(pid).cpu_times()
     try:
-        sched = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        sched = sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
     except (OSError, ValueError, IndexError):
         sched = float("nan")
     return times.user + times.system, sched

@@ -274,11 +274,13 @@ class TestEmitLines:
 
     @pytest.mark.anyio
     async def test_file_sink_writes_block_at_once(self, tmp_path: Path) -> None:
-        """The file sink writes a block and flushes it at once; a block past max_bytes rotates line by line."""
+        """The file sink hands a block to its writer at once; a block past max_bytes rotates line by line."""
         path = tmp_path / "out.jsonl"
         sink = FileSink(SinkSpec(type="file", path=path, max_bytes=300, backups=3, daily=False))
         router = LogRouter([sink])
         router.emit_lines("info", "stdout", "T", b"a\nb\n", actor="x", pid=1, restarts=0)
+        assert sink._buffer == []  # handed to the writer, not left for the flush interval
+        sink.drain()
         assert [json.loads(line)["event"] for line in path.read_bytes().splitlines()] == ["a", "b"]
         router.emit_lines("info", "stdout", "T", b"c\nd\ne\n", actor="x", pid=1, restarts=0)
         await router.aclose()

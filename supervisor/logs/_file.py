@@ -16,7 +16,6 @@ files are kept, so disk use stays under ``(backups + 1) * max_bytes``.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import os
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ from .._clock import Clock, MonotonicClock
 from ..config import SinkSpec
 from ._record import LogRecord
 from ._sinks import _BufferedSink
+from ._writer import new_writer
 
 __all__ = ["FileSink"]
 
@@ -44,8 +44,11 @@ class FileSink(_BufferedSink):
         super().__init__(spec)
         self.path = Path(spec.path)
         self._clock: Clock = clock or MonotonicClock()  # only wall() is read
-        self._file: BinaryIO | None = None
-        self._size = 0
+        self._writer = new_writer()
+        self._fd: int | None = None
+        self._buffer: list[bytes] = []  # lines not yet handed to the writer
+        self._buffered = 0
+        self._size = 0  # of the active file, counting what is buffered or queued
         self._day = ""  # UTC date of the content in the active file
         self._next_day = 0.0  # wall time of the next UTC midnight
         self._failed_at: float | None = None
@@ -57,16 +60,15 @@ class FileSink(_BufferedSink):
         now = self._clock.wall()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            file = open(self.path, "ab", buffering=_BUFFER)  # noqa: SIM115 - kept open
-            size = file.tell()
-            # Appending to a file from an earlier day: its content is dated by its mtime.
-            day = min(now, os.fstat(file.fileno()).st_mtime) if size else now
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            stat = os.fstat(fd)
         except OSError as exc:
             self._failure(exc, now)
             return False
-        self._file = file
-        self._size = size
-        self._set_day(day)
+        self._fd = fd
+        self._size = stat.st_size
+        # Appending to a file from an earlier day: its content is dated by its mtime.
+        self._set_day(min(now, stat.st_mtime) if stat.st_size else now)
         if self._failed_at is not None:
             self._recovered()
         return True
@@ -78,12 +80,17 @@ class FileSink(_BufferedSink):
         self._next_day = midnight.timestamp()
 
     def _close_file(self) -> None:
-        if self._file is not None:
-            file, self._file = self._file, None
-            try:
-                file.close()
-            except OSError as exc:
-                log.error("logs.sink_error", sink=self.name, error=str(exc), hint="check free disk space")
+        """Write out what is buffered for the active file, wait for it, close it."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        self._submit(fd)
+        self._writer.drain()
+        self._collect_failures()
+        try:
+            os.close(fd)
+        except OSError as exc:
+            log.error("logs.sink_error", sink=self.name, error=str(exc), hint="check free disk space")
 
     def reopen(self) -> None:
         """Close and reopen the configured path (SIGHUP after an external logrotate)."""
@@ -91,64 +98,79 @@ class FileSink(_BufferedSink):
         self._open()
 
     def flush(self) -> None:
+        """Hand the buffered lines to the writer (:meth:`drain` waits until they are written)."""
         super().flush()
-        if self._file is not None:
-            try:
-                self._file.flush()
-            except OSError as exc:
-                self._failure(exc, self._clock.wall())
+        self._collect_failures()
+        if self._fd is not None:
+            self._submit(self._fd)
+
+    def drain(self) -> None:
+        """Flush, and return once every line so far is in the file or counted as dropped."""
+        self.flush()
+        self._writer.drain()
+        self._collect_failures()
 
     async def aclose(self) -> None:
-        self.flush()
         self._close_file()
+        self._writer.close()
         self._report_dropped()
 
     # --- writing -------------------------------------------------------------
-    def write(self, record: LogRecord) -> None:
-        line = record.line + b"\n"
-        file = self._file
-        if file is None:
+    def _submit(self, fd: int) -> None:
+        if self._buffer:
+            buffer, self._buffer = self._buffer, []
+            self._buffered = 0
+            self._writer.submit(fd, buffer)
+
+    def _collect_failures(self) -> None:
+        failures = self._writer.take_failures()
+        if failures:
+            self._dropped += sum(lost for _, lost in failures)
+            code = failures[-1][0]
+            self._failure(OSError(code, os.strerror(code)), self._clock.wall())
+
+    def _writable(self, size: int) -> bool:
+        """Open, rotate or retry as ``size`` more bytes need; False if they must be dropped."""
+        self._collect_failures()
+        if self._fd is None:
             now = self._clock.wall()
             if self._failed_at is not None and now - self._failed_at < RETRY_INTERVAL:
-                self._dropped += 1
-                return
+                return False
             if not self._open():
-                self._dropped += 1
-                return
-            file = self._file
-            assert file is not None
-        if self._size + len(line) > self.spec.max_bytes and self._size > 0:
+                return False
+        if self._size + size > self.spec.max_bytes and self._size > 0:
             self._rotate()
-            file = self._file
         elif self.spec.daily and (now := self._clock.wall()) >= self._next_day:
             if self._size:
                 self._rotate()
-                file = self._file
             else:
                 self._set_day(now)
-        if file is None:
+        return self._fd is not None
+
+    def write(self, record: LogRecord) -> None:
+        line = record.line + b"\n"
+        if not self._writable(len(line)):
             self._dropped += 1
             return
-        try:
-            file.write(line)
-        except OSError as exc:
-            self._dropped += 1
-            self._failure(exc, self._clock.wall())
-            return
+        self._buffer.append(line)
+        self._buffered += len(line)
         self._size += len(line)
-        self._mark_dirty()
+        if self._buffered >= _BUFFER:
+            self.flush()
+        else:
+            self._mark_dirty()
 
     def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
-        """Pieces of JSON lines (each line ends in a newline), written and flushed at once.
+        """Pieces of JSON lines (each line ends in a newline), handed to the writer at once.
 
-        They came from one read of a child's pipe, so one more syscall per
-        block is cheap, and the lines need not wait for the flush interval.
-        A block that needs a rotation or a reopen goes line by line.
+        They came from one read of a child's pipe or channel, so they need not
+        wait for the flush interval. A block that needs a rotation or a reopen
+        goes line by line.
         """
-        file = self._file
         size = sum(map(len, pieces))
+        self._collect_failures()
         if (
-            file is None
+            self._fd is None
             or self._size + size > self.spec.max_bytes
             or (self.spec.daily and self._clock.wall() >= self._next_day)
         ):
@@ -156,20 +178,9 @@ class FileSink(_BufferedSink):
                 for line in piece.split(b"\n")[:-1]:
                     self.write(LogRecord(level, actor, line))
             return
-        try:
-            file.flush()  # single records buffered earlier go first
-        except OSError as exc:
-            self._dropped += sum(piece.count(b"\n") for piece in pieces)
-            self._failure(exc, self._clock.wall())
-            return
-        try:
-            _writev_all(file.fileno(), pieces)
-        except _ShortWrite as short:
-            self._dropped += _lines_from(pieces, short.written)
-            self._failure(short.error, self._clock.wall())
-            return
+        self._buffer.extend(pieces)
         self._size += size
-        super().flush()  # nothing left in the buffer
+        self.flush()
 
     # --- rotation ------------------------------------------------------------
     def _rotate(self) -> None:
@@ -244,44 +255,3 @@ class FileSink(_BufferedSink):
             count, self._dropped = self._dropped, 0
             log.warning("logs.dropped", sink=self.name, count=count, reason="file not writable")
 
-
-_IOV_MAX = 1024  # buffers per writev call (Linux's limit)
-
-
-class _ShortWrite(Exception):
-    def __init__(self, error: OSError, written: int) -> None:
-        super().__init__(error, written)
-        self.error, self.written = error, written
-
-
-def _writev_all(fd: int, pieces: list[bytes]) -> None:
-    """Write ``pieces`` to ``fd`` straight from their buffers; _ShortWrite tells how far it got."""
-    written = 0
-    rest = pieces
-    try:
-        while rest:
-            n = os.writev(fd, rest[:_IOV_MAX])
-            if n == 0:
-                raise OSError(errno.EIO, "write returned 0 bytes")
-            written += n
-            i = 0
-            while i < len(rest) and n >= len(rest[i]):
-                n -= len(rest[i])
-                i += 1
-            rest = rest[i:]
-            if n:  # a short write: disk nearly full, or a file size limit
-                rest = [rest[0][n:], *rest[1:]]
-    except OSError as exc:
-        raise _ShortWrite(exc, written) from exc
-
-
-def _lines_from(pieces: list[bytes], offset: int) -> int:
-    """Lines of ``pieces`` whose newline lies at or past byte ``offset``: those lost in a short write."""
-    lost = 0
-    for piece in pieces:
-        if offset >= len(piece):
-            offset -= len(piece)
-            continue
-        lost += piece.count(b"\n", offset)
-        offset = 0
-    return lost
