@@ -48,7 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from ._app import serve
+    from ._malloc import keep_freed_memory
 
+    keep_freed_memory()
     return anyio.run(serve, config, args.socket, backend=config.supervisor.backend)
 
 

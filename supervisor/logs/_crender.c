@@ -96,26 +96,43 @@ utf8_sequence(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-static inline Py_ssize_t
-digits(unsigned long long v)
-{
-    Py_ssize_t n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
-    }
-    return n;
-}
+/* A decimal counter kept as ASCII, right-aligned in buf: incrementing it
+ * costs a carry or two, not a division per digit. */
+typedef struct {
+    char buf[24];
+    Py_ssize_t len;
+} Counter;
 
-static inline char *
-put_seq(char *out, unsigned long long v, Py_ssize_t n)
+static void
+counter_set(Counter *c, unsigned long long v)
 {
-    char *p = out + n;
+    char *p = c->buf + sizeof(c->buf);
     do {
         *--p = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    return out + n;
+    c->len = c->buf + sizeof(c->buf) - p;
+}
+
+static inline void
+counter_next(Counter *c)
+{
+    char *p = c->buf + sizeof(c->buf) - 1;
+    while (*p == '9') {
+        *p-- = '0';
+        if (p < c->buf + sizeof(c->buf) - c->len) { /* 99 -> 100: one digit more */
+            *p = '1';
+            c->len++;
+            return;
+        }
+    }
+    ++*p;
+}
+
+static inline const char *
+counter_digits(const Counter *c)
+{
+    return c->buf + sizeof(c->buf) - c->len;
 }
 
 typedef struct {
@@ -227,12 +244,21 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (pieces == NULL)
         goto done;
     const Py_ssize_t fixed = parts[0].len + parts[1].len + parts[2].len + parts[3].len;
+    /* The tail of one line and the head of the next, copied as one. */
+    char sep[512];
+    const int joined = parts[3].len + parts[0].len <= (Py_ssize_t)sizeof(sep);
+    if (joined) {
+        memcpy(sep, parts[3].data, (size_t)parts[3].len);
+        memcpy(sep + parts[3].len, parts[0].data, (size_t)parts[0].len);
+    }
     const unsigned long long first_seq = seq;
+    Counter counter, next;
+    counter_set(&counter, seq);
     const char *pos = body;
     while (pos < end) {
         /* Pass 1: which lines fit this piece, and its exact size. */
-        unsigned long long first = seq;
         Py_ssize_t size = 0, count = 0;
+        next = counter;
         while (pos < end && size < piece && count < MAX_LINES) {
             Line *line = &lines[count++];
             if (measure(&pos, end, line) < 0) {
@@ -240,25 +266,39 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 result = Py_NewRef(Py_None);
                 goto done;
             }
-            size += fixed + 2 * digits(seq) + line->len + line->extra;
-            seq++;
+            size += fixed + 2 * next.len + line->len + line->extra;
+            counter_next(&next);
         }
+        seq += (unsigned long long)count;
         /* Pass 2: fill it. */
         PyObject *out = PyBytes_FromStringAndSize(NULL, size);
         if (out == NULL)
             goto done;
         char *w = PyBytes_AS_STRING(out);
+        memcpy(w, parts[0].data, (size_t)parts[0].len);
+        w += parts[0].len;
         for (Py_ssize_t i = 0; i < count; i++) {
-            unsigned long long s = first + (unsigned long long)i;
-            Py_ssize_t n = digits(s);
-            memcpy(w, parts[0].data, (size_t)parts[0].len);
-            w = put_seq(w + parts[0].len, s, n);
+            const char *digits = counter_digits(&counter);
+            memcpy(w, digits, (size_t)counter.len);
+            w += counter.len;
             memcpy(w, parts[1].data, (size_t)parts[1].len);
-            w = put_seq(w + parts[1].len, s, n);
+            w += parts[1].len;
+            memcpy(w, digits, (size_t)counter.len);
+            w += counter.len;
             memcpy(w, parts[2].data, (size_t)parts[2].len);
             w = put_line(w + parts[2].len, &lines[i]);
-            memcpy(w, parts[3].data, (size_t)parts[3].len);
-            w += parts[3].len;
+            if (joined && i + 1 < count) {
+                memcpy(w, sep, (size_t)(parts[3].len + parts[0].len));
+                w += parts[3].len + parts[0].len;
+            } else {
+                memcpy(w, parts[3].data, (size_t)parts[3].len);
+                w += parts[3].len;
+                if (i + 1 < count) {
+                    memcpy(w, parts[0].data, (size_t)parts[0].len);
+                    w += parts[0].len;
+                }
+            }
+            counter_next(&counter);
         }
         if (w != PyBytes_AS_STRING(out) + size) {
             Py_DECREF(out);
