@@ -23,7 +23,9 @@ and p95 of the wall time and of the CPU time the supervisor process (actorsup
 or supervisord, not the child; every thread of it) spent meanwhile: psutil
 ``cpu_times`` (user + system, counted in 10 ms ticks) and
 ``/proc/PID/task/*/schedstat`` (nanoseconds).
-The child waits for a go file, so start-up is not counted. On a loaded
+The child waits for a go file, so start-up is not counted, and
+``os.sync()`` runs before each go, so that no run pays for writing back an
+earlier run's pages. On a loaded
 machine the CPU time is the steadier figure. Every line of actorsup's
 file is parsed with ``json.loads`` and checked for the keys and text it must
 carry; a line missing or wrong counts as lost.
@@ -200,6 +202,15 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) 
         time.sleep(0.005)
 
 
+def _settle() -> None:
+    """Write back the dirty pages of earlier runs before a timed one starts.
+
+    Otherwise the kernel's flusher threads write them back during the next
+    run, on the same 2 cores, and whichever tool runs later pays for it.
+    """
+    os.sync()
+
+
 def _cpu(pid: int) -> tuple[float, float]:
     """CPU seconds of process ``pid`` so far, all its threads: (psutil user + system, in 10 ms ticks; schedstat).
 
@@ -265,6 +276,7 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out:
     try:
         if go is not None:
             _wait_file(Path(f"{go}.ready"), proc)
+            _settle()
             cpu = _cpu(proc.pid)
             go.touch()
         end, peak = _wait_lines(out, marker, timeout, proc)
@@ -410,6 +422,7 @@ def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, tuple[flo
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_file(Path(f"{go}.ready"), proc)
+        _settle()
         cpu = _cpu(proc.pid)
         go.touch()
         end, _ = _wait_lines(log, _last_line(n), 120)
