@@ -36,6 +36,7 @@ _GROUP_EXC = re.compile(r"^\s*\| (\S.*)$")
 _MAX_TB_LINES = 5000
 
 _NONE, _FRAMES, _AFTER = 0, 1, 2
+SLICE = 256 * 1024  # bytes of plain lines handed to emit_lines at a time, at most
 
 
 class LineAssembler:
@@ -88,20 +89,20 @@ class LineAssembler:
             self._partial += data
             self._split_long()
             return
-        # The complete lines, copied once at most: views, not slices.
-        head: bytes | memoryview
+        # The complete lines: data itself, or joined to the partial line (one copy).
         if self._partial:
-            head = b"".join((self._partial, memoryview(data)[: end + 1]))
+            body, stop = b"".join((self._partial, memoryview(data)[: end + 1])), len(self._partial) + end + 1
         else:
-            head = data if end + 1 == len(data) else memoryview(data)[: end + 1]
+            body, stop = data, end + 1
         self._partial = bytearray(memoryview(data)[end + 1 :])
+        start = 0
         if self._emit_lines is not None and self._state == _NONE:
-            head = self._offer(head)
-            if not head:
+            start = self._offer(body, stop)
+            if start == stop:
                 self._split_long()
                 return
-        lines = bytes(head).split(b"\n")
-        lines.pop()  # empty: head ends with the newline
+        lines = body[start:stop].split(b"\n")
+        lines.pop()  # empty: the lines end with a newline
         max_line = self._max_line
         for raw in lines:
             if len(raw) > max_line:
@@ -110,24 +111,28 @@ class LineAssembler:
                 self._line(_decode(raw))
         self._split_long()
 
-    def _offer(self, head: bytes | memoryview) -> bytes | memoryview:
-        """Hand ``head`` to ``emit_lines`` in slices of at most max_line bytes; the part not taken.
+    def _offer(self, body: bytes, stop: int) -> int:
+        """Hand ``body[:stop]`` to ``emit_lines`` in slices; the offset of the first byte not taken.
 
-        A slice with a line longer than max_line, or that ``emit_lines``
-        declines, and all after it, are left for the per-line path.
+        Slices end at a newline, within :data:`SLICE` bytes (bounding what one
+        render allocates) or max_line, whichever is less, or further for one
+        line of up to max_line bytes. A line longer than max_line, or a slice
+        ``emit_lines`` declines, is left with all after it for the per-line path.
         """
         assert self._emit_lines is not None
         max_line = self._max_line
+        limit = min(SLICE, max_line)  # a slice no longer than max_line holds no line longer
         timestamp = iso_utc()
-        while head:
-            if len(head) <= max_line:
-                return head[:0] if self._emit_lines(timestamp, head) else head
-            view = memoryview(head)
-            cut = bytes(view[:max_line]).rfind(b"\n") + 1
-            if not cut or not self._emit_lines(timestamp, view[:cut]):
-                return head
-            head = view[cut:]
-        return head
+        view = memoryview(body)
+        start = 0
+        while start < stop:
+            cut = stop
+            if stop - start > limit:
+                cut = body.rfind(b"\n", start, start + limit) + 1 or body.find(b"\n", start + limit, stop) + 1
+            if not cut or cut - start > max_line + 1 or not self._emit_lines(timestamp, view[start:cut]):
+                return start
+            start = cut
+        return start
 
     def _split_long(self) -> None:
         # An endless line must not grow memory: emit it in max_line pieces.
