@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from supervisor.logs import LineAssembler
+from supervisor.logs._lines import SLICE
 from supervisor.logs._render import render_lines_py
 
 
@@ -227,6 +228,25 @@ class TestLineAssemblerFastPath:
         assert [lines for _, lines in blocks] == [b"short\n"]
         assert [e["event"] for e in events] == ["x" * 64, "x" * 36, "end"]
         assert events[0]["continued"] is True
+
+    def test_big_read_in_bounded_slices(self) -> None:
+        """A read bigger than SLICE goes over in slices of at most SLICE bytes, cut at newlines, one timestamp."""
+        asm, events, blocks = _fast_assembler()
+        chunk = b"".join(b"line %06d\n" % i for i in range(60_000))  # 660,000 bytes
+        asm.feed(chunk)
+        assert events == []
+        assert b"".join(lines for _, lines in blocks) == chunk
+        assert len(blocks) >= 3 and all(len(lines) <= SLICE and lines.endswith(b"\n") for _, lines in blocks)
+        assert len({timestamp for timestamp, _ in blocks}) == 1
+
+    def test_line_longer_than_slice_still_whole(self) -> None:
+        """A line longer than SLICE but within max_line is one slice of its own, not split."""
+        asm, events, blocks = _fast_assembler()
+        long = b"x" * (SLICE + 100)
+        asm.feed(b"a\n" + long + b"\nb\n")
+        assert events == []
+        assert b"".join(lines for _, lines in blocks) == b"a\n" + long + b"\nb\n"
+        assert any(lines == long + b"\n" or lines.endswith(long + b"\n") for _, lines in blocks)
 
     def test_chunk_longer_than_max_line_in_slices(self) -> None:
         """A chunk of many short lines, longer than max_line, goes to emit_lines in slices cut at newlines."""
