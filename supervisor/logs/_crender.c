@@ -235,9 +235,14 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *body = view.buf;
     const char *end = body + view.len;
     PyObject *result = NULL, *pieces = NULL;
-    static Line lines[MAX_LINES]; /* safe: the GIL is held and nothing here calls back into Python */
+    Line *lines = NULL; /* per call: an allocation may run the GC, and a finalizer may render too */
     if (end == body || end[-1] != '\n') {
         PyErr_SetString(PyExc_ValueError, "body must be complete lines, each ending in a newline");
+        goto done;
+    }
+    lines = PyMem_Malloc(MAX_LINES * sizeof(Line));
+    if (lines == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
     pieces = PyList_New(0);
@@ -313,6 +318,7 @@ render_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     result = Py_BuildValue("(KO)", seq - first_seq, pieces);
 done:
     Py_XDECREF(pieces);
+    PyMem_Free(lines);
     PyBuffer_Release(&view);
     return result;
 }

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,6 +105,10 @@ static void *
 run(void *arg)
 {
     Writer *self = arg;
+    /* Signals are for the event loop's thread (Python runs its handlers there anyway). */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
 #ifdef SCHED_BATCH
     struct sched_param param = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &param); /* best effort */
