@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
 
-from tests.harness import running_supervisor
+from tests.harness import cli_supervisor, running_supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 T = "tests.aggregator.actors:"
@@ -51,3 +56,39 @@ class TestLogsEndToEnd:
                     await log.wait_for("flood.mark", actor=f"flood{i}", i=200_000, timeout=60)
                 timeouts = log.find("actor.heartbeat_timeout")
         assert timeouts == []
+
+
+def _ticks(path: Path) -> list[dict[str, Any]]:
+    events = [json.loads(line) for line in path.read_bytes().splitlines()]
+    return [e for e in events if e.get("actor") == "tick" and e.get("stream") == "stdout"]
+
+
+class TestSighup:
+    async def test_sighup_reopens_file_after_external_rename(self, tmp_path: Path) -> None:
+        """`actorsup run` on SIGHUP reopens a moved file sink; the lines go on in a new file, none lost or doubled."""
+        path = tmp_path / "out.jsonl"
+        config = tmp_path / "actorsup.toml"
+        config.write_text(
+            '[supervisor]\ncontrol_socket = "ctl.sock"\n'
+            f'[actors.tick]\ntarget = "{T}Ticker"\n'
+            '[[logs.sinks]]\ntype = "stdout"\n'
+            '[[logs.sinks]]\ntype = "file"\npath = "out.jsonl"\ndaily = false\n'
+        )
+        with anyio.fail_after(60):
+            async with cli_supervisor(config) as cli:
+                await cli.log.wait_for("tick 20", actor="tick")
+                path.rename(tmp_path / "moved.jsonl")  # as logrotate does
+                cli.process.send_signal(signal.SIGHUP)
+                await cli.log.wait_for("supervisor.sighup")
+                last = max(int(e["event"].split()[1]) for e in cli.log.find(actor="tick", stream="stdout"))
+                await cli.log.wait_for(f"tick {last + 30}", actor="tick")
+                cli.process.send_signal(signal.SIGTERM)
+                assert await cli.process.wait() == 0
+        before, after = _ticks(tmp_path / "moved.jsonl"), _ticks(path)
+        assert before and after
+        numbers = [int(e["event"].split()[1]) for e in before + after]
+        assert numbers == list(range(len(numbers)))
+        seqs = [e["seq"] for e in before + after]
+        assert seqs == sorted(set(seqs))
+        moved_events = [json.loads(line)["event"] for line in (tmp_path / "moved.jsonl").read_bytes().splitlines()]
+        assert "supervisor.sighup" in moved_events

@@ -32,3 +32,16 @@ class RawOutput(Actor):
         os.write(1, b"no newline at exit")
         sys.stdout.flush()
         os._exit(0)
+
+
+class Ticker(Actor):
+    """Prints ``tick N`` to stdout every 2 ms, N counting from 0, until stopped."""
+
+    async def run(self) -> None:
+        import anyio
+
+        i = 0
+        while True:
+            os.write(1, b"tick %d\n" % i)
+            i += 1
+            await anyio.sleep(0.002)
