@@ -7,12 +7,14 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 import structlog
 
 from fakeclock import FakeClock
 from supervisor.config import SinkSpec
 from supervisor.logs import FileSink, LogRecord
+from supervisor.logs import _writer
 from supervisor.logs._writer import ShortWrite, lines_from, writev_all
 
 
@@ -144,3 +146,30 @@ class TestFullDisk:
         errors = [e for e in logs if e["event"] == "logs.sink_error"]
         assert len(errors) == 1 and "No space left" in errors[0]["error"] and "hint" in errors[0]
         assert [e["count"] for e in logs if e["event"] == "logs.dropped"] == [4]
+
+
+class TestStalledDisk:
+    @pytest.mark.skipif(not _writer.NATIVE, reason="the C writer thread was not built")
+    @pytest.mark.anyio
+    async def test_stalled_file_does_not_block_the_loop(self, tmp_path: Path) -> None:
+        """A file that stalls (a FIFO nobody reads yet) takes 2 MiB of blocks at once; they all land once it drains."""
+        fifo = tmp_path / "stalled"
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            sink = FileSink(SinkSpec(type="file", path=fifo, daily=False, max_bytes=1 << 40))
+            blocks = [[b'{"i":%d,"pad":"%s"}\n' % (i, b"x" * 1000) for i in range(k, k + 100)] for k in range(0, 2000, 100)]
+            with anyio.fail_after(5):
+                for block in blocks:
+                    sink.write_many(20, "a", block)  # returns at once: the writer thread waits, not the loop
+            assert sink._writer.pending > 1 << 20
+            expected = b"".join(b"".join(block) for block in blocks)
+            received = bytearray()
+            with anyio.fail_after(20):
+                while len(received) < len(expected):
+                    await anyio.wait_readable(reader)
+                    received += os.read(reader, 1 << 16)
+                await sink.aclose()
+            assert bytes(received) == expected
+        finally:
+            os.close(reader)
