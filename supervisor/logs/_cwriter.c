@@ -284,22 +284,32 @@ Writer_submit(Writer *self, PyObject *const *args, Py_ssize_t nargs)
     e->pieces = pieces;
     e->size = size;
     /* The GIL is released around the lock: a caller never holds one while waiting for the other. */
+    int closed;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
-    while (self->pending >= self->limit)
+    while (self->pending >= self->limit && !self->stop)
         pthread_cond_wait(&self->room, &self->lock);
-    Py_ssize_t before = self->pending;
-    if (self->queue_tail)
-        self->queue_tail->next = e;
-    else
-        self->queue = e;
-    self->queue_tail = e;
-    self->pending += size;
-    /* Wake the thread for the first bytes (it starts its delay) and when wake is reached. */
-    if (before == 0 || (before < self->wake && self->pending >= self->wake))
-        pthread_cond_signal(&self->work);
+    closed = self->stop; /* close() from another thread meanwhile */
+    if (!closed) {
+        Py_ssize_t before = self->pending;
+        if (self->queue_tail)
+            self->queue_tail->next = e;
+        else
+            self->queue = e;
+        self->queue_tail = e;
+        self->pending += size;
+        /* Wake the thread for the first bytes (it starts its delay) and when wake is reached. */
+        if (before == 0 || (before < self->wake && self->pending >= self->wake))
+            pthread_cond_signal(&self->work);
+    }
     pthread_mutex_unlock(&self->lock);
     Py_END_ALLOW_THREADS
+    if (closed) {
+        Py_DECREF(e->pieces);
+        PyMem_RawFree(e);
+        PyErr_SetString(PyExc_ValueError, "submit() on a closed Writer");
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -345,9 +355,11 @@ Writer_take_failures(Writer *self, PyObject *unused)
     return failures;
 }
 
-/* The GIL stays held: the thread never takes it, so it always finishes. */
+/* The thread writes what is queued, then ends. It never takes the GIL, so
+ * joining it with the GIL held is safe (dealloc); close() lets go of the GIL,
+ * so that other threads run while a slow disk takes the last bytes. */
 static void
-stop_thread(Writer *self)
+stop_thread(Writer *self, int release_gil)
 {
     if (!self->running)
         return;
@@ -355,14 +367,19 @@ stop_thread(Writer *self)
     self->stop = 1;
     pthread_cond_signal(&self->work);
     pthread_mutex_unlock(&self->lock);
-    pthread_join(self->thread, NULL);
+    if (release_gil) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(self->thread, NULL);
+        Py_END_ALLOW_THREADS
+    } else
+        pthread_join(self->thread, NULL);
     self->running = 0;
 }
 
 static PyObject *
 Writer_close(Writer *self, PyObject *unused)
 {
-    stop_thread(self); /* the thread writes what is queued before it ends */
+    stop_thread(self, 1);
     if (self->failures != NULL && reap(self) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -382,7 +399,7 @@ Writer_pending(Writer *self, void *closure)
 static void
 Writer_dealloc(Writer *self)
 {
-    stop_thread(self);
+    stop_thread(self, 0);
     if (self->failures != NULL) {
         reap(self);
         pthread_cond_destroy(&self->work);
