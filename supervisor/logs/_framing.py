@@ -57,7 +57,7 @@ def syslog_framer(app_name: str = "actorsup", host: str | None = None) -> Framer
     def frame(record: LogRecord) -> bytes:
         msgid = msgids.get(record.actor)
         if msgid is None:
-            msgid = msgids[record.actor] = f"{_token(record.actor, 32)} - ".encode()
+            msgid = msgids[record.actor] = f"{_token(record.actor or '-', 32)} - ".encode()
         msg = (
             pri[min(max(record.level, 0), 59)]
             + iso_utc().encode()

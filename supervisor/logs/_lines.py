@@ -176,7 +176,7 @@ class LineAssembler:
 
     # --- lines -> events -----------------------------------------------------
     def _plain(self, text: str, continued: bool = False) -> None:
-        event = {"timestamp": iso_utc(), "level": self.level, "event": text, "stream": self.stream}
+        event: dict[str, Any] = {"timestamp": iso_utc(), "level": self.level, "event": text, "stream": self.stream}
         if continued:
             event["continued"] = True
         self._emit(event)
@@ -214,9 +214,9 @@ class LineAssembler:
                 self._group = text != _TB_START
                 self._state = _FRAMES
             else:
-                held, self._held = self._held, []
+                waiting, self._held = self._held, []
                 self._flush_tb()
-                for h in held:
+                for h in waiting:
                     self._line(h)
                 self._line(text)
         if self._state != _NONE and (

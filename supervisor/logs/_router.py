@@ -46,12 +46,12 @@ class ChildEvent(Protocol):
 
 
 class _Block(NamedTuple):
-    """``count`` records of one level and actor, as pieces of JSON lines (each line ends in a newline)."""
+    """``size`` records of one level and actor, as pieces of JSON lines (each line ends in a newline)."""
 
     level: int
     actor: str | None
     pieces: list[bytes]
-    count: int
+    size: int
 
     def records(self) -> list[LogRecord]:
         level, actor = self.level, self.actor
@@ -203,7 +203,7 @@ class LogRouter:
             self._dispatching = False
 
     def _route(self, record: LogRecord | _Block) -> None:
-        if type(record) is _Block:
+        if isinstance(record, _Block):
             self._route_block(record)
             return
         self._ring.append(record)
@@ -225,7 +225,7 @@ class LogRouter:
 
     def _route_block(self, block: _Block) -> None:
         self._ring.append(block)
-        self._ring_count += block.count
+        self._ring_count += block.size
         if self._ring_count > 2 * self._ring_size:
             self._trim_ring()
         for sink in self.sinks:
@@ -248,7 +248,7 @@ class LogRouter:
         ring, keep = self._ring, self._ring_size
         while ring:
             first = ring[0]
-            count = first.count if type(first) is _Block else 1
+            count = first.size if isinstance(first, _Block) else 1
             if self._ring_count - count < keep:
                 return
             ring.popleft()
@@ -267,7 +267,7 @@ class LogRouter:
     def tail(self, n: int | None = None, actor: str | None = None) -> list[LogRecord]:
         kept: list[LogRecord] = []
         for item in self._ring:
-            if type(item) is _Block:
+            if isinstance(item, _Block):
                 kept.extend(item.records())
             else:
                 kept.append(item)

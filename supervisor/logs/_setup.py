@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -12,8 +13,8 @@ __all__ = ["configure_supervisor_logging"]
 
 
 def configure_supervisor_logging(router: LogRouter) -> None:
-    def to_router(logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
-        router.emit(event_dict)
+    def to_router(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        router.emit(event_dict)  # type: ignore[arg-type]  # structlog hands over its dict
         raise structlog.DropEvent
 
     structlog.configure(
