@@ -11,6 +11,11 @@ Rotated files carry the date of their content when ``daily`` is on
 ``actorsup.jsonl.1`` (newest) to ``.N``. Only the newest ``backups`` rotated
 files are kept, so disk use stays under ``(backups + 1) * max_bytes``.
 ``reopen()`` (SIGHUP) reopens the configured path after an external rename.
+
+Decisions (rotation, retries, what was dropped) are made here, in the event
+loop's thread; the bytes go to a :mod:`._writer`, which copies them into the
+page cache on a thread of its own when the C module is built. A failed write
+comes back as the exact number of lines it lost, counted in ``logs.dropped``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 
