@@ -15,7 +15,6 @@ from fakeclock import FakeClock
 from supervisor.config import SinkSpec
 from supervisor.logs import FileSink, LogRecord
 from supervisor.logs import _writer
-from supervisor.logs._writer import ShortWrite, lines_from, writev_all
 
 
 def _rec(i: int, size: int = 0) -> LogRecord:
