@@ -161,14 +161,18 @@ class _Tail:
 
 
 def _count(path: Path, needle: bytes) -> int:
-    """Occurrences of ``needle`` in ``path`` (read in 1 MiB steps, overlapping by its length)."""
+    """Occurrences of ``needle`` in ``path``, read in 1 MiB steps.
+
+    Each step keeps the last ``len(needle) - 1`` bytes in front of the next,
+    so a needle across a boundary is found once: too short to hold one, they
+    are never counted twice.
+    """
     found, keep = 0, b""
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             data = keep + chunk
             found += data.count(needle)
-            keep = data[-(len(needle) - 1):] if len(needle) > 1 else b""
-            found -= keep.count(needle)  # counted again with the next chunk
+            keep = data[len(data) - len(needle) + 1 :]
     return found
 
 
