@@ -5,8 +5,13 @@ sink's writer thread has written them. glibc hands the top of the heap back
 to the kernel as soon as 128 KiB of it is free, so under a flood the memory
 of one chunk came back as fresh pages for the next: zeroing and faulting
 them in cost about as much as rendering into them. A higher trim threshold
-keeps it. Peak RSS does not change (what is allocated is bounded by the
-writer's limit); RSS after a flood stays at its high-water mark.
+keeps it.
+
+Even kept, the first flood of a new supervisor would fault in its in-flight
+memory (up to the writer's 8 MiB limit: ~2,000 page faults, 4 ms of a 2-core
+machine). So the heap is also grown by a reserve of touched pages at start,
+which the trim threshold then keeps. RSS starts that much higher, at the
+level it would reach in the first flood anyway, and stays bounded by it.
 
 Only ``actorsup run`` calls this: a program that embeds the supervisor keeps
 its own malloc settings.
@@ -17,14 +22,21 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["RESERVE", "TRIM_THRESHOLD", "keep_freed_memory"]
 
 TRIM_THRESHOLD = 16 << 20  # bytes of free heap top kept before any is returned
+RESERVE = 8 << 20  # the file sink writer's limit (_cwriter.c): what a flood holds in flight
+_BLOCK = 64 << 10  # reserve allocations: below glibc's mmap threshold, so they come from the heap
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 
 
-def keep_freed_memory(threshold: int = TRIM_THRESHOLD) -> bool:
-    """Raise glibc's trim threshold to ``threshold`` bytes; False where that is not possible."""
+def keep_freed_memory(threshold: int = TRIM_THRESHOLD, reserve: int = RESERVE) -> bool:
+    """Raise glibc's trim threshold to ``threshold`` bytes and pre-fault ``reserve`` bytes of heap.
+
+    False (and nothing done) where glibc's ``mallopt`` is not available.
+    """
+    if not 0 <= reserve <= threshold:
+        raise ValueError(f"need 0 <= reserve <= threshold (got reserve={reserve}, threshold={threshold})")
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -33,4 +45,10 @@ def keep_freed_memory(threshold: int = TRIM_THRESHOLD) -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_TRIM_THRESHOLD, threshold))
+    if not mallopt(_M_TRIM_THRESHOLD, threshold):
+        return False
+    # b"\x01" * n writes every byte (bytes(n) would calloc, and glibc skips
+    # zeroing fresh heap, so its pages would never be touched).
+    blocks = [b"\x01" * _BLOCK for _ in range(reserve // _BLOCK)]
+    del blocks  # freed into the heap top, which the threshold now keeps
+    return True

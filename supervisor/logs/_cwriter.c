@@ -10,6 +10,8 @@
  * first of them, not for every batch: on 2 vCPUs a wake-up per 64 KiB chunk
  * cost more in preemptions than the thread saved. It runs SCHED_BATCH for the
  * same reason: a batch thread does not preempt the event loop when woken.
+ * The delay is short (0.2 ms) because it is paid in full by the last lines of
+ * every burst: at 1 ms, 200,000 lines landed 1.5 ms later (of 17 ms).
  *
  * Memory is bounded: submit() waits, with the GIL released, while `limit`
  * bytes are queued or being written. A failed write is kept with its errno and
@@ -203,7 +205,7 @@ Writer_init(Writer *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"limit", "wake", "delay", NULL};
     Py_ssize_t limit = 8 << 20, wake = 1 << 20;
-    double delay = 0.001;
+    double delay = 0.0002;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nnd:Writer", keywords, &limit, &wake, &delay))
         return -1;
     if (limit < 1 || wake < 1 || wake > limit) {
@@ -430,7 +432,7 @@ static PyTypeObject WriterType = {
     .tp_name = "supervisor.logs._cwriter.Writer",
     .tp_basicsize = sizeof(Writer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Writer(limit=8 MiB, wake=1 MiB, delay=0.001): writes bytes to fds on a thread of its own.",
+    .tp_doc = "Writer(limit=8 MiB, wake=1 MiB, delay=0.0002): writes bytes to fds on a thread of its own.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Writer_init,
     .tp_dealloc = (destructor)Writer_dealloc,
