@@ -119,6 +119,19 @@ class TestRenderLines:
             assert b"".join(c_rendered[1]) == b"".join(py_rendered[1])
 
     @needs_c
+    @pytest.mark.parametrize("long_part", [0, 1, 2, 3])
+    def test_c_matches_python_with_long_constant_parts(self, long_part: int) -> None:
+        """A long host or actor name (a constant part past any fixed buffer) renders the same bytes."""
+        parts = list(PARTS)
+        parts[long_part] = parts[long_part][:-1] + b"x" * 3000 + parts[long_part][-1:]
+        body = b"".join(b"line %d with \"quotes\" and \\\n" % i for i in range(995, 1010))
+        c_rendered = render_lines_c(body, 995, *parts, 4096)
+        py_rendered = render_lines_py(body, 995, *parts, 4096)
+        assert c_rendered is not None and py_rendered is not None
+        assert c_rendered[0] == py_rendered[0] == 15
+        assert b"".join(c_rendered[1]) == b"".join(py_rendered[1])
+
+    @needs_c
     def test_c_argument_errors(self) -> None:
         """Wrong argument types and counts are TypeErrors that say what was expected."""
         with pytest.raises(TypeError, match=r"takes 7 arguments \(got 2\)"):
