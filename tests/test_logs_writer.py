@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,6 +111,27 @@ class TestThreadWriter:
         """Settings out of range are refused with the rule and the value."""
         with pytest.raises(ValueError, match=message):
             _writer.ThreadWriter(**kwargs)
+
+    def test_preallocation_leaves_nothing_past_the_end(self, tmp_path: Path) -> None:
+        """Big batches are allocated before they are written (ext4), and exactly: the file holds no spare blocks."""
+        kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout
+        if not kind.startswith("ext2/ext3"):
+            pytest.skip(f"preallocation is for ext4; {tmp_path} is on {kind.strip() or 'an unknown filesystem'}")
+        path = tmp_path / "big.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        writer = _writer.ThreadWriter()
+        try:
+            for i in range(40):  # 40 batches of 100-300 KiB: none a multiple of the block size
+                writer.submit(fd, [b"%d" % i * 1000 + b"\n"] * (100 + 5 * i))
+            writer.drain()
+            stat = os.fstat(fd)
+        finally:
+            writer.close()
+            os.close(fd)
+        assert not writer.take_failures()
+        assert stat.st_size == sum(len(b"%d" % i * 1000) * (100 + 5 * i) + (100 + 5 * i) for i in range(40))
+        # The last partial block, and perhaps an extent-tree block; an 8 MiB reserve would show.
+        assert stat.st_blocks * 512 <= stat.st_size + 8192, "preallocated blocks were left past the end"
 
     def test_bad_arguments(self) -> None:
         """A non-bytes piece or a negative fd is refused before anything is queued."""
