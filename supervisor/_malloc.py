@@ -7,6 +7,11 @@ of one chunk came back as fresh pages for the next: zeroing and faulting
 them in cost about as much as rendering into them. A higher trim threshold
 keeps it.
 
+Setting the trim threshold turns off glibc's adaptive mmap threshold, so it
+is raised by hand: buffers up to :data:`MMAP_THRESHOLD` come from the heap
+too. At the fixed default of 128 KiB, each 256 KiB pipe read would be mapped
+afresh and faulted in page by page.
+
 Even kept, the first flood of a new supervisor would fault in its in-flight
 memory (up to the writer's 8 MiB limit: ~2,000 page faults, 4 ms of a 2-core
 machine). So the heap is also grown by a reserve of touched pages at start,
@@ -22,16 +27,17 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["RESERVE", "TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = ["MMAP_THRESHOLD", "RESERVE", "TRIM_THRESHOLD", "keep_freed_memory"]
 
 TRIM_THRESHOLD = 16 << 20  # bytes of free heap top kept before any is returned
+MMAP_THRESHOLD = 1 << 20  # allocations below this come from the heap (pipe reads are 256 KiB)
 RESERVE = 8 << 20  # the file sink writer's limit (_cwriter.c): what a flood holds in flight
 _BLOCK = 64 << 10  # reserve allocations: below glibc's mmap threshold, so they come from the heap
-_M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 
 
 def keep_freed_memory(threshold: int = TRIM_THRESHOLD, reserve: int = RESERVE) -> bool:
-    """Raise glibc's trim threshold to ``threshold`` bytes and pre-fault ``reserve`` bytes of heap.
+    """Raise glibc's trim threshold to ``threshold`` bytes (and its mmap threshold), pre-fault ``reserve`` bytes of heap.
 
     False (and nothing done) where glibc's ``mallopt`` is not available.
     """
@@ -45,7 +51,7 @@ def keep_freed_memory(threshold: int = TRIM_THRESHOLD, reserve: int = RESERVE) -
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    if not mallopt(_M_TRIM_THRESHOLD, threshold):
+    if not (mallopt(_M_TRIM_THRESHOLD, threshold) and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
         return False
     # b"\x01" * n writes every byte (bytes(n) would calloc, and glibc skips
     # zeroing fresh heap, so its pages would never be touched).

@@ -55,6 +55,32 @@ class TestKeepFreedMemory:
         assert cold > 1500  # 7.5 MiB is 1,920 pages
         assert faulted < 100, f"{faulted} page faults despite the reserve (without it: {cold})"
 
+    def test_pipe_sized_buffers_come_from_the_heap(self) -> None:
+        """10 MiB of 256 KiB reads, freed, then 100 more: those reuse the heap instead of mapping fresh pages.
+
+        Setting the trim threshold fixes glibc's mmap threshold; left at its
+        128 KiB default, each of these buffers would be mapped and faulted in
+        afresh (64 faults each) once the heap has no free chunk that fits.
+        """
+        probe = (
+            "import resource\n"
+            "from supervisor._malloc import keep_freed_memory\n"
+            "kept = keep_freed_memory(reserve=0)\n"
+            "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "held = [b'\\x01' * (256 * 1024) for _ in range(40)]\n"
+            "del held\n"
+            "start = faults()\n"
+            "for _ in range(100):\n"
+            "    chunk = b'\\x01' * (256 * 1024)\n"
+            "    del chunk\n"
+            "print(kept, faults() - start)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        kept, faulted = out.split()
+        if kept != "True":
+            pytest.skip("not glibc: mallopt is not available")
+        assert int(faulted) < 64, f"{faulted} page faults: the buffers were mapped afresh"
+
     def test_reserve_must_fit_under_the_threshold(self) -> None:
         with pytest.raises(ValueError, match=r"need 0 <= reserve <= threshold \(got reserve=2, threshold=1\)"):
             keep_freed_memory(threshold=1, reserve=2)

@@ -7,15 +7,17 @@ beats, the watchdogs and the control socket would wait behind it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sys
 from types import SimpleNamespace
 
 import anyio
 import pytest
 
 from actors._protocol import Log, encode
-from supervisor._popen import FdReader
+from supervisor._popen import PIPE_SIZE, AsyncPopen, FdReader
 from supervisor._process import ChildProcess
 
 pytestmark = pytest.mark.anyio
@@ -75,3 +77,22 @@ async def test_pipe_reader_yields_while_output_keeps_coming() -> None:
         reader.close()
         os.close(write_fd)
     assert seen[-1] - seen[0] >= len(seen) - 2, seen  # a turn per read (trio may order a batch either way)
+
+
+async def test_child_pipes_hold_and_read_256_kib() -> None:
+    """A child's stdout and stderr pipes hold PIPE_SIZE, and one receive() takes a whole pipeful.
+
+    A child that writes 256 KiB without a reader being scheduled must not
+    block at Linux's default 64 KiB; and the reader must not need four reads.
+    """
+    script = "import os; os.write(1, b'x' * 262144); os.write(2, b'e')"
+    child = AsyncPopen([sys.executable, "-c", script], pass_fds=(), env=dict(os.environ))
+    try:
+        for reader in (child.stdout, child.stderr):
+            assert fcntl.fcntl(reader.fd, fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+        with anyio.fail_after(10):
+            assert await child.wait() == 0  # it never blocked on a full pipe
+        assert len(await child.stdout.receive()) == PIPE_SIZE == 262144
+        assert await child.stderr.receive() == b"e"
+    finally:
+        await child.aclose()
