@@ -13,10 +13,12 @@ too. At the fixed default of 128 KiB, each 256 KiB pipe read would be mapped
 afresh and faulted in page by page.
 
 Even kept, the first flood of a new supervisor would fault in its in-flight
-memory (up to the writer's 8 MiB limit: ~2,000 page faults, 4 ms of a 2-core
-machine). So the heap is also grown by a reserve of touched pages at start,
-which the trim threshold then keeps. RSS starts that much higher, at the
-level it would reach in the first flood anyway, and stays bounded by it.
+memory (the writer's 8 MiB limit, the chunk being rendered, the pipe reads:
+~2,500 page faults, 4 ms of a 2-core machine). So the heap is also grown by
+a reserve of touched pages at start, which the trim threshold then keeps.
+RSS starts that much higher, at the level it would reach in the first flood
+anyway, and stays bounded by it. (With an 8 MiB reserve, 1 run in 3 still
+faulted ~1,000 pages.)
 
 Only ``actorsup run`` calls this: a program that embeds the supervisor keeps
 its own malloc settings.
@@ -31,7 +33,7 @@ __all__ = ["MMAP_THRESHOLD", "RESERVE", "TRIM_THRESHOLD", "keep_freed_memory"]
 
 TRIM_THRESHOLD = 16 << 20  # bytes of free heap top kept before any is returned
 MMAP_THRESHOLD = 1 << 20  # allocations below this come from the heap (pipe reads are 256 KiB)
-RESERVE = 8 << 20  # the file sink writer's limit (_cwriter.c): what a flood holds in flight
+RESERVE = 12 << 20  # a flood holds the writer's 8 MiB limit (_cwriter.c) in flight, and a chunk or two
 _BLOCK = 64 << 10  # reserve allocations: below glibc's mmap threshold, so they come from the heap
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 
