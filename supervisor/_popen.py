@@ -11,7 +11,6 @@ and pipes are read with ``anyio.wait_readable``: both work on trio and asyncio.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import subprocess
@@ -19,15 +18,53 @@ from collections.abc import Sequence
 
 import anyio
 
-__all__ = ["AsyncPopen", "FdReader"]
+__all__ = ["PIPE_SIZE", "AsyncPopen", "FdReader", "PipeBudget"]
 
-# A child's stdout and stderr pipes hold 256 KiB (Linux's default is 64 KiB),
-# read a pipeful at a time: a flooding child then costs a quarter of the
-# loop iterations and context switches. 200,000 lines: 18.3 -> 15.2 ms.
+# A child's stdout pipe holds 256 KiB (Linux's default is 64 KiB), and pipes
+# are read up to that much at a time: a flooding child then costs a quarter of
+# the loop iterations and context switches. 200,000 lines: 18.3 -> 15.2 ms.
 # (``actorsup run`` raises glibc's mmap threshold so that buffers this size
 # come from the reused heap, see _malloc.py.)
 PIPE_SIZE = 256 * 1024
 _READ_SIZE = PIPE_SIZE
+_PAGE = 4096
+
+
+class PipeBudget:
+    """How many child pipes may be enlarged to :data:`PIPE_SIZE`: a quarter of the user's pipe quota.
+
+    Linux charges every pipe's capacity to its user. Past
+    ``fs.pipe-user-pages-soft`` (64 MiB by default) the new pipes of an
+    unprivileged user get one page each: the supervisor's, and those of every
+    other program of that user. So enlarged pipes stay under a quarter of it
+    (64 of them by default); a child beyond that keeps Linux's default size.
+    """
+
+    def __init__(self, soft_limit_pages: int | None = None) -> None:
+        if soft_limit_pages is None:
+            soft_limit_pages = _pipe_soft_limit()
+        # 0 means no limit.
+        self.left = soft_limit_pages * _PAGE // 4 // PIPE_SIZE if soft_limit_pages else 1 << 30
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    def give_back(self) -> None:
+        self.left += 1
+
+
+def _pipe_soft_limit() -> int:
+    try:
+        with open("/proc/sys/fs/pipe-user-pages-soft") as f:
+            return int(f.read())
+    except (OSError, ValueError):  # not Linux, or no /proc: a conservative 64 MiB
+        return 16384
+
+
+_budget = PipeBudget()
 
 
 class FdReader:
@@ -74,10 +111,13 @@ class AsyncPopen:
         )
         self.pid = self._popen.pid
         assert self._popen.stdout is not None and self._popen.stderr is not None
-        for pipe in (self._popen.stdout, self._popen.stderr):
-            # Best effort: past the user's pipe-buffer quota the kernel refuses (EPERM).
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self._enlarged = _budget.take()
+        if self._enlarged:
+            try:
+                fcntl.fcntl(self._popen.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:  # the kernel may refuse all the same (EPERM past the quota)
+                _budget.give_back()
+                self._enlarged = False
         self.stdout = FdReader(os.dup(self._popen.stdout.fileno()))
         self.stderr = FdReader(os.dup(self._popen.stderr.fileno()))
 
@@ -110,6 +150,9 @@ class AsyncPopen:
     async def aclose(self) -> None:
         self.stdout.close()
         self.stderr.close()
+        if self._enlarged:
+            self._enlarged = False
+            _budget.give_back()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

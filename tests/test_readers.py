@@ -17,7 +17,8 @@ import anyio
 import pytest
 
 from actors._protocol import Log, encode
-from supervisor._popen import PIPE_SIZE, AsyncPopen, FdReader
+from supervisor import _popen
+from supervisor._popen import PIPE_SIZE, AsyncPopen, FdReader, PipeBudget
 from supervisor._process import ChildProcess
 
 pytestmark = pytest.mark.anyio
@@ -79,20 +80,32 @@ async def test_pipe_reader_yields_while_output_keeps_coming() -> None:
     assert seen[-1] - seen[0] >= len(seen) - 2, seen  # a turn per read (trio may order a batch either way)
 
 
-async def test_child_pipes_hold_and_read_256_kib() -> None:
-    """A child's stdout and stderr pipes hold PIPE_SIZE, and one receive() takes a whole pipeful.
+async def test_child_stdout_holds_and_reads_256_kib() -> None:
+    """A child's stdout pipe holds PIPE_SIZE, one receive() takes a whole pipeful, and close gives the pipe back.
 
     A child that writes 256 KiB without a reader being scheduled must not
     block at Linux's default 64 KiB; and the reader must not need four reads.
     """
     script = "import os; os.write(1, b'x' * 262144); os.write(2, b'e')"
+    left = _popen._budget.left
     child = AsyncPopen([sys.executable, "-c", script], pass_fds=(), env=dict(os.environ))
     try:
-        for reader in (child.stdout, child.stderr):
-            assert fcntl.fcntl(reader.fd, fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+        assert fcntl.fcntl(child.stdout.fd, fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+        assert fcntl.fcntl(child.stderr.fd, fcntl.F_GETPIPE_SZ) == 64 * 1024  # stderr keeps Linux's default
+        assert _popen._budget.left == left - 1
         with anyio.fail_after(10):
             assert await child.wait() == 0  # it never blocked on a full pipe
         assert len(await child.stdout.receive()) == PIPE_SIZE == 262144
         assert await child.stderr.receive() == b"e"
     finally:
         await child.aclose()
+    assert _popen._budget.left == left
+
+
+def test_pipe_budget_is_a_quarter_of_the_users_quota() -> None:
+    """64 MiB of quota (Linux's default) allows 64 enlarged pipes; given back, they can be taken again."""
+    budget = PipeBudget(soft_limit_pages=16384)
+    assert [budget.take() for _ in range(65)] == [True] * 64 + [False]
+    budget.give_back()
+    assert budget.take() and not budget.take()
+    assert PipeBudget(soft_limit_pages=0).take()  # 0: no limit
