@@ -90,6 +90,7 @@ ACTORS = textwrap.dedent(
         async def run(self):
             import anyio
             data = lines_data(self.n)
+            write_lines(warm_up_data(self.n))
             open(self.go + ".ready", "w").close()
             while not os.path.exists(self.go):
                 await anyio.sleep(0.001)
@@ -99,15 +100,20 @@ ACTORS = textwrap.dedent(
     def lines_data(n):
         return "".join(f"line {i} of the benchmark output\\n" for i in range(n)).encode()
 
-    def write_lines(data, stamp):
-        with open(stamp, "w") as f:
-            f.write(repr(time.time()))
+    def warm_up_data(n):
+        return "".join(f"warm-up line {i}, untimed\\n" for i in range(n)).encode()
+
+    def write_lines(data, stamp=None):
+        if stamp is not None:
+            with open(stamp, "w") as f:
+                f.write(repr(time.time()))
         view = memoryview(data)
         while view:
             view = view[os.write(1, view[: 1 << 16]):]
 
     if __name__ == "__main__":
         data = lines_data(int(sys.argv[1]))
+        write_lines(warm_up_data(int(sys.argv[1])))
         go = sys.argv[3]
         open(go + ".ready", "w").close()
         while not os.path.exists(go):
@@ -244,14 +250,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out: Path, timeout: float = 300,
-              go: Path | None = None, child_cpu: list[float] | None = None) -> tuple[float, int, tuple[float, float]]:
+              go: Path | None = None, child_cpu: list[float] | None = None,
+              warm_up: bytes | None = None) -> tuple[float, int, tuple[float, float]]:
     """Run one actor under ``actorsup run``.
 
     Returns (seconds from stamp to the line holding ``marker``, peak RSS,
     supervisor CPU seconds from go to that line). With ``go``, the actor waits for that file, and the
     CPU sample is taken once it is ready; without, the CPU figure is 0. An
     actor that writes its CPU seconds to ``STAMP.cpu`` has them appended to
-    ``child_cpu``.
+    ``child_cpu``. With ``warm_up``, the line holding it must be in ``out`` before go.
     """
     stamp = work / "stamp"
     stamp.unlink(missing_ok=True)
@@ -280,6 +287,8 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out:
     try:
         if go is not None:
             _wait_file(Path(f"{go}.ready"), proc)
+            if warm_up is not None:
+                _wait_lines(out, warm_up, timeout)
             _settle()
             cpu = _cpu(proc.pid)
             go.touch()
@@ -306,6 +315,11 @@ _BENCH = b'"event":"bench",'  # each of its n events
 def _last_line(n: int) -> bytes:
     """The text of the Lines actor's last line."""
     return f"line {n - 1} of the benchmark output\n".encode()[:-1]
+
+
+def _last_warm_up_line(n: int) -> bytes:
+    """The text of the last line the Lines child writes before it is ready (untimed)."""
+    return f"warm-up line {n - 1}, untimed".encode()
 
 
 def _file_sink(path: Path) -> str:
@@ -426,12 +440,13 @@ def _supervisord_run(work: Path, binary: Path, n: int) -> tuple[float, tuple[flo
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_file(Path(f"{go}.ready"), proc)
+        _wait_lines(log, _last_warm_up_line(n), 120)
         _settle()
         cpu = _cpu(proc.pid)
         go.touch()
         end, _ = _wait_lines(log, _last_line(n), 120)
         cpu = _cpu_since(proc.pid, cpu)
-        _check_count(log, b"\n", n)
+        _check_count(log, b" of the benchmark output\n", n)
         return end - float(stamp.read_text()), cpu
     finally:
         _stop(proc)
@@ -446,7 +461,8 @@ def bench_lines(work: Path, n: int, repeat: int) -> None:
     lost = 0
     for _ in range(repeat):
         out.unlink(missing_ok=True)
-        secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), _last_line(n), out, go=work / "go")
+        secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), _last_line(n), out, go=work / "go",
+                                 warm_up=_last_warm_up_line(n))
         for series, value in zip(ours, (secs, *cpu)):
             series.append(value * 1000)
         lost += _lost_lines(out, n)
