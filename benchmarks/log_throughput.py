@@ -251,7 +251,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out: Path, timeout: float = 300,
               go: Path | None = None, child_cpu: list[float] | None = None,
-              warm_up: bytes | None = None) -> tuple[float, int, tuple[float, float]]:
+              warm_up: bytes | None = None, poll_rss: bool = True) -> tuple[float, int, tuple[float, float]]:
     """Run one actor under ``actorsup run``.
 
     Returns (seconds from stamp to the line holding ``marker``, peak RSS,
@@ -259,6 +259,8 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out:
     CPU sample is taken once it is ready; without, the CPU figure is 0. An
     actor that writes its CPU seconds to ``STAMP.cpu`` has them appended to
     ``child_cpu``. With ``warm_up``, the line holding it must be in ``out`` before go.
+    ``poll_rss=False`` leaves the supervisor's /proc/PID/status alone while the
+    clock runs (the peak is read at the end only), as the supervisord runs do.
     """
     stamp = work / "stamp"
     stamp.unlink(missing_ok=True)
@@ -292,7 +294,7 @@ def _actorsup(work: Path, actor: str, args: str, sinks: str, marker: bytes, out:
             _settle()
             cpu = _cpu(proc.pid)
             go.touch()
-        end, peak = _wait_lines(out, marker, timeout, proc)
+        end, peak = _wait_lines(out, marker, timeout, proc if poll_rss else None)
         if go is not None:
             cpu = _cpu_since(proc.pid, cpu)
         child_cpu_file = Path(f"{stamp}.cpu")
@@ -462,7 +464,7 @@ def bench_lines(work: Path, n: int, repeat: int) -> None:
     for _ in range(repeat):
         out.unlink(missing_ok=True)
         secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), _last_line(n), out, go=work / "go",
-                                 warm_up=_last_warm_up_line(n))
+                                 warm_up=_last_warm_up_line(n), poll_rss=False)
         for series, value in zip(ours, (secs, *cpu)):
             series.append(value * 1000)
         lost += _lost_lines(out, n)
