@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -68,7 +68,7 @@ def _iso_now() -> bytes:
     now = time.time()
     second = int(now)
     if second != _stamp_second:
-        _stamp_prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode()
+        _stamp_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
         _stamp_second = second
     return b"%s.%06dZ" % (_stamp_prefix, int((now - second) * 1e6))
 

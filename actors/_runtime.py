@@ -86,7 +86,7 @@ def _preload() -> None:
     starts an actor without paying for these imports inside its heartbeat window."""
     backend = os.environ.get("ACTORSUP_BACKEND")  # the supervisor's; Init may still pick the other
     if backend != "trio":
-        import anyio._backends._asyncio  # noqa: F401
+        import anyio._backends._asyncio
     if backend != "asyncio":
         import anyio._backends._trio  # noqa: F401
         import trio  # noqa: F401
@@ -106,7 +106,7 @@ def _import_structlog_without_rich() -> None:
         return
     sys.modules["rich"] = None  # type: ignore[assignment]  # makes `import rich` fail
     try:
-        import structlog  # noqa: F401
+        import structlog
         import structlog.processors  # noqa: F401
     finally:
         del sys.modules["rich"]

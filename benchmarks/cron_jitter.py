@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def _slope(starts: list[float], interval: float) -> float:
 # --- APScheduler, run in its own venv (stdlib + apscheduler only) ---------------
 def apscheduler_peer(tasks: int, seconds: float, interval: float) -> None:
     import asyncio
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.interval import IntervalTrigger
@@ -93,7 +94,7 @@ def apscheduler_peer(tasks: int, seconds: float, interval: float) -> None:
         scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": False, "max_instances": 1, "misfire_grace_time": None}
         )
-        first = datetime.fromtimestamp(t0, timezone.utc)
+        first = datetime.fromtimestamp(t0, UTC)
         for i in range(tasks):
             scheduler.add_job(job, IntervalTrigger(seconds=interval, start_date=first), args=[i])
         scheduler.start()
@@ -158,7 +159,7 @@ def run_actorsup(tasks: int, seconds: float, interval: float, backend: str) -> d
                 spec = CronSpec(name=f"t{i:03d}", target="bench:NoOp", interval=interval)
                 cron.register_task(spec.name, spec=spec, executor=NoOp(i))
             gc.collect()
-            gc.freeze()  # as `actorsup run` does once started (supervisor/_app.py)
+            gc.freeze()  # as `actorsup run` does once started (supervisor/app/_serve.py)
             await cron.start_all_tasks()
             await anyio.sleep(seconds + interval / 2)
             await cron.stop_all_tasks()

@@ -411,7 +411,7 @@ def _lost_lines(out: Path, n: int) -> int:
             event = json.loads(raw)
             if event.get("stream") != "stdout" or event.get("actor") != "bench":
                 continue
-            if event["event"] == want and _LINE_KEYS <= event.keys() and event["level"] == "info":
+            if event["event"] == want and event.keys() >= _LINE_KEYS and event["level"] == "info":
                 found += 1
                 want = next(expected, None)
     return n - found

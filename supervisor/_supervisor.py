@@ -16,20 +16,20 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._bus import EventBus
-from ._clock import Clock, MonotonicClock
-from ._handle import ActorHandle
-from ._spawn import Spawner, WarmSpawner
-from ._states import ActorState
-from ._resources import ResourceSampler
-from ._sdnotify import SystemdNotifier
+from .app._sdnotify import SystemdNotifier
 from .config import ActorSpec, Config, CronSpec, load_config
+from .core._bus import EventBus
+from .core._clock import Clock, MonotonicClock
 from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
+from .exceptions import ControlError, UnknownActor
+from .lifecycle._handle import ActorHandle
+from .lifecycle._states import ActorState
+from .logs import LogRouter
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
-from .exceptions import ControlError, UnknownActor
-from .logs import LogRouter
+from .process._resources import ResourceSampler
+from .process._spawn import Spawner, WarmSpawner
 
 __all__ = ["Supervisor"]
 

@@ -495,7 +495,7 @@ class _Checker:
                     f"unknown time zone {_show(raw.timezone)} (use an IANA name such as \"Europe/Berlin\")",
                 ) from None
         if raw.schedule is not None:
-            from .cron_expr import CronExpressionError, validate_expression
+            from .cron._expr import CronExpressionError, validate_expression
 
             try:
                 validate_expression(raw.schedule)

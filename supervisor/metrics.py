@@ -34,7 +34,7 @@ _MAX_CONNECTIONS = 32
 
 
 class _ActorRow:
-    __slots__ = ("up", "restarts", "beat_age", "rss", "cpu")
+    __slots__ = ("beat_age", "cpu", "restarts", "rss", "up")
 
     def __init__(self) -> None:
         self.up = False

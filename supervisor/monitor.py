@@ -30,10 +30,10 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._bus import EventBus
-from ._clock import Clock, MonotonicClock
-from ._health import HealthCheck, HealthProbe, HealthTracker
+from .core._bus import EventBus
+from .core._clock import Clock, MonotonicClock
 from .exceptions import SupervisorError, UnknownActor
+from .lifecycle._health import HealthCheck, HealthProbe, HealthTracker
 from .logs._time import iso_utc
 
 __all__ = ["HeartbeatMonitor", "RestartCallback"]
@@ -45,8 +45,20 @@ RestartCallback = Callable[[str, str], "Awaitable[None] | None"]  # (name, reaso
 
 class _Component:
     __slots__ = (
-        "name", "probe", "timeout", "restart", "tracker", "last_beat", "last_beat_wall",
-        "status", "errors", "error_count", "timed_out", "rearmed_at", "restarting", "restarts",
+        "error_count",
+        "errors",
+        "last_beat",
+        "last_beat_wall",
+        "name",
+        "probe",
+        "rearmed_at",
+        "restart",
+        "restarting",
+        "restarts",
+        "status",
+        "timed_out",
+        "timeout",
+        "tracker",
     )
 
     def __init__(

@@ -1,4 +1,4 @@
-"""A fake :class:`supervisor._clock.Clock` that works on every anyio backend.
+"""A fake :class:`supervisor.core._clock.Clock` that works on every anyio backend.
 
 Time moves only when a test calls :meth:`FakeClock.advance`; sleepers whose
 deadline has passed are woken, in deadline order, and the test then waits

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from structlog.testing import capture_logs
 
 from supervisor.control import ControlServer, add_control_commands
@@ -184,17 +183,16 @@ class TestEvents:
             seen.extend(json.loads(line) for line in capsys.readouterr().out.splitlines())
             return len(seen) >= n
 
-        async with anyio.create_task_group() as outer:
-            async with serving(target, sock) as server:
-                async def run() -> None:
-                    codes.append(await cli("events", "--socket", str(sock)))
+        async with anyio.create_task_group() as outer, serving(target, sock) as server:
+            async def run() -> None:
+                codes.append(await cli("events", "--socket", str(sock)))
 
-                outer.start_soon(run)
-                await poll(lambda: target.bus._subscribers)
-                target.bus.publish({"event": "actor.started", "actor": "a", "pid": 1})
-                target.bus.publish({"event": "actor.exited", "actor": "a", "signal": "SIGKILL"})
-                await poll(lambda: printed(2))
-                server.cancel_scope.cancel()
+            outer.start_soon(run)
+            await poll(lambda: target.bus._subscribers)
+            target.bus.publish({"event": "actor.started", "actor": "a", "pid": 1})
+            target.bus.publish({"event": "actor.exited", "actor": "a", "signal": "SIGKILL"})
+            await poll(lambda: printed(2))
+            server.cancel_scope.cancel()
         assert codes == [0]
         assert seen == [{"event": "actor.started", "actor": "a", "pid": 1},
                         {"event": "actor.exited", "actor": "a", "signal": "SIGKILL"}]

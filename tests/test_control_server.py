@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 import pytest
-from supervisor.control._sock import UnixConnection, connect
 from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
-from supervisor.control import ControlServer, ControlError, PeerCred, SocketInUse, peer_credentials
+from supervisor.control import ControlError, ControlServer, PeerCred, SocketInUse, peer_credentials
+from supervisor.control._sock import UnixConnection, connect
 from supervisor.control.testing import FakeTarget, make_rows
 from supervisor.exceptions import ConfigError
 
@@ -346,13 +346,12 @@ class TestLimits:
 
     async def test_limit_is_exact(self, sock: Path) -> None:
         """A line of max_request bytes with its newline passes; one byte more does not."""
-        async with serving(FakeTarget(), sock, max_request=100):
-            async with Conn.open(sock) as conn:
-                line = b'{"cmd": "ping"}'
-                await conn.send(line + b" " * (99 - len(line)) + b"\n")
-                assert (await conn.line())["ok"] is True
-                await conn.send(line + b" " * (100 - len(line)) + b"\n")
-                assert (await conn.line())["code"] == "too_large"
+        async with serving(FakeTarget(), sock, max_request=100), Conn.open(sock) as conn:
+            line = b'{"cmd": "ping"}'
+            await conn.send(line + b" " * (99 - len(line)) + b"\n")
+            assert (await conn.line())["ok"] is True
+            await conn.send(line + b" " * (100 - len(line)) + b"\n")
+            assert (await conn.line())["code"] == "too_large"
 
     async def test_connection_limit(self, sock: Path) -> None:
         """Beyond max_connections a client gets busy; a freed slot is reused."""
@@ -413,18 +412,17 @@ class TestConcurrency:
         """A stream client that stops reading is dropped after send_timeout; others are served."""
         target = FakeTarget()
         with capture_logs() as logs:
-            async with serving(target, sock, send_timeout=0.05) as server:
-                async with Conn.open(sock) as deaf:
-                    await deaf.send(b'{"cmd": "logs", "follow": true, "n": 0}\n')
-                    await poll(lambda: server.connections == 1 and target._followers)
-                    pad = "x" * 4000
-                    # Enough to fill both socket buffers; the follower drops what overflows.
-                    for i in range(2000):
-                        target.log("flood", i=i, pad=pad)
-                        if i % 100 == 0:
-                            await anyio.sleep(0)
-                    assert (await ask(sock, cmd="ping"))["ok"] is True
-                    await poll(lambda: server.connections == 0)
+            async with serving(target, sock, send_timeout=0.05) as server, Conn.open(sock) as deaf:
+                await deaf.send(b'{"cmd": "logs", "follow": true, "n": 0}\n')
+                await poll(lambda: server.connections == 1 and target._followers)
+                pad = "x" * 4000
+                # Enough to fill both socket buffers; the follower drops what overflows.
+                for i in range(2000):
+                    target.log("flood", i=i, pad=pad)
+                    if i % 100 == 0:
+                        await anyio.sleep(0)
+                assert (await ask(sock, cmd="ping"))["ok"] is True
+                await poll(lambda: server.connections == 0)
         assert any(e["event"] == "control.client_stuck" for e in logs)
 
 

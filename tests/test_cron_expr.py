@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from structlog.testing import capture_logs
+from test_cron_fakes import FakeExecutor, QuickClock, local, make_spec, running, wall_at
 
 from supervisor.config import parse_config
-from supervisor.cron_expr import CronExpressionError, CronSchedule, validate_expression
+from supervisor.cron._expr import CronExpressionError, CronSchedule, validate_expression
 from supervisor.exceptions import ConfigError
-from test_cron_fakes import FakeExecutor, QuickClock, local, make_spec, running, wall_at
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import anyio
 import sniffio
 import trio.testing
-
 from fakeclock import FakeClock
+
 from supervisor.config import CronSpec
 from supervisor.cron import CronRun, CronScheduler, HistoryStore, RunResult
 

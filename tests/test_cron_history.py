@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 from structlog.testing import capture_logs
+from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, running, settle
 
 from supervisor.cron import HISTORY_FILE, HistoryStore
-from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, running, settle
 
 W0 = 1_700_000_000.0
 

@@ -7,12 +7,11 @@ from pathlib import Path
 import anyio
 import pytest
 from structlog.testing import capture_logs
+from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, settle
 
 from actors import CronTask
-from supervisor.cron import CronManager, CronScheduler, InvalidCronTask, HISTORY_FILE
-from supervisor.cron import CronError
+from supervisor.cron import HISTORY_FILE, CronError, CronManager, CronScheduler, InvalidCronTask
 from supervisor.exceptions import UnknownActor
-from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, settle
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,9 @@ import random
 import anyio
 import pytest
 from structlog.testing import capture_logs
+from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, running
 
 from supervisor.cron import CronRun, CronScheduler, TaskBusy, TaskNotRunning
-from test_cron_fakes import FakeExecutor, QuickClock, events, make_spec, running
 
 pytestmark = pytest.mark.anyio
 

@@ -6,12 +6,12 @@ import anyio
 import pytest
 
 from actors._protocol import Beat, Health, Ready
-from supervisor._bus import EventBus
-from supervisor._handle import ActorHandle
-from supervisor._spawn import ColdSpawner
-from supervisor._states import ActorState
 from supervisor.config import parse_config
+from supervisor.core._bus import EventBus
+from supervisor.lifecycle._handle import ActorHandle
+from supervisor.lifecycle._states import ActorState
 from supervisor.logs import LogRouter
+from supervisor.process._spawn import ColdSpawner
 from tests.fakeclock import FakeClock
 
 

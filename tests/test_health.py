@@ -6,9 +6,9 @@ import threading
 
 import anyio
 import pytest
-
-from supervisor._health import HealthProbe, HealthTracker
 from fakeclock import FakeClock
+
+from supervisor.lifecycle._health import HealthProbe, HealthTracker
 
 
 class TestHealthTracker:

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 import pytest
-
 from aggregator import SyslogNg, syslog_ng  # noqa: F401 - fixture
+
 from supervisor.config import SinkSpec
 from supervisor.logs import LogRouter, NetworkSink, SyslogSink, TcpSink
 from supervisor.logs._time import iso_utc

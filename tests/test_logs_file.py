@@ -10,11 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 import structlog
-
 from fakeclock import FakeClock
+
 from supervisor.config import SinkSpec
-from supervisor.logs import FileSink, LogRecord
-from supervisor.logs import _writer
+from supervisor.logs import FileSink, LogRecord, _writer
 
 
 def _rec(i: int, size: int = 0) -> LogRecord:

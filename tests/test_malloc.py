@@ -9,7 +9,7 @@ import pytest
 
 _PROBE = """
 import sys
-from supervisor._malloc import keep_freed_memory
+from supervisor.app._malloc import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
@@ -46,7 +46,7 @@ class TestKeepFreedMemory:
         """
         probe = (
             "import resource\n"
-            "from supervisor._malloc import keep_freed_memory\n"
+            "from supervisor.app._malloc import keep_freed_memory\n"
             "kept = keep_freed_memory()\n"
             "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
             "held = [b'\\x01' * (256 * 1024) for _ in range(40)]\n"

@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ObjectReceiveStream
+from fakeclock import FakeClock
 from structlog.testing import capture_logs
 
-from fakeclock import FakeClock
-from supervisor._bus import EventBus
+from supervisor.core._bus import EventBus
 from supervisor.exceptions import SupervisorError, UnknownActor
 from supervisor.monitor import HeartbeatMonitor
 

@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from supervisor._states import ActorState
+from supervisor.lifecycle._states import ActorState
 from tests.harness import running_supervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

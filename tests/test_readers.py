@@ -17,9 +17,9 @@ import anyio
 import pytest
 
 from actors._protocol import Log, encode
-from supervisor import _popen
-from supervisor._popen import PIPE_SIZE, AsyncPopen, FdReader, PipeBudget
-from supervisor._process import ChildProcess
+from supervisor.process import _popen
+from supervisor.process._child import ChildProcess
+from supervisor.process._popen import PIPE_SIZE, AsyncPopen, FdReader, PipeBudget
 
 pytestmark = pytest.mark.anyio
 

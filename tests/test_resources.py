@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from supervisor._resources import LimitChecker, ResourceSample, ResourceSampler
+from supervisor.process._resources import LimitChecker, ResourceSample, ResourceSampler
 
 MiB = 1024 * 1024
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fakeclock import FakeClock
 from structlog.testing import capture_logs
 
-from fakeclock import FakeClock
-from supervisor._sdnotify import SystemdNotifier
+from supervisor.app._sdnotify import SystemdNotifier
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import anyio
 import psutil
 import pytest
 
-from supervisor._spawn import ColdSpawner, WarmSpawner
 from supervisor.exceptions import HandshakeTimeout
+from supervisor.process._spawn import ColdSpawner, WarmSpawner
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from supervisor._timer import Timer
+from supervisor.core._timer import Timer
 from tests.fakeclock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from actors._runtime import beat_delay
-from supervisor._heartbeat import HeartbeatDeadline, wait_for_expiry
-from supervisor._policy import Backoff, RestartIntensity, should_restart
-from supervisor._process import stop_process
+from supervisor.lifecycle._heartbeat import HeartbeatDeadline, wait_for_expiry
+from supervisor.lifecycle._policy import Backoff, RestartIntensity, should_restart
+from supervisor.process._child import stop_process
 from tests.fakeclock import FakeClock
 
 

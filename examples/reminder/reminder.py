@@ -6,7 +6,7 @@ without one, from Python: ``python reminder.py`` schedules it in-process.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from actors import CronTask
@@ -34,7 +34,7 @@ class Reminder(CronTask):
 
     async def run(self) -> None:
         self.sent += 1
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         self.log.info("reminder.sent", message=self.message, to=self.to, count=self.sent, at=now)
         if self.every_nth and self.sent % self.every_nth == 0:
             self.log.warning("reminder.overdue", message=self.message, count=self.sent)

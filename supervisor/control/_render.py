@@ -162,6 +162,6 @@ def log_line(raw: bytes | dict[str, Any]) -> str:
     if event.get("pid") is not None:
         who += f"[{event['pid']}]"
     rest = " ".join(f"{k}={_plain(v, 200)}" for k, v in event.items() if k not in _SKIP)
-    parts = [str(event.get("timestamp", "-")), f"{str(event.get('level', '-')):<7}", who,
+    parts = [str(event.get("timestamp", "-")), f"{event.get('level', '-')!s:<7}", who,
              str(event.get("event", "")), rest]
     return " ".join(p for p in parts if p)

@@ -17,7 +17,7 @@ import msgspec
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .._bus import EventBus
+from ..core._bus import EventBus
 from ..exceptions import ConfigError, UnknownActor
 
 __all__ = ["FakeTarget", "make_rows"]

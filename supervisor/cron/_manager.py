@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,9 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from .._clock import Clock, MonotonicClock
-from .._timer import Timer
 from ..config import CronSpec
+from ..core._clock import Clock, MonotonicClock
+from ..core._timer import Timer
 from ..exceptions import UnknownActor
 from ._errors import CronError, InvalidCronTask
 from ._executor import InProcessExecutor
@@ -292,4 +292,4 @@ class CronManager:
 def _iso(wall: float | None) -> str | None:
     if wall is None:
         return None
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")

@@ -17,8 +17,8 @@ import msgspec
 
 from actors._protocol import RunDone, RunNow, encode
 
-from .._handle import ActorHandle
-from .._states import ActorState
+from ..lifecycle._handle import ActorHandle
+from ..lifecycle._states import ActorState
 from ._model import CronRun, RunResult
 
 __all__ = ["PerRunExecutor", "ResidentExecutor", "run_on_handle"]

@@ -2,7 +2,7 @@
 
 One :class:`CronScheduler` owns one task's timing: fixed-rate or calendar due
 times, jitter, the overlap policy, the per-run timeout, misfires and catch-up.
-It reads time only through an injected :class:`~supervisor._clock.Clock`, and
+It reads time only through an injected :class:`~supervisor.core._clock.Clock`, and
 hands each execution to a :class:`~supervisor.cron.RunExecutor`, so tests
 drive it on a fake clock with a fake executor, exactly and without sleeping.
 
@@ -15,18 +15,18 @@ from __future__ import annotations
 import dataclasses
 import random
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from .._clock import Clock, MonotonicClock
-from .._timer import Alarm, Timer
 from ..config import CronSpec
-from ..cron_expr import CronExpressionError, CronSchedule, resolve_timezone
+from ..core._clock import Clock, MonotonicClock
+from ..core._timer import Alarm, Timer
 from ._errors import InvalidCronTask, TaskBusy, TaskNotRunning
+from ._expr import CronExpressionError, CronSchedule, resolve_timezone
 from ._history import HistoryStore
 from ._model import CronRun, RunExecutor, RunRecord, RunResult
 from ._timeline import CalendarTimeline, Due, IntervalTimeline, Timeline
@@ -75,13 +75,13 @@ def validate_spec(spec: CronSpec) -> CronSchedule | None:
 
 
 def _iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
 
 
 class _Entry:
     """One run from dispatch to its end."""
 
-    __slots__ = ("run", "planned", "eligible", "started", "scope", "reason", "done", "record")
+    __slots__ = ("done", "eligible", "planned", "reason", "record", "run", "scope", "started")
 
     def __init__(self, run: CronRun, planned: float) -> None:
         self.run = run
@@ -158,7 +158,7 @@ class CronScheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Schedule runs until cancelled; a run in progress is then killed and recorded.
 
-        Due times fire as :class:`~supervisor._timer.Timer` callbacks, which decide
+        Due times fire as :class:`~supervisor.core._timer.Timer` callbacks, which decide
         synchronously; this task is the runner, executing one run at a time (every
         overlap policy keeps at most one run going). A due run therefore costs one
         wake-up, not a sleeping task's timeout plus a new task.

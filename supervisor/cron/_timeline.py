@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._clock import Clock
-from ..cron_expr import CronSchedule
+from ..core._clock import Clock
+from ._expr import CronSchedule
 
 __all__ = ["CalendarTimeline", "Due", "IntervalTimeline", "Timeline"]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import structlog
 
-from .._clock import Clock, MonotonicClock
 from ..config import SinkSpec
+from ..core._clock import Clock, MonotonicClock
 from ._record import LogRecord
 from ._sinks import _BufferedSink
 from ._writer import new_writer
@@ -78,9 +78,9 @@ class FileSink(_BufferedSink):
         return True
 
     def _set_day(self, now: float) -> None:
-        day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+        day = dt.datetime.fromtimestamp(now, dt.UTC).date()
         self._day = day.isoformat()
-        midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
         self._next_day = midnight.timestamp()
 
     def _close_file(self) -> None:

@@ -30,8 +30,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from .._clock import Clock, MonotonicClock
 from ..config import SinkSpec
+from ..core._clock import Clock, MonotonicClock
 from ._framing import Framer, ndjson_framer, syslog_framer
 from ._record import LogRecord
 from ._sinks import describe

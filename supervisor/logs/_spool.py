@@ -28,7 +28,7 @@ _READ_CHUNK = 1 << 20
 
 
 class _Segment:
-    __slots__ = ("id", "path", "records", "size", "offset")
+    __slots__ = ("id", "offset", "path", "records", "size")
 
     def __init__(self, seg_id: int, path: Path, records: int = 0, size: int = 0) -> None:
         self.id = seg_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["iso_utc"]
 
@@ -17,6 +17,6 @@ def iso_utc(ts: float | None = None) -> str:
         ts = time.time()
     sec = int(ts)
     if _cache[0] != sec:
-        stamp = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _cache = (sec, stamp)
     return f"{_cache[1]}.{int((ts - sec) * 1_000_000):06d}Z"

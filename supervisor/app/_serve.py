@@ -9,11 +9,10 @@ from pathlib import Path
 import anyio
 import structlog
 
-from ._supervisor import Supervisor
-from .config import Config
-from .control import ControlServer, socket_path_for
-from .logs import LogRouter, configure_supervisor_logging
-from .logs import build_sinks
+from .._supervisor import Supervisor
+from ..config import Config
+from ..control import ControlServer, socket_path_for
+from ..logs import LogRouter, build_sinks, configure_supervisor_logging
 
 __all__ = ["serve"]
 

@@ -20,21 +20,21 @@ import structlog
 
 from actors._protocol import Beat, Exiting, Health, Init, Log, Ready, RunDone, encode
 
-from ._bus import EventBus
-from ._clock import Clock
+from ..config import ActorSpec, import_target
+from ..core._bus import EventBus
+from ..core._clock import Clock
+from ..exceptions import HandshakeTimeout, ProtocolError
+from ..logs import LogRouter
+from ..logs._lines import LineAssembler
+from ..metrics import Metrics
+from ..monitor import HeartbeatMonitor
+from ..process._child import ChildProcess, signal_name, stop_process, wait_until
+from ..process._resources import LimitChecker, ResourceSample, ResourceSampler
+from ..process._spawn import Spawner
 from ._health import HealthTracker
 from ._heartbeat import HeartbeatDeadline, wait_for_expiry
 from ._policy import Backoff, RestartIntensity, should_restart
-from ._resources import LimitChecker, ResourceSample, ResourceSampler
-from ._process import ChildProcess, signal_name, stop_process, wait_until
-from ._spawn import Spawner
 from ._states import ALLOWED, TRANSITION_EVENTS, ActorState, IllegalTransition
-from .config import ActorSpec, import_target
-from .exceptions import HandshakeTimeout, ProtocolError
-from .logs import LogRouter
-from .logs._lines import LineAssembler
-from .metrics import Metrics
-from .monitor import HeartbeatMonitor
 
 __all__ = ["ActorHandle", "Exit"]
 

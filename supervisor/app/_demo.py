@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Config, parse_config
+from ..config import Config, parse_config
 
 __all__ = ["demo_config"]
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from ._clock import Clock, MonotonicClock
+from ..core._clock import Clock, MonotonicClock
 
 __all__ = ["SYSTEMD_ENV", "SystemdNotifier"]
 

@@ -25,11 +25,11 @@ from anyio.abc import TaskStatus
 from actors._protocol import PROTOCOL_VERSION, Hello
 from actors._ring import SharedRing, create_ring_fd, ring_supported
 
-from ._clock import Clock, MonotonicClock
+from ..app._sdnotify import SYSTEMD_ENV
+from ..core._clock import Clock, MonotonicClock
+from ..exceptions import HandshakeTimeout, ProtocolError
+from ._child import REAP_TIMEOUT, ChildProcess, wait_until
 from ._popen import AsyncPopen
-from ._sdnotify import SYSTEMD_ENV
-from ._process import REAP_TIMEOUT, ChildProcess, wait_until
-from .exceptions import HandshakeTimeout, ProtocolError
 
 __all__ = ["ColdSpawner", "Spawner", "WarmSpawner"]
 

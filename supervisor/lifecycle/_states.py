@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ActorState", "ALLOWED", "TRANSITION_EVENTS", "IllegalTransition"]
+__all__ = ["ALLOWED", "TRANSITION_EVENTS", "ActorState", "IllegalTransition"]
 
 
 class ActorState(enum.Enum):

@@ -7,10 +7,9 @@ fake clock: exactly and without sleeping.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import sniffio

@@ -21,7 +21,7 @@ import structlog
 from actors._protocol import ChildFrame, Doorbell, FrameDecoder, Hello
 from actors._ring import SharedRing
 
-from ._clock import Clock
+from ..core._clock import Clock
 from ._popen import AsyncPopen
 
 __all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "wait_until"]

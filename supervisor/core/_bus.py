@@ -21,7 +21,7 @@ Event = dict[str, Any]
 
 
 class _Subscriber:
-    __slots__ = ("send", "missed")
+    __slots__ = ("missed", "send")
 
     def __init__(self, send: MemoryObjectSendStream[Event]) -> None:
         self.send = send

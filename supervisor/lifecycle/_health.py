@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from ._clock import Clock, MonotonicClock
+from ..core._clock import Clock, MonotonicClock
 
 __all__ = ["HealthCheck", "HealthProbe", "HealthResult", "HealthTracker"]
 
@@ -26,7 +26,7 @@ HealthResult = tuple[bool, "str | None"]
 class HealthTracker:
     """Count consecutive health-check failures against a threshold."""
 
-    __slots__ = ("threshold", "failures", "last_error")
+    __slots__ = ("failures", "last_error", "threshold")
 
     def __init__(self, threshold: int) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from .exceptions import SupervisorError
+from ..exceptions import SupervisorError
 
 __all__ = ["CronExpressionError", "CronSchedule", "resolve_timezone", "validate_expression"]
 
@@ -79,7 +79,7 @@ def _local_zone() -> tzinfo:
 class CronSchedule:
     """The fire times of one cron expression in one time zone."""
 
-    __slots__ = ("expr", "timezone", "_tz", "_minutes_expr", "_seconds")
+    __slots__ = ("_minutes_expr", "_seconds", "_tz", "expr", "timezone")
 
     def __init__(self, expr: str, timezone: str | None = None) -> None:
         self.expr = expr

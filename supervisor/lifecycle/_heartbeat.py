@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._clock import Clock
+from ..core._clock import Clock
 
 __all__ = ["HeartbeatDeadline", "wait_for_expiry"]
 

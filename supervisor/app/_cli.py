@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 
-from .config import Config, load_config
-from .exceptions import ConfigError
+from ..config import Config, load_config
+from ..exceptions import ConfigError
 
 __all__ = ["main"]
 
@@ -47,8 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from ._app import serve
     from ._malloc import keep_freed_memory
+    from ._serve import serve
 
     keep_freed_memory()
     return anyio.run(serve, config, args.socket, backend=config.supervisor.backend)
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config; exit 0 if valid, 2 if not")
     check.add_argument("config", help="TOML config file")
     check.set_defaults(func=cmd_check)
-    from .control._commands import add_control_commands
+    from ..control._commands import add_control_commands
 
     add_control_commands(sub)
     return parser

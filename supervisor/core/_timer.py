@@ -8,7 +8,7 @@ then spawning a task per run, is what made the last one 10 ms late. A
 and calls each due callback synchronously: the callbacks only decide and hand
 work to tasks that are already waiting.
 
-It reads time only through an injected :class:`~supervisor._clock.Clock`, so it
+It reads time only through an injected :class:`~supervisor.core._clock.Clock`, so it
 runs on the tests' fake clock too.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["Alarm", "Timer"]
 class Alarm:
     """One pending callback; :meth:`cancel` it if it is no longer wanted."""
 
-    __slots__ = ("deadline", "_seq", "_callback")
+    __slots__ = ("_callback", "_seq", "deadline")
 
     def __init__(self, deadline: float, seq: int, callback: Callable[[], object]) -> None:
         self.deadline = deadline
