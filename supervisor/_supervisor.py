@@ -24,6 +24,7 @@ from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
 from .exceptions import ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
+from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
 from .logs import LogRouter
 from .metrics import Metrics
@@ -61,6 +62,7 @@ class Supervisor:
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
         self.sampler = ResourceSampler()
+        self.loop_watch = LoopWatch(self.clock)
         self.metrics = Metrics() if config.supervisor.metrics_port is not None else None
         self.notifier = SystemdNotifier(clock=self.clock)
         self.cron = CronManager(state_dir=config.supervisor.state_dir, clock=self.clock)
@@ -87,6 +89,7 @@ class Supervisor:
             self._tg = tg
             await tg.start(self.spawner.run)
             await tg.start(self.monitor.run)
+            await tg.start(self.loop_watch.run)
             if self.metrics is not None:
                 port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
                 log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
@@ -133,6 +136,7 @@ class Supervisor:
             monitor=self.monitor,
             sampler=self.sampler,
             metrics=self.metrics,
+            loop_watch=self.loop_watch,
         )
 
     async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
@@ -184,9 +188,7 @@ class Supervisor:
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
-        handle = self.handle(name)
-        while handle.state not in states:
-            await handle._changed()
+        await self.handle(name).wait_for(*states)
 
     async def reload(self, config: Config | None = None) -> dict[str, list[str]]:
         """Apply a new config: start added actors, stop removed, restart changed ones.

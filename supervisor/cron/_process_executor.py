@@ -81,8 +81,7 @@ async def run_on_handle(handle: ActorHandle, run: CronRun) -> RunResult:
 async def _settled(handle: ActorHandle) -> None:
     """Wait (bounded) until the handle has processed its child's exit."""
     with anyio.move_on_after(5):
-        while handle.state in (ActorState.RUNNING, ActorState.STOPPING):
-            await handle._changed()
+        await handle.wait_for(*(s for s in ActorState if s not in (ActorState.RUNNING, ActorState.STOPPING)))
 
 
 class ResidentExecutor:
@@ -94,7 +93,8 @@ class ResidentExecutor:
 
     async def wait_ready(self) -> None:
         while not self.is_ready():
-            await self.handle._changed()
+            await self.handle.wait_for(ActorState.RUNNING)
+            await anyio.lowlevel.checkpoint()  # the child may be gone again: look once more
 
     async def execute(self, run: CronRun) -> RunResult:
         return await run_on_handle(self.handle, run)
@@ -115,25 +115,24 @@ class PerRunExecutor:
 
     async def execute(self, run: CronRun) -> RunResult:
         handle = self._make_handle()
-        handle.spec = msgspec.structs.replace(handle.spec, restart="temporary")
+        handle.reconfigure(msgspec.structs.replace(handle.spec, restart="temporary"))
         self.current = handle
+        result = RunResult("error", "the run was cancelled")
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(handle.run)
                 handle.start()
-                # A fresh handle starts out STOPPED: wait for a life to begin and run, or end.
-                while not (
-                    handle.state is ActorState.RUNNING
-                    or (handle.state in _DONE_STATES and handle.last_exit is not None)
-                ):
-                    await handle._changed()
+                # start() moved it to STARTING: wait until it runs, or its one life ended.
+                await handle.wait_for(ActorState.RUNNING, *_DONE_STATES)
                 try:
                     if handle.state is not ActorState.RUNNING:
-                        return RunResult("error", handle.last_error or "the run's process did not start")
-                    return await run_on_handle(handle, run)
+                        result = RunResult("error", handle.last_error or "the run's process did not start")
+                    else:
+                        result = await run_on_handle(handle, run)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(handle.spec.stop_timeout + 5):
                         await handle.stop()
                     tg.cancel_scope.cancel()
         finally:
             self.current = None
+        return result
