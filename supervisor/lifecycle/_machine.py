@@ -315,7 +315,7 @@ def _after_exit(
     elif ended.abnormal:
         last_error = ended.reason + (f" ({ended.signal})" if ended.signal else "")
     life = dataclasses.replace(life, last_exit=ended, last_error=last_error, started_at=None, pid=None)
-    stopping = not life.want_running or ended.reason == "stopped"
+    stopping = not life.want_running or ended.reason == "stopped" or life.state is S.STOPPING
     if stopping or not should_restart(policy.restart, ended.abnormal):
         steps = [(S.ERRORED, {"reason": ended.reason})] if ended.abnormal and not stopping else []
         life, moved = _moves(dataclasses.replace(life, want_running=False), [], *steps,
