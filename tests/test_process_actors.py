@@ -147,6 +147,18 @@ class TestStopping:
             assert log.find("actor.exited", actor="i")[0]["signal"] == "SIGKILL"
             assert sup.handles["i"].state is ActorState.STOPPED
 
+
+    async def test_a_stopped_actor_shows_no_stale_figures(self) -> None:
+        """After a stop, status() has no pid and no RSS of the process that is gone."""
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+            await log.wait_for("steady.up")
+            with anyio.fail_after(10):
+                while sup.status()[0]["rss"] is None:  # sampled on the first beat
+                    await anyio.sleep(0.05)
+            await sup.stop_actor("s")
+            row = sup.status()[0]
+            assert row["state"] == "stopped" and row["rss"] is None and row["pid"] is None
+
     async def test_grandchild_dies_with_its_actor(self) -> None:
         """Killing an actor also kills the grandchildren in its process group."""
         async with running_supervisor({"g": {"target": T + "Grandparent"}}) as (_sup, log):
