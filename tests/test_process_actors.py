@@ -121,6 +121,17 @@ class TestRestarts:
             assert log.find("actor.exited", actor="g")[0]["reason"] == "protocol_error"
             assert sup.handles["s"].state is ActorState.RUNNING
 
+    @pytest.mark.parametrize("channel_ring", ["128KiB", 0], ids=["ring", "socket"])
+    async def test_the_event_before_garbage_is_never_lost(self, channel_ring: str | int) -> None:
+        """Ten lives that each log an event and then write garbage: all ten events arrive."""
+        lives = 10
+        actors = {"g": {"target": T + "LogsThenGarbage", "max_restarts": lives, "backoff_initial": 0.01,
+                        "backoff_max": 0.01}}
+        async with running_supervisor(actors, channel_ring=channel_ring) as (_sup, log):
+            errors = await log.wait_for("actor.protocol_error", actor="g", count=lives)
+            events = log.find("garbage.next", actor="g")
+            assert {e["pid"] for e in errors} <= {e["pid"] for e in events}
+
     async def test_task_actor_crash_restarts_only_itself(self, tmp_path) -> None:
         """A kind=task actor that raises is restarted in-process; a process actor is undisturbed."""
         actors = {

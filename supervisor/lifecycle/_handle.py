@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
-from actors._protocol import Beat, Exiting, Health, Init, Log, Ready, RunDone, encode
+from actors._protocol import Beat, Exiting, FrameError, Health, Init, Log, Ready, RunDone, encode
 
 from ..config import ActorSpec
 from ..core._bus import EventBus
@@ -430,6 +430,9 @@ class ActorHandle:
                 try:
                     frames = await child.receive_frames()
                 except ValueError as exc:
+                    # What arrived before the garbage is delivered before the verdict.
+                    if isinstance(exc, FrameError) and exc.frames:
+                        self._on_frames(run, exc.frames)
                     self._protocol_error(child, str(exc))
                     return
                 if not frames:
