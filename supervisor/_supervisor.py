@@ -67,6 +67,7 @@ class Supervisor:
         self.notifier = SystemdNotifier(clock=self.clock)
         self.cron = CronManager(state_dir=config.supervisor.state_dir, clock=self.clock)
         self.handles: dict[str, ActorHandle] = {}
+        self._executors: dict[str, ResidentExecutor | PerRunExecutor] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
         self._reload_lock = anyio.Lock()
@@ -111,6 +112,13 @@ class Supervisor:
             task_status.started(self)
             await self._shutdown.wait()
             self.notifier.stopping()
+            log.info("supervisor.stopping", actors=list(self._order))
+            for handle in self.handles.values():
+                handle.retire()  # nothing restarts from here on
+            # Cron runs in progress get the graceful stop before their schedulers go.
+            async with anyio.create_task_group() as stops:
+                for executor in self._executors.values():
+                    stops.start_soon(executor.shutdown)
             await self.cron.stop_all_tasks()
             await self._stop_all()
             log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
@@ -155,6 +163,7 @@ class Supervisor:
             executor = ResidentExecutor(await self._add(spec, mode="cron"))
         else:
             executor = PerRunExecutor(lambda: self._new_handle(spec, mode="cron"))
+        self._executors[spec.name] = executor
         self.cron.register_task(spec.name, spec=spec, executor=executor)
         if self.metrics is not None:
             self.metrics.add_cron_task(spec.name)
@@ -224,6 +233,7 @@ class Supervisor:
 
     async def _remove(self, name: str) -> None:
         """Stop and forget one actor or cron task (its scheduler and its process)."""
+        self._executors.pop(name, None)
         if name in self.cron.list_tasks():
             self.cron.unregister_task(name)  # stops the scheduler, kills a run in progress
             if self.metrics is not None:

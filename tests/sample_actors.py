@@ -157,6 +157,17 @@ class CronSlow(CronTask):
         await anyio.sleep(3600)
 
 
+class CronFinally(CronTask):
+    """A long run whose ``finally`` logs, to show that a stop cancelled it gracefully."""
+
+    async def run(self) -> None:
+        self.log.info("cron.finally.begin")
+        try:
+            await anyio.sleep(3600)
+        finally:
+            self.log.info("cron.finally.ran")
+
+
 class CronOk(CronTask):
     async def run(self) -> None:
         self.log.info("cron.sample.ok")

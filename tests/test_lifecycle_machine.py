@@ -171,6 +171,21 @@ class TestEdges:
         assert moves(actions) == [("backoff", "stopped")] and others(actions) == [m.CancelTimer()]
         assert new.state is S.STOPPED and not new.want_running
 
+    def test_retire_during_backoff_stops(self) -> None:
+        """backoff + Retire (a shutdown began) -> stopped at once; the timer is cancelled."""
+        new, actions = decide(life(S.BACKOFF), m.Retire(), POLICY, NOW)
+        assert moves(actions) == [("backoff", "stopped")] and others(actions) == [m.CancelTimer()]
+        assert not new.want_running
+
+    @pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.STOPPING, S.STOPPED, S.FAILED])
+    def test_retire_lets_the_run_end_but_never_restarts(self, state: ActorState) -> None:
+        """Retire changes no state; a crash afterwards stops the actor instead of restarting it."""
+        new, actions = decide(life(state, pid=5), m.Retire(), POLICY, NOW)
+        assert actions == [] and new.state is state and not new.want_running
+        if state in (S.STARTING, S.RUNNING):
+            after, actions = decide(new, m.ChildExited(1), POLICY, NOW)
+            assert after.state is S.STOPPED and "backoff" not in [n for _, n in moves(actions)]
+
     def test_spawn_failure_takes_the_restart_path_silently(self) -> None:
         """starting + SpawnFailed -> errored -> backoff, without actor.exited (no process ran)."""
         new, actions = decide(life(S.STARTING), m.SpawnFailed("handshake_timeout", "too slow"), POLICY, NOW)
@@ -222,14 +237,14 @@ class TestClassify:
 
 
 EVENTS: list[m.Event] = [
-    m.Start(), m.Stop(), m.Spawned(1), m.Ready(1), m.KillRun("x"), m.StopRun("x"), m.ChildExited(1),
+    m.Start(), m.Stop(), m.Retire(), m.Spawned(1), m.Ready(1), m.KillRun("x"), m.StopRun("x"), m.ChildExited(1),
     m.TaskEnded(None), m.SpawnFailed("spawn_error", "e"), m.BackoffElapsed(),
 ]
 EDGES = {
     (S.STOPPED, m.Start), (S.FAILED, m.Start), (S.STARTING, m.Spawned), (S.STARTING, m.Ready),
     (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
     (S.STARTING, m.KillRun), (S.RUNNING, m.KillRun), (S.STOPPING, m.KillRun), (S.RUNNING, m.StopRun),
-    (S.BACKOFF, m.BackoffElapsed),
+    (S.BACKOFF, m.BackoffElapsed), *((s, m.Retire) for s in ActorState if s is not S.ERRORED),
     *((s, e) for s in (S.STARTING, S.RUNNING, S.STOPPING) for e in (m.ChildExited, m.TaskEnded, m.SpawnFailed)),
 }
 

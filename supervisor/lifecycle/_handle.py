@@ -179,6 +179,10 @@ class ActorHandle:
         self._feed(m.Stop())
         await self.wait_for(ActorState.STOPPED, ActorState.FAILED)
 
+    def retire(self) -> None:
+        """A shutdown began: let the current run end, never start another (no restarts)."""
+        self._feed(m.Retire())
+
     async def restart(self) -> None:
         await self.stop()
         self.start()

@@ -23,6 +23,8 @@ The table (state, event -> next state; every other pair leaves the life as it is
     stopping | exit event     -> (after exit)
     backoff  | BackoffElapsed -> starting        [Spawn]
     backoff  | Stop           -> stopped         [CancelTimer]
+    backoff  | Retire         -> stopped         [CancelTimer]
+    any      | Retire         -> (same state)    (no run starts again: a shutdown began)
 
 After exit (``ChildExited``, ``TaskEnded``, ``SpawnFailed``), in one step:
 stopping or policy says no -> [errored ->] stopped; intensity exceeded ->
@@ -44,7 +46,7 @@ from ._states import ALLOWED, ActorState, IllegalTransition
 
 __all__ = [
     "Action", "BackoffElapsed", "CancelTimer", "ChildExited", "Emit", "Event", "Exit", "KillChild",
-    "KillRun", "Life", "Policy", "Ready", "Spawn", "SpawnFailed", "Spawned", "Start", "StartTimer",
+    "KillRun", "Life", "Policy", "Ready", "Retire", "Spawn", "SpawnFailed", "Spawned", "Start", "StartTimer",
     "Stop", "StopChild", "StopRun", "TaskEnded", "Transition", "decide",
 ]
 
@@ -119,6 +121,11 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Retire:
+    """The supervisor is shutting down: the current run may end, but none starts again."""
+
+
+@dataclass(frozen=True)
 class Spawned:
     pid: int
 
@@ -167,7 +174,7 @@ class BackoffElapsed:
 
 
 Event = (
-    Start | Stop | Spawned | Ready | KillRun | StopRun | ChildExited | TaskEnded | SpawnFailed | BackoffElapsed
+    Start | Stop | Retire | Spawned | Ready | KillRun | StopRun | ChildExited | TaskEnded | SpawnFailed | BackoffElapsed
 )
 
 
@@ -229,6 +236,11 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
         return _begin(dataclasses.replace(life, want_running=True), policy)
     if isinstance(event, BackoffElapsed) and state is S.BACKOFF:
         return _begin(life, policy)
+    if isinstance(event, Retire) and state is not S.ERRORED:
+        life = dataclasses.replace(life, want_running=False)
+        if state is S.BACKOFF:
+            return _moves(life, [CancelTimer()], (S.STOPPED, {"reason": "stopped"}))
+        return life, []
     if isinstance(event, Stop):
         if state is S.BACKOFF:
             life = dataclasses.replace(life, want_running=False)
