@@ -14,12 +14,13 @@ from actors._protocol import Beat
 from supervisor.config import parse_config
 from supervisor.core._bus import EventBus
 from supervisor.lifecycle._handle import ActorHandle
+from supervisor.lifecycle._heartbeat import HeartbeatDeadline
 from supervisor.lifecycle._stall import LoopWatch
 from supervisor.lifecycle._states import ActorState
 from supervisor.logs import LogRouter
 from supervisor.monitor import HeartbeatMonitor
 from tests.fakeclock import FakeClock
-from tests.fakespawner import FakeSpawner
+from tests.fakespawner import FakeChild, FakeSpawner
 
 pytestmark = pytest.mark.anyio
 S = ActorState
@@ -143,6 +144,31 @@ class TestRestartLoop:
             assert status != "unknown" and status["restarts"] == r.handle.restarts == 1
             assert status["status"] == "error"
             assert [e["error"] for e in status["errors"]] == ["heartbeat_timeout (SIGKILL)"]
+
+
+class TestDrainBeforeJudging:
+    @pytest.mark.parametrize("waiting", [True, False], ids=["beat-waiting", "silent"])
+    async def test_a_beat_in_the_channel_is_read_before_the_verdict(self, waiting: bool) -> None:
+        """A passed deadline with bytes waiting on the channel lets the pump read them first."""
+        clock = FakeClock()
+        spec = Rig(clock).spec
+        handle = ActorHandle(spec, spawner=FakeSpawner(), router=LogRouter(), bus=EventBus(), clock=clock)
+        child = FakeChild(1)
+        beats = HeartbeatDeadline(spec.heartbeat_timeout, clock.now())
+        await clock.advance(spec.heartbeat_timeout + 1)
+        if waiting:
+            child._peer.send(b"b")  # a beat sent while the supervisor was busy
+
+        async def pump() -> None:
+            await anyio.wait_readable(child.channel)
+            child.channel.recv(1)
+            beats.beat(clock.now())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            assert await handle._excused(child, beats) is waiting  # type: ignore[arg-type]
+            tg.cancel_scope.cancel()
+        await child.aclose()
 
 
 class TestStall:
