@@ -140,7 +140,6 @@ class Supervisor:
             bus=self.bus,
             clock=self.clock,
             backend=self.config.supervisor.backend,
-            base_dir=str(self.config.base_dir),
             mode=mode,
             monitor=self.monitor,
             sampler=self.sampler,

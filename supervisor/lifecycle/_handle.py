@@ -85,7 +85,6 @@ class ActorHandle:
         bus: EventBus,
         clock: Clock,
         backend: str = "trio",
-        base_dir: str | None = None,
         mode: str = "actor",
         monitor: HeartbeatMonitor | None = None,
         sampler: ResourceSampler | None = None,
@@ -101,7 +100,6 @@ class ActorHandle:
         self._bus = bus
         self._clock = clock
         self._backend = backend
-        self._base_dir = base_dir
         self.mode = mode
         self._sampler = sampler or ResourceSampler()
         self._loop_watch = loop_watch
