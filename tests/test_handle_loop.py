@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors._protocol import Beat
+from actors._protocol import Beat, Health
 from supervisor.config import parse_config
 from supervisor.core._bus import EventBus
 from supervisor.lifecycle._handle import ActorHandle
@@ -144,6 +144,52 @@ class TestRestartLoop:
             assert status != "unknown" and status["restarts"] == r.handle.restarts == 1
             assert status["status"] == "error"
             assert [e["error"] for e in status["errors"]] == ["heartbeat_timeout (SIGKILL)"]
+
+
+class TestHandshakeAndHealth:
+    async def test_handshake_timeout_kills_and_restarts(self) -> None:
+        """No Ready within start_timeout: SIGKILL, reason handshake_timeout, then the restart path."""
+        async with rig(start_timeout=5.0) as r:
+            r.spawner.child_options["ready"] = False
+            r.spawner.children[0].exit(1)  # the first child dies; the second never answers Init
+            await r.clock.advance(2.0)
+            child = r.spawner.children[1]
+            assert r.handle.state is S.STARTING
+            await r.clock.advance(4.999)
+            assert child.signals == []
+            await r.clock.advance(0.001)
+            assert child.signals[0] == signal.SIGKILL
+            assert r.handle.last_exit is not None and r.handle.last_exit.reason == "handshake_timeout"
+            assert r.handle.state is S.BACKOFF
+
+    async def test_stop_during_the_handshake_is_graceful_and_immediate(self) -> None:
+        """A stop while a child is still starting sends SIGTERM at once, without waiting for start_timeout."""
+        r = Rig(FakeClock())
+        r.spawner.child_options["ready"] = False
+        async with anyio.create_task_group() as tg:
+            await tg.start(r.handle.run)
+            r.handle.start()
+            await anyio.wait_all_tasks_blocked()
+            assert r.handle.state is S.STARTING
+            with anyio.fail_after(1):
+                await r.handle.stop()
+            assert r.spawner.children[0].signals[0] == signal.SIGTERM
+            assert r.names("actor.stopping", "actor.stopped", "actor.errored") == ["actor.stopping", "actor.stopped"]
+            tg.cancel_scope.cancel()
+
+    async def test_failing_health_checks_restart_gracefully(self) -> None:
+        """health_failure_threshold failed checks: SIGTERM (no stopping event), reason unhealthy, a restart."""
+        async with rig(health_failure_threshold=2) as r:
+            child = r.spawner.children[0]
+            child.push(Health(ok=False, error="db down"), Health(ok=False, error="db down"))
+            await anyio.wait_all_tasks_blocked()
+            assert child.signals[0] == signal.SIGTERM
+            assert r.handle.last_exit is not None and r.handle.last_exit.reason == "unhealthy"
+            assert r.names("actor.unhealthy", "actor.stopping", "actor.restarting") == [
+                "actor.unhealthy", "actor.restarting",
+            ]
+            status = r.monitor.get_component_status("a")
+            assert status != "unknown" and status["has_health_check"] is True
 
 
 class TestDrainBeforeJudging:
