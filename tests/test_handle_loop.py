@@ -177,6 +177,18 @@ class TestHandshakeAndHealth:
             assert r.names("actor.stopping", "actor.stopped", "actor.errored") == ["actor.stopping", "actor.stopped"]
             tg.cancel_scope.cancel()
 
+    async def test_stop_right_after_start_is_not_lost(self) -> None:
+        """stop() before the loop has even spawned the child still ends in stopped."""
+        r = Rig(FakeClock())
+        async with anyio.create_task_group() as tg:
+            await tg.start(r.handle.run)
+            r.handle.start()
+            with anyio.fail_after(1):
+                await r.handle.stop()
+            assert r.handle.state is S.STOPPED
+            assert all(c.returncode is not None for c in r.spawner.children)
+            tg.cancel_scope.cancel()
+
     async def test_failing_health_checks_restart_gracefully(self) -> None:
         """health_failure_threshold failed checks: SIGTERM (no stopping event), reason unhealthy, a restart."""
         async with rig(health_failure_threshold=2) as r:

@@ -305,6 +305,9 @@ class ActorHandle:
 
     async def _run_once(self) -> m.ChildExited | m.TaskEnded | m.SpawnFailed:
         run = self._run = _Run(self.spec)
+        if self.life.stop_requested:  # stopped before this loop got to the spawn
+            run.stop.set()
+            run.handshake_over.set()
         self.resources = None
         self._sampled_at = float("-inf")
         try:
