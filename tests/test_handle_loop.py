@@ -50,6 +50,9 @@ class Rig:
             monitor=self.monitor, loop_watch=self.loop_watch, jitter=lambda: 1.0,
         )
 
+    def state(self) -> ActorState:
+        return self.handle.state  # a call: each read is fresh (no narrowing across awaits)
+
     def names(self, *events: str) -> list[str]:
         return [e["event"] for e in self.events if e["event"] in events]
 
@@ -75,14 +78,14 @@ class TestRestartLoop:
     async def test_crash_backs_off_then_restarts(self) -> None:
         """A crash waits backoff_initial on the clock, then a new child is spawned and runs."""
         async with rig() as r:
-            assert r.handle.state is S.RUNNING and len(r.spawner.children) == 1
+            assert r.state() is S.RUNNING and len(r.spawner.children) == 1
             r.spawner.children[0].exit(1)
             await anyio.wait_all_tasks_blocked()
-            assert r.handle.state is S.BACKOFF and r.handle.restarts == 1
+            assert r.state() is S.BACKOFF and r.handle.restarts == 1
             await r.clock.advance(1.999)
             assert len(r.spawner.children) == 1
             await r.clock.advance(0.001)
-            assert r.handle.state is S.RUNNING and len(r.spawner.children) == 2
+            assert r.state() is S.RUNNING and len(r.spawner.children) == 2
             assert r.names("actor.starting", "actor.started", "actor.exited", "actor.errored", "actor.restarting") == [
                 "actor.starting", "actor.started", "actor.exited", "actor.errored", "actor.restarting",
                 "actor.starting", "actor.started",
@@ -95,12 +98,12 @@ class TestRestartLoop:
             await r.clock.advance(2.0)
             r.spawner.children[1].exit(1)
             await anyio.wait_all_tasks_blocked()
-            assert r.handle.state is S.FAILED
+            assert r.state() is S.FAILED
             await r.clock.advance(20.0)
             assert len(r.spawner.children) == 2
             r.handle.start()  # an explicit start revives it
             await anyio.wait_all_tasks_blocked()
-            assert r.handle.state is S.RUNNING and len(r.spawner.children) == 3
+            assert r.state() is S.RUNNING and len(r.spawner.children) == 3
 
     async def test_stop_during_backoff(self) -> None:
         """A stop during the backoff delay is immediate, and the delay's end spawns nothing."""
@@ -109,9 +112,9 @@ class TestRestartLoop:
             await anyio.wait_all_tasks_blocked()
             with anyio.fail_after(1):
                 await r.handle.stop()
-            assert r.handle.state is S.STOPPED
+            assert r.state() is S.STOPPED
             await r.clock.advance(20.0)
-            assert len(r.spawner.children) == 1 and r.handle.state is S.STOPPED
+            assert len(r.spawner.children) == 1 and r.state() is S.STOPPED
 
     async def test_stop_sends_sigterm_and_waits(self) -> None:
         """stop() on a running child: SIGTERM, stopping then stopped, reason stopped."""
@@ -133,7 +136,7 @@ class TestRestartLoop:
             assert r.spawner.children[0].signals[0] == signal.SIGKILL
             assert r.handle.last_exit is not None and r.handle.last_exit.reason == "heartbeat_timeout"
             await r.clock.advance(2.0)
-            assert r.handle.state is S.RUNNING and len(r.spawner.children) == 2
+            assert r.state() is S.RUNNING and len(r.spawner.children) == 2
 
     async def test_one_hang_is_one_timeout_event(self) -> None:
         """The monitor reads the handle's verdict: a hang gives actor.heartbeat_timeout only, once."""
@@ -154,13 +157,13 @@ class TestHandshakeAndHealth:
             r.spawner.children[0].exit(1)  # the first child dies; the second never answers Init
             await r.clock.advance(2.0)
             child = r.spawner.children[1]
-            assert r.handle.state is S.STARTING
+            assert r.state() is S.STARTING
             await r.clock.advance(4.999)
             assert child.signals == []
             await r.clock.advance(0.001)
             assert child.signals[0] == signal.SIGKILL
             assert r.handle.last_exit is not None and r.handle.last_exit.reason == "handshake_timeout"
-            assert r.handle.state is S.BACKOFF
+            assert r.state() is S.BACKOFF
 
     async def test_stop_during_the_handshake_is_graceful_and_immediate(self) -> None:
         """A stop while a child is still starting sends SIGTERM at once, without waiting for start_timeout."""
@@ -170,7 +173,7 @@ class TestHandshakeAndHealth:
             await tg.start(r.handle.run)
             r.handle.start()
             await anyio.wait_all_tasks_blocked()
-            assert r.handle.state is S.STARTING
+            assert r.state() is S.STARTING
             with anyio.fail_after(1):
                 await r.handle.stop()
             assert r.spawner.children[0].signals[0] == signal.SIGTERM
@@ -185,7 +188,7 @@ class TestHandshakeAndHealth:
             r.handle.start()
             with anyio.fail_after(1):
                 await r.handle.stop()
-            assert r.handle.state is S.STOPPED
+            assert r.state() is S.STOPPED
             assert all(c.returncode is not None for c in r.spawner.children)
             tg.cancel_scope.cancel()
 
@@ -241,7 +244,7 @@ class TestStall:
             assert r.loop_watch.stalls == 1
             await r.beat()  # the beats that waited in the channel
             await r.clock.advance(2.0)
-            assert r.spawner.children[0].signals == [] and r.handle.state is S.RUNNING
+            assert r.spawner.children[0].signals == [] and r.state() is S.RUNNING
 
     async def test_without_a_stall_a_missed_deadline_still_kills(self) -> None:
         """The same 5 s of silence, passing as normal time, is a hang."""
