@@ -93,8 +93,7 @@ class Supervisor:
             await tg.start(self.monitor.run)
             await tg.start(self.loop_watch.run)
             if self.metrics is not None:
-                port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
-                log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
+                await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)  # logs metrics.listening
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
             for spec in cfg.actors:
