@@ -1,4 +1,4 @@
-"""In-process cron tasks with CronManager: README.md, "Python API".
+"""In-process cron tasks with CronManager: docs/CRON.md, "From Python: CronManager".
 
 Run from the repository root:  .venv/bin/python examples/quickstart/cron_api.py
 """
