@@ -20,6 +20,7 @@ async def main() -> None:
         await cron.start_all_tasks()
         run_id = await cron.trigger("cleanup")     # run now, under the overlap policy
         record = await cron.wait_run("cleanup", run_id)
+        assert record is not None                  # None only for a run_id it never knew
         print(record.outcome, cron.list_tasks())   # ok ['cleanup']
         await anyio.sleep(1.2)                     # two scheduled runs
         await cron.stop_all_tasks()
