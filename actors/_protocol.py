@@ -22,6 +22,7 @@ __all__ = [
     "Doorbell",
     "Exiting",
     "FrameDecoder",
+    "FrameError",
     "Health",
     "Hello",
     "Init",
@@ -123,12 +124,25 @@ def encode(frame: _Frame) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def _too_big(size: int) -> str:
+    return f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit"
+
+
+class FrameError(ValueError):
+    """A frame that cannot be decoded; ``frames`` are the whole ones that came before it."""
+
+    def __init__(self, message: str, frames: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.frames: list[Any] = frames or []
+
+
 class FrameDecoder:
     """Incremental decoder: feed bytes as they arrive, get whole frames out.
 
-    Raises :class:`ValueError` with a precise reason on an oversized or
-    undecodable frame; the caller turns that into a protocol error for the
-    actor, and the channel is not used again.
+    Raises :class:`FrameError` (a ValueError) with a precise reason on an
+    oversized or undecodable frame, carrying the frames decoded before it; the
+    caller turns that into a protocol error for the actor, and the channel is
+    not used again.
     """
 
     def __init__(self, frame_type: Any) -> None:
@@ -146,23 +160,23 @@ class FrameDecoder:
             data = bytes(buffer)
             buffer.clear()
         # The common case (a beat, a few log events) decodes straight from ``data``.
-        frames = []
+        frames: list[Any] = []
         offset, total = 0, len(data)
         with memoryview(data) as view:
             unpack, decode = _HEADER.unpack_from, self._decoder.decode
             while total - offset >= 4:
                 (size,) = unpack(data, offset)
                 if size > MAX_FRAME:
-                    self._check_size(size)
+                    raise FrameError(_too_big(size), frames)
                 end = offset + 4 + size
                 if end > total:
                     break
                 try:
                     frames.append(decode(view[offset + 4 : end]))
                 except msgspec.ValidationError as exc:
-                    raise ValueError(f"invalid frame: {exc}") from None
+                    raise FrameError(f"invalid frame: {exc}", frames) from None
                 except msgspec.DecodeError as exc:
-                    raise ValueError(f"undecodable frame: {exc}") from None
+                    raise FrameError(f"undecodable frame: {exc}", frames) from None
                 offset = end
         if offset < total:
             buffer += data[offset:]
@@ -171,7 +185,7 @@ class FrameDecoder:
     @staticmethod
     def _check_size(size: int) -> None:
         if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
+            raise FrameError(_too_big(size))
 
     @property
     def pending(self) -> int:

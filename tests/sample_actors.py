@@ -85,6 +85,16 @@ class GarbageWriter(Actor):
         await anyio.sleep_forever()
 
 
+class LogsThenGarbage(Actor):
+    """Logs one event, then at once writes bytes that are not a frame onto the channel fd."""
+
+    async def run(self) -> None:
+        await anyio.sleep(0.05)
+        self.log.info("garbage.next", pid=os.getpid())
+        os.write(int(sys.argv[1]), b"\xff\xff\xff\xffGARBAGE")
+        await anyio.sleep_forever()
+
+
 class IgnoresSigterm(Actor):
     async def run(self) -> None:
         import signal
@@ -145,6 +155,17 @@ class CronSlow(CronTask):
     async def run(self) -> None:
         self.log.info("cron.slow.begin")
         await anyio.sleep(3600)
+
+
+class CronFinally(CronTask):
+    """A long run whose ``finally`` logs, to show that a stop cancelled it gracefully."""
+
+    async def run(self) -> None:
+        self.log.info("cron.finally.begin")
+        try:
+            await anyio.sleep(3600)
+        finally:
+            self.log.info("cron.finally.ran")
 
 
 class CronOk(CronTask):

@@ -9,6 +9,7 @@ doorbell frames on the socket to wake the reader.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import anyio
 import psutil
 import structlog
 
-from actors._protocol import ChildFrame, Doorbell, FrameDecoder, Hello
+from actors._protocol import ChildFrame, Doorbell, FrameDecoder, FrameError, Hello
 from actors._ring import SharedRing
 
 from ..core._clock import Clock
@@ -112,7 +113,10 @@ class ChildProcess:
                 except OSError:  # reset by a dying child: same as EOF
                     data = b""
                 if data:
-                    frames = [f for f in self.decoder.feed(data) if type(f) is not Doorbell]  # ValueError on garbage
+                    try:
+                        frames = [f for f in self.decoder.feed(data) if type(f) is not Doorbell]
+                    except FrameError as exc:
+                        raise self._salvage(exc) from None
                 eof = data == b""
             if self.ring_mode:
                 # Socket frames here are doorbells, or come from a forked grandchild.
@@ -144,6 +148,15 @@ class ChildProcess:
             if data is None:
                 await anyio.wait_readable(self.channel)
                 waited = True
+
+    def _salvage(self, exc: FrameError) -> FrameError:
+        """Garbage on the socket: keep what arrived before it (the ring first, as always)."""
+        ring_frames: list[Any] = []
+        if self.ring_mode:
+            with contextlib.suppress(ValueError):  # a broken ring too: the socket's frames still count
+                ring_frames = self._drain_ring()
+        good = [f for f in exc.frames if type(f) is not Doorbell]
+        return FrameError(str(exc), ring_frames + good)
 
     def _drain_ring(self) -> list[Any]:
         assert self.ring is not None
