@@ -127,9 +127,10 @@ class TestCronManager:
         async with CronManager(clock=QuickClock()) as cron:
             spec = cron.register_task("a", Counter(), overlap="queue", timeout=5.0)
             assert (spec.overlap, spec.timeout) == ("queue", 5.0)
-            with pytest.raises(InvalidCronTask, match="^cron task 'b': "):
+            with pytest.raises(InvalidCronTask, match=r"^cron task 'b': "):
                 cron.register_task("b", Counter(), overlapp="queue")
-            with pytest.raises(InvalidCronTask, match=r'^cron task \'c\': overlap: expected one of "queue", "replace", "skip", got "never"$'):
+            never = r'^cron task \'c\': overlap: expected one of "queue", "replace", "skip", got "never"$'
+            with pytest.raises(InvalidCronTask, match=never):
                 cron.register_task("c", Counter(), overlap="never")
 
     async def test_a_config_task_runs_through_the_given_executor(self) -> None:

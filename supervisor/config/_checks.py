@@ -39,21 +39,26 @@ def check_supervisor(spec: SupervisorSettings) -> None:
     path = spec.socket_path
     size = len(os.fsencode(path))
     if size > MAX_SOCKET_PATH:
+        limit = f"a Unix socket path holds at most {MAX_SOCKET_PATH} bytes"
         if spec.control_socket is not None:
             raise Invalid(
-                f"is {size} bytes long from the config's folder, a Unix socket path holds at most "
-                f"{MAX_SOCKET_PATH}: choose a shorter path, got {show(str(path))}",
+                f"resolves to a {size}-byte path, but {limit}: choose a shorter path, got {show(str(path))}",
                 ("control_socket",),
             )
         raise Invalid(
-            f"the control socket in it would be {size} bytes long, a Unix socket path holds at most "
-            f"{MAX_SOCKET_PATH}: set a shorter state_dir or a control_socket, got {show(str(spec.state_dir))}",
+            f"puts the control socket at a {size}-byte path, but {limit}: set a shorter state_dir "
+            f"or a control_socket, got {show(str(spec.state_dir))}",
             ("state_dir",),
         )
 
 
 def check_actor(spec: ActorSpec) -> None:
     _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
+    for key, value in spec.env.items():  # what exec() refuses
+        if not key or "=" in key or "\0" in key:
+            raise Invalid(f"a variable name may not be empty or hold '=' or NUL, got {show(key)}", ("env", key))
+        if "\0" in value:
+            raise Invalid(f"a value may not hold NUL, got {show(value)}", ("env", key))
     if spec.backoff_max < spec.backoff_initial:
         raise Invalid(
             f"must be >= backoff_initial ({spec.backoff_initial:g}), got {spec.backoff_max:g}",

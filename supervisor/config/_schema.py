@@ -17,7 +17,6 @@ from ._types import (
     Address,
     AtLeastOne,
     Count,
-    Env,
     Folder,
     Level,
     Name,
@@ -88,7 +87,7 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: NonNegative = 30.0
     backoff_reset: Positive = 30.0
     args: dict[str, Any] = {}
-    env: Env = {}
+    env: dict[str, str] = {}
     cwd: Folder | None = None
     health_interval: Positive = 10.0
     health_timeout: Positive = 5.0

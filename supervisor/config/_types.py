@@ -19,7 +19,6 @@ __all__ = [
     "Address",
     "AtLeastOne",
     "Count",
-    "Env",
     "Folder",
     "Invalid",
     "Level",
@@ -150,10 +149,6 @@ AtLeastOne = Annotated[int, Range(ge=1)]
 Port = Annotated[int, Range(ge=0, le=65535)]
 Name = Annotated[str, Match(r"[A-Za-z0-9_.-]+", "a string made of letters, digits, '_', '.' or '-'")]
 Target = Annotated[str, Match(r"[^:]+:.+", '"module:Class"')]
-Env = dict[
-    Annotated[str, Match(r"[^=\0]+", "a variable name without '=' or NUL characters")],
-    Annotated[str, Match(r"[^\0]*", "a string without NUL characters")],
-]
 Size = Annotated[int, Parse(lambda value, _: parse_size(value))]  # bytes, or "10MiB"
 SomePath = Annotated[Path, Parse(_path)]
 Folder = Annotated[str, Parse(lambda value, base: str(_path(value, base)))]
