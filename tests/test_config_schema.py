@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pytest
 
 from supervisor.config import ActorSpec, CronSpec, SinkSpec, SupervisorSettings, check_spec, parse_config
-from supervisor.config._convert import keys_of
+from supervisor.config._convert import keys_of, read_keys
+from supervisor.config._types import Invalid, NonNegative, Positive
 from supervisor.exceptions import ConfigError
 
 STEADY = "tests.sample_actors:Steady"
@@ -129,6 +130,40 @@ class TestOneSchema:
         assert {"kind", "restart"} <= set(keys_of(ActorSpec)) and "name" not in keys_of(ActorSpec)
         assert not {"name", "kind", "restart"} & set(keys_of(CronSpec))
         assert {"interval", "schedule", "overlap"} <= set(keys_of(CronSpec))
+
+
+class _Probe(msgspec.Struct, frozen=True, kw_only=True):
+    http: str
+    every: Positive = 5.0
+
+
+class _Extended(ActorSpec, frozen=True, kw_only=True):
+    restart_delay: NonNegative = 0.0
+    mode: Literal["fast", "slow"] = "fast"
+    probe: _Probe | None = None
+
+
+class TestExtending:
+    def test_a_new_field_is_a_new_key_with_its_type_checked(self) -> None:
+        """Adding a field to a spec class is all it takes to accept, default and type-check a key."""
+        given = read_keys({"target": STEADY, "restart_delay": 2, "probe": {"http": "http://h/"}}, _Extended, Path("/"))
+        spec = _Extended(name="x", **given)
+        assert (spec.restart_delay, spec.mode, spec.probe) == (2.0, "fast", _Probe(http="http://h/", every=5.0))
+
+    @pytest.mark.parametrize(
+        ("raw", "path", "problem"),
+        [
+            ({"mode": "medium"}, ("mode",), 'expected one of "fast", "slow", got "medium"'),
+            ({"restart_delay": "1s"}, ("restart_delay",), 'expected a number >= 0, got "1s"'),
+            ({"probe": {"http": "h", "every": 0}}, ("probe", "every"), "expected a number > 0, got 0"),
+            ({"probe": {"every": 1}}, ("probe", "http"), "required key is missing"),
+        ],
+    )
+    def test_a_new_fields_errors_name_its_key(self, raw: dict[str, Any], path: tuple[str, ...], problem: str) -> None:
+        """A new key's errors, nested tables included, come with the key path and the accepted values."""
+        with pytest.raises(Invalid) as info:
+            read_keys({"target": STEADY, **raw}, _Extended, Path("/"))
+        assert (info.value.path, info.value.problem) == (path, problem)
 
 
 class TestSpecsBuiltInCode:

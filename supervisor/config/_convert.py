@@ -97,6 +97,8 @@ def convert(value: Any, tp: Any, base_dir: Path) -> Any:
         return origin(at(i, convert, v, args[0], base_dir) for i, v in enumerate(value))
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         return build(tp, read_keys(value, tp, base_dir))
+    if tp not in _SCALARS:  # a schema bug, not a config problem
+        raise TypeError(f"no config conversion for {tp!r}: use a scalar, Literal, table, array, spec or Parse")
     if _is_scalar(value, tp):
         return float(value) if tp is float else value
     raise Invalid(f"expected {_SCALARS[tp]}, got {show(value)}")

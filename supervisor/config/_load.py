@@ -8,17 +8,16 @@ module knows the file's name.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..exceptions import ConfigError
-from ._checks import CHECKS, check_supervisor
+from ._checks import CHECKS
 from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
 from ._schema import ActorSpec, Config, CronSpec, LogsSettings, SupervisorSettings
 from ._targets import check_runnable
-from ._types import Invalid, show
+from ._types import NAME, Invalid, show
 
 __all__ = ["check_spec", "load_config", "parse_config"]
 
@@ -26,7 +25,6 @@ __all__ = ["check_spec", "load_config", "parse_config"]
 SECTIONS = ("supervisor", "actors", "cron", "logs")
 # Actor keys that, when unset, come from [supervisor].
 INHERITED = ("heartbeat_interval", "heartbeat_timeout", "start_timeout", "stop_timeout")
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _DEFAULTS = SupervisorSettings()
 
 S = TypeVar("S", bound=ActorSpec)
@@ -123,19 +121,17 @@ def _supervisor(raw: Any, base_dir: Path) -> SupervisorSettings:
     given = read_keys(raw, SupervisorSettings, base_dir)
     given.setdefault("heartbeat_timeout", 2 * given.get("heartbeat_interval", _DEFAULTS.heartbeat_interval))
     given.setdefault("state_dir", base_dir / ".actorsup")
-    spec = SupervisorSettings(**given)
-    check_supervisor(spec)
-    return spec
+    settings: SupervisorSettings = build(SupervisorSettings, given)
+    return settings
 
 
 def _actor(cls: type[S], name: str, given: dict[str, Any], sup: SupervisorSettings) -> S:
-    if not _NAME.fullmatch(name):
+    if not NAME.holds(name):
         raise Invalid("names may hold letters, digits, '_', '.' and '-' only")
     inherited = {key: getattr(sup, key) for key in INHERITED}
     if "heartbeat_interval" in given:
         inherited["heartbeat_timeout"] = 2 * given["heartbeat_interval"]
-    spec = cls(name=name, **{**inherited, **given})
-    CHECKS[cls](spec)
+    spec: S = build(cls, {"name": name, **inherited, **given})
     return spec
 
 

@@ -66,7 +66,7 @@ def _check_run(target: str, cls: type) -> None:
     run = getattr(cls, "run", None)
     if run is actors.Actor.run:
         raise Invalid(f"{target} does not define async def run(self)", ("target",))
-    if not inspect.iscoroutinefunction(run):
+    if not callable(run) or not inspect.iscoroutinefunction(inspect.unwrap(run)):  # unwrap: a decorated async def
         raise Invalid(f"{target}.run is a plain def: declare it async def run(self)", ("target",))
 
 

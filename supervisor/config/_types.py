@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 __all__ = [
     "LEVELS",
+    "NAME",
     "Address",
     "AtLeastOne",
     "Count",
@@ -147,7 +148,8 @@ NonNegative = Annotated[float, Range(ge=0)]
 Count = Annotated[int, Range(ge=0)]
 AtLeastOne = Annotated[int, Range(ge=1)]
 Port = Annotated[int, Range(ge=0, le=65535)]
-Name = Annotated[str, Match(r"[A-Za-z0-9_.-]+", "a string made of letters, digits, '_', '.' or '-'")]
+NAME = Match(r"[A-Za-z0-9_.-]+", "a string made of letters, digits, '_', '.' or '-'")
+Name = Annotated[str, NAME]  # of an actor, a cron task, ...
 Target = Annotated[str, Match(r"[^:]+:.+", '"module:Class"')]
 Size = Annotated[int, Parse(lambda value, _: parse_size(value))]  # bytes, or "10MiB"
 SomePath = Annotated[Path, Parse(_path)]
