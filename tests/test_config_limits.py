@@ -76,6 +76,15 @@ class TestDeepNesting:
             "a.toml: actors.x.args.x: arrays and tables may nest at most 32 levels deep here"
         )
 
+    def test_a_value_too_deep_to_show_is_named_by_its_type(self) -> None:
+        """A wrong value nested past Python's stack is described, not printed, in the one-line error."""
+        value: Any = 1
+        for _ in range(100_000):
+            value = [value]
+        assert error_of({"actors": {"x": {"target": STEADY, "env": {"N": value}}}}) == (
+            "a.toml: actors.x.env.N: expected a string, got a list nested too deeply to show"
+        )
+
     def test_32_levels_are_accepted(self) -> None:
         """Nesting up to the limit is fine."""
         value: Any = 1

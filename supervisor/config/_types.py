@@ -54,8 +54,10 @@ def show(value: Any) -> str:
     """``value`` as it would be written in the config (JSON), cut to one short line."""
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
+    except TypeError:
         text = str(value)  # TOML dates and times
+    except (ValueError, RecursionError):  # circular, or nested past the stack
+        text = f"a {type(value).__name__} nested too deeply to show"
     return text if len(text) <= 200 else text[:197] + "..."
 
 
