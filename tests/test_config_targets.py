@@ -35,6 +35,11 @@ class TakesAny(Actor):
 
     async def run(self) -> None: ...
 
+class PositionalOnly(Actor):
+    def __init__(self, n: int, /) -> None: ...
+
+    async def run(self) -> None: ...
+
 class SyncRun(Actor):
     def run(self) -> None: ...
 
@@ -88,6 +93,12 @@ class TestConstructorArgs:
         """A constructor parameter without a default must be in args."""
         assert error_of(tmp_path, actor(f"{mod}:Takes")) == (
             f"a.toml: actors.x.args: {mod}:Takes needs 'url': add it to args"
+        )
+
+    def test_a_required_positional_only_parameter_is_refused(self, tmp_path: Path, mod: str) -> None:
+        """args are keywords, so a required positional-only parameter can never be given."""
+        assert error_of(tmp_path, actor(f"{mod}:PositionalOnly", args={"n": 1})) == (
+            f"a.toml: actors.x.args: {mod}:PositionalOnly takes 'n' by position only, which args cannot give"
         )
 
     def test_matching_args_and_a_users_kwargs_are_accepted(self, tmp_path: Path, mod: str) -> None:

@@ -78,15 +78,16 @@ def _check_args(target: str, cls: type, args: dict[str, Any]) -> None:
         params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):  # no signature to read (a C type, say): trust it
         return
-    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for p in params:
+        if p.kind == p.POSITIONAL_ONLY and p.default is p.empty:
+            raise Invalid(f"{target} takes {p.name!r} by position only, which args cannot give", ("args",))
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     owner = next(c for c in cls.__mro__ if "__init__" in vars(c))
     # Actor's own **kwargs refuses any key; a user's **kwargs may take anything.
     takes_any = owner not in (actors.Actor, actors.CronTask) and any(p.kind == p.VAR_KEYWORD for p in params)
-    names = [p.name for p in named]
     for key in args:
-        if key not in names and not takes_any:
-            takes = ", ".join(names) or "none"
-            raise Invalid(f"{target} has no parameter {key!r} (it takes: {takes})", ("args", key))
-    for p in named:
-        if p.default is p.empty and p.name not in args:
+        if key not in named and not takes_any:
+            raise Invalid(f"{target} has no parameter {key!r} (it takes: {', '.join(named) or 'none'})", ("args", key))
+    for p in params:
+        if p.name in named and p.default is p.empty and p.name not in args:
             raise Invalid(f"{target} needs {p.name!r}: add it to args", ("args",))
