@@ -135,6 +135,18 @@ class TestRun:
         )
 
 
+class TestImport:
+    def test_a_module_that_exits_on_import_is_an_import_error(self, tmp_path: Path, mod: str) -> None:
+        """sys.exit() while importing the target is reported, not taken as the loader's own exit."""
+        (tmp_path / f"{mod}_exits.py").write_text("import sys\nsys.exit(0)\n")
+        try:
+            assert error_of(tmp_path, actor(f"{mod}_exits:Plain")) == (
+                f'a.toml: actors.x.target: cannot import "{mod}_exits:Plain": the module called sys.exit(0)'
+            )
+        finally:
+            sys.modules.pop(f"{mod}_exits", None)
+
+
 class TestCwd:
     def test_a_cwd_that_does_not_exist_is_refused(self, tmp_path: Path, mod: str) -> None:
         """cwd is resolved from the config's folder and must be a directory."""

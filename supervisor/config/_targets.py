@@ -32,6 +32,8 @@ def import_target(target: str, base_dir: Path | None = None, base_class: str = "
         raise
     except Exception as exc:  # a module that raises on import is an import failure too
         raise ImportError(f"{type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # else `check` would end with the module's exit status
+        raise ImportError(f"the module called sys.exit({exc.code!r})") from None
     obj: Any = module
     for part in attr.split("."):
         try:
