@@ -26,6 +26,7 @@ from .exceptions import ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
 from .lifecycle._states import ActorState
 from .logs import LogRouter
+from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
@@ -104,6 +105,7 @@ class Supervisor:
                 config=str(cfg.source) if cfg.source else "<demo>",
                 actors=names,
                 pid=os.getpid(),
+                native=native_loaded(),
             )
             task_status.started(self)
             await self._shutdown.wait()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.logs import _writer
+from supervisor.logs import _native, _writer
 from supervisor.logs._writer import ShortWrite, SyncWriter, Writer, lines_from, writev_all
 
-WRITERS: list[Callable[[], Writer]] = [SyncWriter]
+WRITERS: list[Callable[[], Writer]] = [SyncWriter, _writer.PyThreadWriter]
 if _writer.ThreadWriter is not None:
     WRITERS.append(_writer.ThreadWriter)
 
@@ -147,6 +147,7 @@ class TestThreadWriter:
 
 
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="only CI guarantees a compiler")
+@pytest.mark.skipif(not _native.allowed(), reason="ACTORSUP_NO_NATIVE is set")
 def test_built_in_ci() -> None:
     """In CI the thread writer is built and chosen."""
     made = _writer.new_writer()

@@ -129,10 +129,12 @@ write_entry(Entry *e)
     }
 }
 
+/* On CLOCK_MONOTONIC (the `work` condition is set up so, in Writer_init): a
+ * step of the wall clock must not delay queued lines. */
 static void
 deadline_after(struct timespec *ts, double seconds)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     long ns = ts->tv_nsec + (long)(seconds * 1e9);
     ts->tv_sec += ns / 1000000000L;
     ts->tv_nsec = ns % 1000000000L;
@@ -274,7 +276,11 @@ Writer_init(Writer *self, PyObject *args, PyObject *kwargs)
     self->wake = wake;
     self->delay = delay;
     pthread_mutex_init(&self->lock, NULL);
-    pthread_cond_init(&self->work, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&self->work, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     pthread_cond_init(&self->room, NULL);
     self->failures = PyList_New(0);
     if (self->failures == NULL)

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 from collections.abc import Sequence
 from typing import Protocol
+
+from ._native import allowed
 
 __all__ = ["NATIVE", "ShortWrite", "SyncWriter", "Writer", "lines_from", "new_writer", "writev_all"]
 
@@ -104,9 +108,106 @@ class SyncWriter:
         self._closed = True
 
 
+class PyThreadWriter:
+    """Writes on a thread of its own; ``os.writev`` releases the GIL while the bytes are copied.
+
+    The same batching as the C writer: the thread is woken once ``wake`` bytes
+    wait, or ``delay`` seconds after the first of them; ``submit`` waits while
+    ``limit`` bytes are queued or being written.
+    """
+
+    def __init__(self, limit: int = 8 << 20, wake: int = 1 << 20, delay: float = 0.0002) -> None:
+        if limit < 1 or wake < 1 or wake > limit:
+            raise ValueError(f"need 1 <= wake <= limit (got wake={wake}, limit={limit})")
+        if not 0 <= delay <= 1:
+            raise ValueError(f"delay must be between 0 and 1 second (got {delay!r})")
+        self._limit, self._wake, self._delay = limit, wake, delay
+        lock = threading.Lock()
+        self._work = threading.Condition(lock)  # the thread waits here
+        self._room = threading.Condition(lock)  # callers wait here for room, or for the queue to drain
+        self._queue: list[tuple[int, Sequence[bytes]]] = []
+        self._pending = 0  # bytes queued or being written
+        self._urgent = 0  # drain() or close() is waiting: write now
+        self._stop = False
+        self._failures: list[tuple[int, int]] = []
+        self._thread = threading.Thread(target=self._run, name="actorsup-log-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        with self._work:
+            return self._pending
+
+    def submit(self, fd: int, pieces: Sequence[bytes]) -> None:
+        pieces = tuple(pieces)
+        size = sum(map(len, pieces))
+        with self._room:
+            while self._pending >= self._limit and not self._stop:
+                self._room.wait()
+            if self._stop:
+                raise ValueError("submit() on a closed Writer")
+            before = self._pending
+            self._queue.append((fd, pieces))
+            self._pending += size
+            if before == 0 or (before < self._wake <= self._pending):
+                self._work.notify()
+
+    def drain(self) -> None:
+        with self._room:
+            self._urgent += 1
+            self._work.notify()
+            while self._pending:
+                self._room.wait()
+            self._urgent -= 1
+
+    def take_failures(self) -> list[tuple[int, int]]:
+        with self._work:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def close(self) -> None:
+        with self._work:
+            self._stop = True
+            self._work.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with self._work:
+            while True:
+                while not self._queue and not self._stop:
+                    self._work.wait()
+                if not self._queue:
+                    return
+                if self._pending < self._wake and not self._urgent and not self._stop:
+                    deadline = time.monotonic() + self._delay  # a little: wait for more, but not long
+                    while self._pending < self._wake and not self._urgent and not self._stop:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(left)
+                batch, self._queue = self._queue, []
+                self._work.release()
+                failures = []
+                size = 0
+                try:
+                    for fd, pieces in batch:
+                        size += sum(map(len, pieces))
+                        try:
+                            writev_all(fd, pieces)
+                        except ShortWrite as short:
+                            failures.append((short.error.errno or errno.EIO, lines_from(pieces, short.written)))
+                finally:
+                    self._work.acquire()
+                self._failures.extend(failures)
+                self._pending -= size
+                self._room.notify_all()
+
+
 try:
+    if not allowed():
+        raise ImportError("ACTORSUP_NO_NATIVE is set")
     from ._cwriter import Writer as ThreadWriter
-except ImportError:  # not built: write in the event loop's thread
+except ImportError:  # not built, or turned off: write in the event loop's thread
     ThreadWriter = None
     NATIVE = False
 else:
@@ -115,4 +216,9 @@ else:
 
 def new_writer() -> Writer:
     """The C thread writer if it was built, else a :class:`SyncWriter`."""
+    choice = os.environ.get("ACTORSUP_WRITER")  # for the A/B measurement only
+    if choice == "python":
+        return PyThreadWriter()
+    if choice == "sync":
+        return SyncWriter()
     return ThreadWriter() if ThreadWriter is not None else SyncWriter()
