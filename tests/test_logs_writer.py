@@ -179,3 +179,43 @@ class TestWritevAll:
         assert written == len(os.read(read_end, 1 << 20))
         assert lines_from(pieces, written) == 200 - written // 1000
         assert pieces == [b"x" * 999 + b"\n"] * 200  # the caller's list is left alone
+
+
+_FSIZE_PROBE = """
+import errno, json, os, resource, signal, sys
+from supervisor.logs._writer import PyThreadWriter
+try:
+    from supervisor.logs._cwriter import Writer as CWriter
+except ImportError:
+    CWriter = None
+kind = {"PyThreadWriter": PyThreadWriter, "Writer": CWriter}[sys.argv[1]]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead
+path = sys.argv[2]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+writer = kind()
+writer.submit(fd, [b"%02d" % i + b"x" * 74 + b"\\n" for i in range(30)])  # 77 bytes a line: 1000 is mid-line
+writer.drain()
+failures = writer.take_failures()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+writer.submit(fd, [b"after\\n"])
+writer.close()
+print(json.dumps({"failures": failures, "efbig": errno.EFBIG}))
+"""
+
+
+@pytest.mark.parametrize("kind", WRITERS, ids=lambda w: w.__name__)
+def test_short_write_cuts_the_partial_line(kind: Callable[..., Writer], tmp_path: Path) -> None:
+    """A write cut short mid-line (a file size limit) leaves only whole lines; the lost count includes the cut one."""
+    import json
+    import sys
+
+    path = tmp_path / "limited"
+    out = subprocess.run([sys.executable, "-c", _FSIZE_PROBE, kind.__name__, str(path)],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["failures"] == [[result["efbig"], 30 - 1000 // 77]]  # 12 whole lines fitted, 18 lost
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and lines[-2] == b"after"
+    assert lines[:-2] == [b"%02d" % i + b"x" * 74 for i in range(12)]

@@ -390,13 +390,13 @@ class FileSink(_BufferedSink):
 
     # --- failures ------------------------------------------------------------
     def _failure(self, exc: OSError, now: float) -> None:
+        self._unconfirmed = False  # the lines handed over since the last failure did not all land
         self._close_file()
         if self._failed_at is None:
             log.error("logs.sink_error", sink=self.name, path=str(self.path), error=str(exc),
                       hint="check that the folder exists and is writable; retrying every "
                       f"{RETRY_INTERVAL:g}s, events meanwhile are counted in logs.dropped")
         self._failed_at = now
-        self._unconfirmed = False
 
     def _recovered(self) -> None:
         self._failed_at = None
