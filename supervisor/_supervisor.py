@@ -27,6 +27,7 @@ from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
 from .logs import LogRouter
+from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
@@ -108,6 +109,7 @@ class Supervisor:
                 config=str(cfg.source) if cfg.source else "<demo>",
                 actors=names,
                 pid=os.getpid(),
+                native=native_loaded(),
             )
             task_status.started(self)
             await self._shutdown.wait()
