@@ -20,6 +20,7 @@ so a cancelled sender always knows exactly how many bytes went out.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -35,6 +36,7 @@ from ..core._clock import Clock, MonotonicClock
 from ._framing import Framer, ndjson_framer, syslog_framer
 from ._record import LogRecord
 from ._sinks import describe
+from ._spool import MEMORY_BYTES as SPOOL_MEMORY_BYTES
 from ._spool import Spool
 
 __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
@@ -59,6 +61,7 @@ class NetworkSink:
         replay_bytes: int = REPLAY_BYTES,
         connect_timeout: float = 5.0,
         close_timeout: float = 3.0,
+        spool_memory_bytes: int = SPOOL_MEMORY_BYTES,
     ) -> None:
         if spec.address is None:
             raise ValueError(f"a {spec.type} sink needs an address")
@@ -94,7 +97,9 @@ class NetworkSink:
         self._spool: Spool | None = None
         if spec.spool_dir is not None:
             try:
-                self._spool = Spool(spec.spool_dir, spec.spool_max_bytes, spec.spool_fsync)
+                self._spool = Spool(spec.spool_dir, spec.spool_max_bytes, spec.spool_fsync,
+                                    memory_bytes=spool_memory_bytes, name=self.name,
+                                    on_dropped=self._report_dropped)
             except OSError as exc:
                 log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(spec.spool_dir),
                           hint="cannot use the spool folder; events wait in memory only until it is fixed")
@@ -106,15 +111,9 @@ class NetworkSink:
         frame = self._frame(record)
         spool = self._spool
         if spool is not None and (not self._connected or spool.records or len(self._queue) >= self._queue_max):
-            try:
-                dropped = spool.append(frame)
-            except OSError as exc:
-                self._spool_failed(exc)
-            else:
-                if dropped:
-                    self._report_dropped(dropped, "spool_max_bytes reached: oldest spooled events dropped")
-                self._poke()
-                return
+            spool.append(frame)  # drops (cap, disk full) are reported by the spool
+            self._poke()
+            return
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()  # no spool: the oldest waiting event gives way
             self._queue_dropped += 1
@@ -126,17 +125,6 @@ class NetworkSink:
             self._idle = False
             assert self._wake is not None
             self._wake.set()
-
-    def _spool_failed(self, exc: OSError) -> None:
-        log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(self.spec.spool_dir),
-                  hint="the spool is not writable (disk full?); events wait in memory only")
-        spool, self._spool = self._spool, None
-        if spool is not None:
-            try:
-                self._queue.extend(spool.read(1 << 62))  # keep what can still be read, in order
-                spool.close()
-            except OSError:
-                pass
 
     def _report_dropped(self, count: int, reason: str) -> None:
         self.dropped += count
@@ -187,10 +175,8 @@ class NetworkSink:
                 sock = socket.socket(family, kind, proto)
                 try:
                     sock.setblocking(False)
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         sock.connect(addr)
-                    except BlockingIOError:
-                        pass
                     await anyio.wait_writable(sock)
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
@@ -298,11 +284,7 @@ class NetworkSink:
             elif self._queue:
                 frame = self._queue.popleft()
             elif self._spool is not None and self._spool.records:
-                try:
-                    frames = self._spool.read(BATCH_BYTES - size)
-                except OSError as exc:
-                    self._spool_failed(exc)
-                    continue
+                frames = self._spool.read(BATCH_BYTES - size)
                 parts.extend(frames)
                 self._sent.extend(frames)
                 size += sum(map(len, frames))
@@ -328,12 +310,13 @@ class NetworkSink:
             await anyio.sleep(SYNC_INTERVAL)
             self._flush_drops()
             if self._spool is not None:
-                try:
-                    fd = self._spool.flush()
-                    if fd is not None:
+                fd = self._spool.flush()  # also retries a spool the disk refused
+                if fd is not None:
+                    try:
                         await anyio.to_thread.run_sync(Spool.sync_fd, fd)
-                except OSError as exc:
-                    self._spool_failed(exc)
+                    except OSError as exc:
+                        log.error("logs.sink_error", sink=self.name, error=str(exc),
+                                  spool_dir=str(self.spec.spool_dir), hint="fsync of the spool failed")
 
     def _flush_drops(self) -> None:
         if self._queue_dropped:
@@ -368,15 +351,12 @@ class NetworkSink:
         self._close_socket()
         self._flush_drops()
         if self._spool is not None:
-            try:
-                self._spool.prepend(leftover)
-                if self._spool.records:
-                    log.info("logs.spooled", sink=self.name, count=self._spool.records,
-                             spool_dir=str(self.spec.spool_dir), hint="sent at the next start")
-                self._spool.close()
-                return
-            except OSError as exc:
-                log.error("logs.sink_error", sink=self.name, error=str(exc), hint="the spool is not writable")
+            self._spool.prepend(leftover)  # what the disk refuses is reported dropped
+            self._spool.close()
+            if self._spool.records:
+                log.info("logs.spooled", sink=self.name, count=self._spool.records,
+                         spool_dir=str(self.spec.spool_dir), hint="sent at the next start")
+            return
         if leftover:
             self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
 
