@@ -192,3 +192,38 @@ class ForkLogs(Actor):
         os.waitpid(pid, 0)
         self.log.info("fork.parent_logged", child=pid)
         await anyio.sleep_forever()
+
+
+class BusyInC(Actor):
+    """Says so, then spends hours in one C call: no bytecode boundary, so no Python signal handler runs."""
+
+    async def run(self) -> None:
+        self.log.info("busy.computing")
+        sum(range(10**13))
+
+
+_DAEMON = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+os.write(1, b"%d\\n" % os.getpid())
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+time.sleep(3600)
+"""
+
+
+class Escapees(Actor):
+    """Leaves its process group two ways: a setsid child, and a double-forked setsid daemon."""
+
+    async def run(self) -> None:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+        session_child = subprocess.Popen(sleeper, start_new_session=True)
+        starter = subprocess.Popen([sys.executable, "-c", _DAEMON], stdout=subprocess.PIPE)
+        assert starter.stdout is not None
+        daemon = int(starter.stdout.readline())
+        starter.wait()
+        self.log.info("escapees.started", session_child=session_child.pid, daemon=daemon)
+        await anyio.sleep_forever()
