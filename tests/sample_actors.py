@@ -227,3 +227,45 @@ class Escapees(Actor):
         starter.wait()
         self.log.info("escapees.started", session_child=session_child.pid, daemon=daemon)
         await anyio.sleep_forever()
+
+
+class HugeLog(Actor):
+    """Logs one event of ``mib`` MiB (over the 32 MiB frame limit), then a small one, then runs on."""
+
+    def __init__(self, mib: int = 40) -> None:
+        self.mib = mib
+
+    async def run(self) -> None:
+        self.log.info("huge.event", blob="x" * (self.mib << 20), small=1)
+        logging.getLogger("thirdparty").warning("huge stdlib %s", "y" * (self.mib << 20))
+        self.log.info("huge.after")
+        await anyio.sleep_forever()
+
+
+class HugeError(Actor):
+    """Raises an exception whose message alone is ``mib`` MiB."""
+
+    def __init__(self, mib: int = 40) -> None:
+        self.mib = mib
+
+    async def run(self) -> None:
+        raise ValueError("z" * (self.mib << 20))
+
+
+class ForkLogsPid(Actor):
+    """Forks twice deep (no exec); each fork logs through structlog and stdlib logging."""
+
+    async def run(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                self.log.info("fork.grandchild_logged", me=os.getpid())
+                os._exit(0)
+            os.waitpid(grandchild, 0)
+            self.log.info("fork.child_logged", me=os.getpid())
+            logging.getLogger("thirdparty").warning("fork.child_stdlib")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        self.log.info("fork.parent_logged", me=os.getpid())
+        await anyio.sleep_forever()
