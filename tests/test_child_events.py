@@ -38,7 +38,7 @@ class TestOversizedEvents:
 
 class TestForkedPid:
     async def test_events_of_a_fork_carry_its_own_pid(self) -> None:
-        """Events logged by a forked process (and its fork) carry that process's pid, once; the actor's carry its own."""
+        """Events a forked process (and its fork) logs or prints carry that process's pid, once; the actor's its own."""
         async with running_supervisor({"f": {"target": T + "ForkLogsPid"}}) as (sup, log):
             (parent,) = await log.wait_for("fork.parent_logged", actor="f")
             (child,) = log.find("fork.child_logged", actor="f")
@@ -48,5 +48,9 @@ class TestForkedPid:
             assert child["pid"] == child["me"] != parent["pid"]
             assert grandchild["pid"] == grandchild["me"] not in (parent["pid"], child["pid"])
             assert stdlib["pid"] == child["pid"]
+            (printed,) = await log.wait_for("fork.child_printed", actor="f")
+            (parent_printed,) = await log.wait_for("fork.parent_printed", actor="f")
+            assert printed["pid"] == child["pid"] and printed["stream"] == "stdout" and printed["level"] == "info"
+            assert parent_printed["pid"] == parent["pid"] and parent_printed["stream"] == "stdout"
             raw = [r for r in log.raw if b"fork.child_logged" in r]
             assert raw and all(r.count(b'"pid":') == 1 for r in raw)
