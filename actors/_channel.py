@@ -18,7 +18,7 @@ import anyio
 import msgspec
 
 from ._oversize import MAX_EVENT, shrink_error, shrink_event
-from ._protocol import MAX_FRAME, PROTOCOL_VERSION, Doorbell, FrameDecoder, Hello, Log, ParentFrame, encode
+from ._protocol import MAX_FRAME, PROTOCOL_VERSION, Doorbell, FrameDecoder, Hello, Log, ParentFrame, _Frame, encode
 from ._ring import SharedRing
 
 _DOORBELL = encode(Doorbell())
@@ -43,10 +43,11 @@ class ChildChannel:
         self._pending: list[ParentFrame] = []
         self.closed = False
 
-    def send(self, frame: object) -> None:
-        data = encode(frame)  # type: ignore[arg-type]
-        if len(data) > MAX_FRAME and hasattr(frame, "error"):  # a huge traceback must not kill the actor
-            data = encode(msgspec.structs.replace(frame, error=shrink_error(frame.error)))  # type: ignore[arg-type]
+    def send(self, frame: _Frame) -> None:
+        data = encode(frame)
+        error = getattr(frame, "error", None)
+        if len(data) > MAX_FRAME and error is not None:  # a huge traceback must not kill the actor
+            data = encode(msgspec.structs.replace(frame, error=shrink_error(error)))
         self.send_bytes(data)
 
     def send_log(self, level: int, body: bytes) -> None:

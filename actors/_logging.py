@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ def _fallback(obj: Any) -> Any:
 _encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
-def _render(event_dict: dict[str, Any]) -> bytes:
+def _render(event_dict: MutableMapping[str, Any]) -> bytes:
     """timestamp, level, event first, then user keys; reserved keys renamed."""
     out = {key: event_dict.pop(key) for key in _FRONT if key in event_dict}
     for key, value in event_dict.items():
@@ -139,7 +139,7 @@ class _Sender:
     def __init__(self, send_log: Callable[[int, bytes], None]) -> None:
         self.send_log = send_log
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
         level = _LEVELS.get(str(event_dict.get("level", method)), 20)
         self.send_log(level, _render(event_dict))
         raise structlog.DropEvent
@@ -160,7 +160,7 @@ class _ChannelHandler(logging.Handler):
             self.handleError(record)
 
 
-def _stdlib_renderer(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+def _stdlib_renderer(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
     return _render(event_dict).decode()
 
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -72,7 +73,7 @@ def _die_with_parent() -> None:
         os._exit(70)  # the parent died before prctl took effect
 
 
-def _load(target: str) -> type:
+def _load(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -231,7 +232,7 @@ class _Runtime:
         )
 
     async def _health_loop(self) -> None:
-        check = self.actor.health_check
+        check: Callable[[], Any] = self.actor.health_check  # sync or async: a user's override
         while True:
             await anyio.sleep(self.init.health_interval)
             ok, error = True, None

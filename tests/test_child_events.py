@@ -28,7 +28,7 @@ class TestOversizedEvents:
     async def test_a_40_mib_exception_is_reported_not_a_protocol_error(self) -> None:
         """run() raising with a 40 MiB message ends as an error exit, with its traceback cut, not a protocol error."""
         actors = {"e": {"target": T + "HugeError", "restart": "temporary"}}
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors) as (_sup, log):
             (failed,) = await log.wait_for("actor.run_failed", actor="e", timeout=60)
             assert failed["truncated"] is True
             (exited,) = await log.wait_for("actor.exited", actor="e", timeout=60)

@@ -54,7 +54,7 @@ class TestChildLogging:
     def test_exception_as_text(self, sent: list[tuple[int, dict[str, Any]]]) -> None:
         """log.exception() carries the formatted traceback as text."""
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             child_logging.actor_logger("a").exception("boom")
         level, event = sent[0]

@@ -99,8 +99,8 @@ class ChildProcess:
     async def receive_frames(self) -> list[Any]:
         """Frames from the channel (and its ring); an empty list means EOF."""
         if self.backlog:
-            frames, self.backlog = self.backlog, []
-            return frames
+            backlog, self.backlog = self.backlog, []
+            return backlog
         # A raw non-blocking socket: read first, wait only when empty. This is the
         # per-beat hot path, and skipping the stream wrapper halves its cost.
         waited = False
