@@ -301,7 +301,7 @@ class Supervisor:
                     if actor is None or record.actor == actor:
                         await send.send(record.line)
 
-        async with self.router.follow() as records, anyio.create_task_group() as tg:
+        async with self.router.follow(actor=actor) as records, anyio.create_task_group() as tg:
             tg.start_soon(forward, records)
             async with receive:
                 yield receive

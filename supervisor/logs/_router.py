@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from ..config import SinkSpec
+from ._follow import Follower
 from ._record import LogRecord
 from ._render import render_lines
 from ._sinks import Sink
@@ -78,7 +79,7 @@ class LogRouter:
         self._ring: deque[LogRecord | _Block] = deque()
         self._ring_size = ring_size
         self._ring_count = 0
-        self._followers: list[Any] = []
+        self._followers: list[Follower] = []
         self._dispatching = False
         self._pending: deque[LogRecord | _Block] = deque()
         self._crashed: set[int] = set()
@@ -225,11 +226,8 @@ class LogRouter:
                 sink.write(record)
             except Exception as exc:  # a sink must never take the supervisor down
                 self._sink_crashed(sink, exc)
-        for send in self._followers:
-            try:
-                send.send_nowait(record)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+        for follower in self._followers:
+            follower.offer(record)
 
     def _route_block(self, block: _Block) -> None:
         self._ring.append(block)
@@ -245,12 +243,9 @@ class LogRouter:
                 self._sink_crashed(sink, exc)
         if self._followers:
             records = block.records()
-            for send in self._followers:
-                try:
-                    for record in records:
-                        send.send_nowait(record)
-                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
+            for follower in self._followers:
+                for record in records:
+                    follower.offer(record)
 
     def _trim_ring(self) -> None:
         ring, keep = self._ring, self._ring_size
@@ -283,14 +278,16 @@ class LogRouter:
         return records if n is None else records[-n:]
 
     @asynccontextmanager
-    async def follow(self, buffer: int = 10000) -> AsyncIterator[Any]:
+    async def follow(self, buffer: int = 10000, actor: str | None = None) -> AsyncIterator[Any]:
+        """New records (of ``actor`` only, if given); a ``logs.skipped`` line counts any dropped."""
         send, receive = anyio.create_memory_object_stream[LogRecord](buffer)
-        self._followers.append(send)
+        follower = Follower(send, actor)
+        self._followers.append(follower)
         try:
             async with send, receive:
                 yield receive
         finally:
-            self._followers.remove(send)
+            self._followers.remove(follower)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every sink's background delivery until cancelled."""
