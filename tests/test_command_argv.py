@@ -12,13 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.command._argv import (
-    CommandError,
-    ProgramError,
-    exec_failure_reason,
-    parse_command,
-    resolve_program,
-)
+from supervisor.command._argv import exec_failure_reason, parse_command, resolve_program
+from supervisor.command._errors import CommandError, ProgramError
 
 
 class TestParseCommand:

@@ -15,53 +15,17 @@ looked up in the child's ``PATH``. It fails with a reason meant for
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from collections.abc import Collection, Mapping
-from typing import Any
 
-from ..exceptions import SupervisorError
+from ._errors import CommandError, ProgramError
 
-__all__ = ["CommandError", "ProgramError", "exec_failure_reason", "parse_command", "resolve_program"]
+__all__ = ["exec_failure_reason", "parse_command", "resolve_program"]
 
 _OPERATORS = frozenset("|&;<>()\n")
 _DQ_ESCAPES = frozenset('$`"\\\n')  # what a backslash escapes inside "..."
 _SH_HINT = 'no shell runs it: write ["sh", "-c", "..."] to use one'
-
-
-class CommandError(ValueError):
-    """``command`` is not a usable argv; ``str(err)`` is ``problem, got VALUE``.
-
-    The config layer turns it into ``file: actors.NAME.command: problem, got VALUE``.
-    """
-
-    def __init__(self, problem: str, value: Any) -> None:
-        self.problem = problem
-        self.value = value
-        super().__init__(f"{problem}, got {_show(value)}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.problem, self.value))
-
-
-class ProgramError(SupervisorError):
-    """The program cannot be run; ``reason`` is the text for ``actor.exited``."""
-
-    def __init__(self, program: str, reason: str) -> None:
-        self.program = program
-        self.reason = reason
-        super().__init__(reason)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.program, self.reason))
-
-
-def _show(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def parse_command(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
