@@ -10,7 +10,7 @@ and cron-run results; the parent sends run requests and stop requests.
 from __future__ import annotations
 
 import struct
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -45,44 +45,44 @@ class _Frame(msgspec.Struct, tag_field="t", array_like=True, frozen=True):
 
 
 # --- child -> parent -------------------------------------------------------
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, tag="hello", frozen=True):
     version: int
     pid: int
     ring: bool = False  # the child mapped the ring: every later frame comes through it
 
 
-class Doorbell(_Frame, tag="ring"):
+class Doorbell(_Frame, tag="ring", frozen=True):
     """On the socket: the ring has frames and the supervisor was waiting for some."""
 
 
-class Ready(_Frame, tag="ready"):
+class Ready(_Frame, tag="ready", frozen=True):
     """The actor object exists; ``run()`` (or the cron loop) starts now."""
 
 
-class Beat(_Frame, tag="beat"):
+class Beat(_Frame, tag="beat", frozen=True):
     seq: int
 
 
-class Log(_Frame, tag="log"):
+class Log(_Frame, tag="log", frozen=True):
     """One structured event, already rendered by the child as a JSON object."""
 
     level: int  # stdlib numeric level, for sink filters without parsing
     body: bytes
 
 
-class Health(_Frame, tag="health"):
+class Health(_Frame, tag="health", frozen=True):
     ok: bool
     error: str | None = None
 
 
-class RunDone(_Frame, tag="run_done"):
+class RunDone(_Frame, tag="run_done", frozen=True):
     run_id: str
     outcome: str  # ok | error | timeout
     duration: float
     error: str | None = None
 
 
-class Exiting(_Frame, tag="exiting"):
+class Exiting(_Frame, tag="exiting", frozen=True):
     """``run()`` returned or raised; the child exits right after this frame."""
 
     reason: str  # completed | error
@@ -90,7 +90,7 @@ class Exiting(_Frame, tag="exiting"):
 
 
 # --- parent -> child -------------------------------------------------------
-class Init(_Frame, tag="init"):
+class Init(_Frame, tag="init", frozen=True):
     name: str
     target: str
     args: dict[str, Any]
@@ -103,17 +103,17 @@ class Init(_Frame, tag="init"):
     cwd: str | None = None
 
 
-class RunNow(_Frame, tag="run"):
+class RunNow(_Frame, tag="run", frozen=True):
     run_id: str
     timeout: float | None = None
 
 
-class Stop(_Frame, tag="stop"):
+class Stop(_Frame, tag="stop", frozen=True):
     """Cancel ``run()`` and exit cleanly (the same as SIGTERM)."""
 
 
-ChildFrame = Union[Hello, Doorbell, Ready, Beat, Log, Health, RunDone, Exiting]
-ParentFrame = Union[Init, RunNow, Stop]
+ChildFrame = Hello | Doorbell | Ready | Beat | Log | Health | RunDone | Exiting
+ParentFrame = Init | RunNow | Stop
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -28,6 +28,7 @@ from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
 from .logs import LogRouter
+from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
@@ -108,6 +109,7 @@ class Supervisor:
                 config=str(cfg.source) if cfg.source else "<demo>",
                 actors=names,
                 pid=os.getpid(),
+                native=native_loaded(),
             )
             task_status.started(self)
             await self._shutdown.wait()
@@ -300,7 +302,7 @@ class Supervisor:
                     if actor is None or record.actor == actor:
                         await send.send(record.line)
 
-        async with self.router.follow() as records, anyio.create_task_group() as tg:
+        async with self.router.follow(actor=actor) as records, anyio.create_task_group() as tg:
             tg.start_soon(forward, records)
             async with receive:
                 yield receive

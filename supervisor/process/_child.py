@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -56,6 +57,8 @@ class ChildProcess:
         self.ring_decoder = FrameDecoder(ChildFrame)
         self.backlog: list[Any] = []  # frames decoded along with the Hello
         self.hello: Hello | None = None
+        self.token = ""  # its tree cookie (see _reaper.py)
+        self.on_exit: Callable[[], None] | None = None  # once, when it has been reaped
         try:
             self.create_time: float | None = psutil.Process(self.pid).create_time()
         except psutil.NoSuchProcess:
@@ -97,8 +100,8 @@ class ChildProcess:
     async def receive_frames(self) -> list[Any]:
         """Frames from the channel (and its ring); an empty list means EOF."""
         if self.backlog:
-            frames, self.backlog = self.backlog, []
-            return frames
+            backlog, self.backlog = self.backlog, []
+            return backlog
         # A raw non-blocking socket: read first, wait only when empty. This is the
         # per-beat hot path, and skipping the stream wrapper halves its cost.
         waited = False
@@ -176,9 +179,19 @@ class ChildProcess:
         return True
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        code = await self.process.wait()
+        self._exited()  # what it left outside its group goes now, not after the pipes drain
+        return code
+
+    def _exited(self) -> None:
+        on_exit = self.on_exit
+        self.on_exit = None
+        if on_exit is not None:
+            on_exit()
 
     async def aclose(self) -> None:
+        if self.process.poll() is not None:
+            self._exited()
         self.channel.close()
         if self.ring is not None:
             self.ring.close()
