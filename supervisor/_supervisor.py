@@ -142,9 +142,8 @@ class Supervisor:
             clock=self.clock,
             backend=self.config.supervisor.backend,
             mode=mode,
-            monitor=self.monitor,
             sampler=self.sampler,
-            metrics=self.metrics,
+            observers=[o for o in (self.monitor, self.metrics) if o is not None],
             loop_watch=self.loop_watch,
         )
 

@@ -47,7 +47,7 @@ class Rig:
         self.loop_watch = LoopWatch(clock)
         self.handle = ActorHandle(
             self.spec, spawner=self.spawner, router=LogRouter(), bus=self.bus, clock=clock,
-            monitor=self.monitor, loop_watch=self.loop_watch, jitter=lambda: 1.0,
+            observers=[self.monitor], loop_watch=self.loop_watch, jitter=lambda: 1.0,
         )
 
     def state(self) -> ActorState:

@@ -28,8 +28,6 @@ from ..core._clock import Clock
 from ..exceptions import HandshakeTimeout, ProtocolError
 from ..logs import LogRouter
 from ..logs._lines import LineAssembler
-from ..metrics import Metrics
-from ..monitor import HeartbeatMonitor
 from ..process._child import ChildProcess, stop_process, wait_until
 from ..process._resources import LimitChecker, ResourceSample, ResourceSampler
 from ..process._spawn import Spawner
@@ -86,9 +84,7 @@ class ActorHandle:
         clock: Clock,
         backend: str = "trio",
         mode: str = "actor",
-        monitor: HeartbeatMonitor | None = None,
         sampler: ResourceSampler | None = None,
-        metrics: Metrics | None = None,
         observers: Iterable[Observer] = (),
         loop_watch: LoopWatch | None = None,
         jitter: Callable[[], float] = random.random,
@@ -104,9 +100,7 @@ class ActorHandle:
         self._sampler = sampler or ResourceSampler()
         self._loop_watch = loop_watch
         self._jitter = jitter
-        self.observers: list[Observer] = [BusPublisher(bus)]
-        self.observers += [o for o in (monitor, metrics) if o is not None]
-        self.observers += observers
+        self.observers: list[Observer] = [BusPublisher(bus), *observers]  # read models: bus, monitor, metrics
         self._policy = Policy.of(spec, jitter)
         self.life = Life()
         self.resources: ResourceSample | None = None
