@@ -188,14 +188,22 @@ class Supervisor:
         except KeyError:
             raise UnknownActor(name) from None
 
+    def _refuse_while_shutting_down(self, what: str) -> None:
+        if self._shutdown.is_set():
+            raise ControlError(f"cannot {what}: the supervisor is shutting down")
+
     async def start_actor(self, name: str) -> None:
-        self.handle(name).start()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"start {name}")
+        handle.start()
 
     async def stop_actor(self, name: str) -> None:
         await self.handle(name).stop()
 
     async def restart_actor(self, name: str) -> None:
-        await self.handle(name).restart()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"restart {name}")
+        await handle.restart()
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
@@ -207,6 +215,7 @@ class Supervisor:
         An invalid config raises :class:`ConfigError` before anything changes,
         so the running config stays. Unchanged actors are not touched.
         """
+        self._refuse_while_shutting_down("reload")
         async with self._reload_lock:
             if config is None:
                 if self.config.source is None:

@@ -231,3 +231,14 @@ class TestShutdown:
         assert len(stopping) == len(stopped) == 20
         assert max(stopping) < min(stopped), "a stop waited for another"
         assert took < 5, f"shutdown of 20 idle actors took {took:.2f}s"
+
+    async def test_nothing_starts_once_a_shutdown_began(self) -> None:
+        """start, restart and reload during a shutdown are refused with a one-line reason."""
+        from supervisor.exceptions import ControlError
+
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+            await log.wait_for("steady.up")
+            sup.shutdown_nowait()
+            for call in (lambda: sup.start_actor("s"), lambda: sup.restart_actor("s"), lambda: sup.reload(sup.config)):
+                with pytest.raises(ControlError, match=r"^cannot \w+.*: the supervisor is shutting down$"):
+                    await call()
