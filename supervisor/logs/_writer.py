@@ -40,13 +40,13 @@ class Writer(Protocol):
     def submit(self, fd: int, pieces: Sequence[bytes]) -> None:
         """Queue ``pieces`` for ``fd``, in order; waits while too many bytes are pending."""
 
-    def drain(self) -> None:
+    def drain(self) -> bool | None:
         """Return once everything submitted is written or has failed."""
 
     def take_failures(self) -> list[tuple[int, int]]:
         """``(errno, lines lost)`` for each failed batch since the last call."""
 
-    def close(self) -> None:
+    def close(self) -> bool | None:
         """Write what is queued; later submits raise ValueError."""
 
     @property
