@@ -118,3 +118,72 @@ class TestSighup:
         assert seqs == sorted(set(seqs))
         moved_events = [json.loads(line)["event"] for line in (tmp_path / "moved.jsonl").read_bytes().splitlines()]
         assert "supervisor.sighup" in moved_events
+
+
+class TestStdoutReaderPauses:
+    async def test_paused_reader_freezes_nothing_and_drops_count_exactly(self, tmp_path: Path) -> None:
+        """`actorsup run` whose stdout reader pauses 4 s: status answers, healthy actors live, delivered + dropped = emitted."""
+        import subprocess
+        import sys
+        import time
+
+        from supervisor.control._client import arequest
+
+        S = "tests.sample_actors:"
+        sock = tmp_path / "ctl.sock"
+        config = tmp_path / "actorsup.toml"
+        config.write_text(
+            f'[supervisor]\ncontrol_socket = "{sock}"\n'
+            f'[actors.flood]\ntarget = "{S}Flooder"\nrestart = "temporary"\n'
+            + "".join(
+                f'[actors.s{i}]\ntarget = "{S}Steady"\nheartbeat_interval = 0.1\nheartbeat_timeout = 1.0\n'
+                for i in range(3)
+            )
+        )
+        process = await anyio.open_process(
+            [sys.executable, "-m", "supervisor", "run", str(config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        received = bytearray()
+
+        async def read_until(needle: bytes) -> None:
+            assert process.stdout is not None
+            while needle not in received:
+                received.extend(await process.stdout.receive())
+
+        async with process:
+            try:
+                with anyio.fail_after(60):
+                    await read_until(b'"event":"flood.mark"')  # everything is up, the flood runs
+                    for i in range(3):
+                        await read_until(b'"actor":"s%d"' % i)
+                    paused_at = time.monotonic()
+                    latencies = []
+                    while time.monotonic() - paused_at < 4.0:  # nobody reads stdout meanwhile
+                        began = time.monotonic()
+                        with anyio.fail_after(10):
+                            status = await arequest(sock, "status")
+                        latencies.append(time.monotonic() - began)
+                        await anyio.sleep(0.5)
+                    await arequest(sock, "stop", name="flood")
+                    with anyio.fail_after(30):
+                        await read_until(b'"event":"logs.dropped"')
+                    process.send_signal(signal.SIGTERM)
+                    async for chunk in process.stdout:
+                        received.extend(chunk)
+                    assert await process.wait() == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()  # only the pid this test started
+        events = [json.loads(line) for line in bytes(received).splitlines()]  # every line whole
+        assert max(latencies) < 1.0, f"control socket answers took {latencies}"
+        assert {s["name"]: s["state"] for s in status if s["name"].startswith("s")} == dict.fromkeys(
+            ("s0", "s1", "s2"), "running")
+        shutdown = next(i for i, e in enumerate(events) if e["event"] == "supervisor.signal")
+        assert not [e for e in events[:shutdown] if e.get("actor", "").startswith("s") and e["event"] in (
+            "actor.heartbeat_timeout", "actor.exited", "actor.restarting")]
+        dropped = sum(e["count"] for e in events if e["event"] == "logs.dropped" and e["sink"] == "stdout")
+        assert dropped > 0
+        assert "supervisor.stopped" in [e["event"] for e in events[-5:]]  # the stream ran to its end
+        assert len(events) + dropped == max(e["seq"] for e in events)  # seq counts every event routed
