@@ -22,7 +22,7 @@ class TestLogsEndToEnd:
         """10,000 events logged, then os._exit: every one arrives, in order, enriched."""
         actors = {"flood": {"target": T + "FloodThenExit", "args": {"n": 10_000}, "restart": "temporary"}}
         with anyio.fail_after(60):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 await log.wait_for("actor.exited", actor="flood", timeout=30)
                 events = log.find("flood", actor="flood")
         assert [e["i"] for e in events] == list(range(10_000))
@@ -33,7 +33,7 @@ class TestLogsEndToEnd:
         """A 100 KiB line, binary junk, a traceback and a partial last line from a child's fds."""
         actors = {"raw": {"target": T + "RawOutput", "restart": "temporary"}}
         with anyio.fail_after(60):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 await log.wait_for("actor.exited", actor="raw", timeout=30)
                 await log.wait_for("no newline at exit", actor="raw", stream="stdout")
                 out = [e["event"] for e in log.find(actor="raw", stream="stdout")]
@@ -50,7 +50,7 @@ class TestLogsEndToEnd:
         actors = {f"flood{i}": {"target": S + "Flooder"} for i in range(3)}
         actors["s"] = {"target": S + "Steady", "heartbeat_interval": 0.05, "heartbeat_timeout": 0.3}
         with anyio.fail_after(90):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 log.spec = SinkSpec(type="stdout", level=20)  # keep the flood itself out of the test's memory
                 await log.wait_for("steady.up", actor="s")
                 for i in range(3):  # 200,000 events from each flooder, all while "s" must keep beating
@@ -70,7 +70,7 @@ class TestNativeField:
         from supervisor.logs import _native, _render, _writer
 
         with anyio.fail_after(30):
-            async with running_supervisor({}) as (sup, log):
+            async with running_supervisor({}) as (_sup, log):
                 started = await log.wait_for("supervisor.started")
         assert started[0]["native"] is (_render.NATIVE and _writer.NATIVE)
         if os.environ.get("CI") == "true" and _native.allowed():
@@ -122,7 +122,7 @@ class TestSighup:
 
 class TestStdoutReaderPauses:
     async def test_paused_reader_freezes_nothing_and_drops_count_exactly(self, tmp_path: Path) -> None:
-        """`actorsup run` whose stdout reader pauses 4 s: status answers, healthy actors live, delivered + dropped = emitted."""
+        """A paused stdout reader of `actorsup run`: status answers, actors live, delivered + dropped = emitted."""
         import subprocess
         import sys
         import time

@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -223,7 +223,8 @@ class TestEmitLines:
 
         router = LogRouter([Pieces()])
         texts = ["" if i % 3 else f"line {i} %d " + "x" * (i % 500) for i in range(6000)]
-        router.emit_lines("info", "stdout", "T", "".join(t + "\n" for t in texts).encode(), actor="a", pid=1, restarts=0)
+        body = "".join(t + "\n" for t in texts).encode()
+        router.emit_lines("info", "stdout", "T", body, actor="a", pid=1, restarts=0)
         events = [json.loads(line) for piece in pieces for line in piece.splitlines()]
         assert [e["event"] for e in events] == texts
         assert [e["seq"] for e in events] == list(range(1, 6001))
@@ -346,7 +347,7 @@ class TestNetworkSink:
         spec = SinkSpec(type="tcp", address=("127.0.0.1", 9), queue_size=10)
         sink = TcpSink(spec)
         with structlog.testing.capture_logs() as logs:
-            for i in range(25):
+            for _i in range(25):
                 sink.write(LogRecord(20, None, b"{}"))
             await sink.aclose()
         counts = [e["count"] for e in logs if e["event"] == "logs.dropped"]
@@ -454,7 +455,7 @@ class _Frame:
 
 
 class TestEmitChildMany:
-    BODIES = [
+    BODIES: ClassVar[list[tuple[int, bytes]]] = [
         (20, b'{"timestamp":"T","level":"info","event":"a","i":1}'),
         (20, b'{"timestamp":"T","level":"info","event":"100% \\"q\\"","i":2}'),
         (40, b'{"timestamp":"T","level":"error","event":"e"}'),
