@@ -38,6 +38,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._cgroup import CgroupTree, open_tree
 from ._child import ChildProcess
 from ._deathwatch import tree_tokens
 
@@ -111,6 +112,9 @@ class Reaper:
         self._tg: TaskGroup | None = None
         self._watch: subprocess.Popen[bytes] | None = None
         self._pipe = -1
+        self.cgroups: CgroupTree | None = None  # while run() runs, where cgroup v2 is writable
+        self._leaves: dict[str, int] = {}  # token -> serial of its cgroup leaf
+        self._emptying: set[int] = set()  # leaves killed, to remove once empty
 
     # --- one child ---------------------------------------------------------------
     def new_token(self) -> str:
@@ -127,6 +131,9 @@ class Reaper:
         child.on_exit = lambda: self.exited(token)
         self._live[token] = child.pid
         self._owners[token] = (actor, child.pid)
+        serial = int(token.rpartition(".")[2])
+        if self.cgroups is not None and self.cgroups.add(serial, child.pid):
+            self._leaves[token] = serial
         if len(self._owners) > _OWNERS_KEPT + len(self._live):
             for old in list(self._owners)[: len(self._owners) // 4]:
                 if old not in self._live:
@@ -140,6 +147,10 @@ class Reaper:
     def exited(self, token: str) -> None:
         """The child with ``token`` was reaped: its orphans are here now, kill them."""
         if self._live.pop(token, None) is not None:
+            serial = self._leaves.pop(token, None)
+            if serial is not None and self.cgroups is not None:
+                self.cgroups.kill(serial)  # also what cleared its environment
+                self._emptying.add(serial)
             self.sweep()
 
     # --- the sweep ---------------------------------------------------------------
@@ -147,6 +158,8 @@ class Reaper:
         """Adopt marked orphans; SIGKILL those whose owner has exited (all, with ``everything``)."""
         if not self._active:
             return
+        if self.cgroups is not None:
+            self._emptying = {serial for serial in self._emptying if not self.cgroups.prune(serial)}
         for pid in self._adopt_new():
             if self._tg is not None:
                 self._tg.start_soon(self._reap_adopted, pid)
@@ -155,6 +168,8 @@ class Reaper:
                 continue
             adopted.killed = True
             try:
+                if os.waitid(os.P_PIDFD, adopted.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    continue  # exited already: only to be reaped
                 signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
             except OSError:
                 continue
@@ -173,6 +188,9 @@ class Reaper:
             if pid in ours or pid in self._adopted:
                 continue
             token = next((t for t in cookie_of(pid) if t.partition(".")[0] == self.prefix), None)
+            if token is None and self.cgroups is not None:  # no cookie, but in one of our cgroups
+                serial = self.cgroups.serial_of(pid)
+                token = None if serial is None else f"{self.prefix}.{serial}"
             if token is None:
                 continue  # not from our children (a host's own child): none of our business
             try:
@@ -206,6 +224,8 @@ class Reaper:
         was = ctypes.c_int(0)
         _prctl(_PR_GET_CHILD_SUBREAPER, was)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        self.cgroups = open_tree(self.prefix)
+        log.debug("reaper.started", prefix=self.prefix, cgroup=str(self.cgroups.top) if self.cgroups else None)
         self._active = True
         try:
             async with anyio.create_task_group() as tg:
@@ -224,17 +244,23 @@ class Reaper:
 
     async def _close(self) -> None:
         """Kill every marked leftover and reap it (bounded), then stop the last reaper."""
+        cgroups = self.cgroups
         with anyio.move_on_after(_CLOSE_TIMEOUT):
             while True:
+                if cgroups is not None:
+                    cgroups.kill()
                 self.sweep(everything=True)
                 for pid in list(self._adopted):
                     self._collect(pid)
-                if not self._adopted:
+                if not self._adopted and (cgroups is None or cgroups.prune()):
                     break
                 await anyio.sleep(0.01)
         for adopted in self._adopted.values():
             os.close(adopted.pidfd)
         self._adopted.clear()
+        self.cgroups = None
+        self._leaves.clear()
+        self._emptying.clear()
         await self._stop_deathwatch()
 
     async def _keep_deathwatch(self) -> None:
@@ -243,7 +269,8 @@ class Reaper:
             read, self._pipe = os.pipe()  # non-inheritable: no child may hold the write end
             try:
                 self._watch = subprocess.Popen(
-                    [sys.executable, "-I", "-S", _DEATHWATCH, self.prefix],
+                    [sys.executable, "-I", "-S", _DEATHWATCH, self.prefix,
+                     str(self.cgroups.top) if self.cgroups else ""],
                     stdin=read, stdout=subprocess.DEVNULL, start_new_session=True,
                 )
             except OSError as exc:
