@@ -147,6 +147,7 @@ class TestCgroups:
             top = sup.spawner.reaper.cgroups.top  # type: ignore[attr-defined]
             await sup.stop_actor("a")
             assert await _all_gone([daemon]) == {}
+            assert daemon.pid in {e["pid"] for e in log.find("reaper.killed", actor="a", reason="owner_exited")}
         assert not top.exists()  # every leaf and the top removed at shutdown
 
     @pytest.mark.slow

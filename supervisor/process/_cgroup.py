@@ -71,6 +71,12 @@ class CgroupTree:
             return None
         return int(name[1:])
 
+    def pids(self, serial: int) -> set[int]:
+        try:
+            return set(map(int, (self.leaf(serial) / "cgroup.procs").read_text().split()))
+        except (OSError, ValueError):
+            return set()
+
     def kill(self, serial: int | None = None) -> None:
         """SIGKILL every process in one leaf (all leaves with None)."""
         target = self.top if serial is None else self.leaf(serial)

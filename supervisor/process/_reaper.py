@@ -115,6 +115,7 @@ class Reaper:
         self.cgroups: CgroupTree | None = None  # while run() runs, where cgroup v2 is writable
         self._leaves: dict[str, int] = {}  # token -> serial of its cgroup leaf
         self._emptying: set[int] = set()  # leaves killed, to remove once empty
+        self._signalled: set[int] = set()  # pids SIGKILLed and logged, until reaped here
 
     # --- one child ---------------------------------------------------------------
     def new_token(self) -> str:
@@ -147,11 +148,23 @@ class Reaper:
     def exited(self, token: str) -> None:
         """The child with ``token`` was reaped: its orphans are here now, kill them."""
         if self._live.pop(token, None) is not None:
-            serial = self._leaves.pop(token, None)
-            if serial is not None and self.cgroups is not None:
-                self.cgroups.kill(serial)  # also what cleared its environment
-                self._emptying.add(serial)
             self.sweep()
+            serial = self._leaves.pop(token, None)
+            if serial is not None and self.cgroups is not None and self._active:
+                self._kill_leaf(token, serial, self.cgroups)
+
+    def _kill_leaf(self, token: str, serial: int, cgroups: CgroupTree) -> None:
+        """``cgroup.kill`` the leaf of an exited child: also what cleared its environment."""
+        left = cgroups.pids(serial)
+        cgroups.kill(serial)
+        self._emptying.add(serial)
+        for pid in left - self._signalled:
+            self._log_kill(pid, token, "owner_exited")
+        self._signalled |= left
+
+    def _log_kill(self, pid: int, token: str, reason: str) -> None:
+        actor, owner_pid = self._owners.get(token, (None, None))
+        log.info("reaper.killed", actor=actor, pid=pid, owner_pid=owner_pid, reason=reason)
 
     # --- the sweep ---------------------------------------------------------------
     def sweep(self, *, everything: bool = False) -> None:
@@ -160,6 +173,8 @@ class Reaper:
             return
         if self.cgroups is not None:
             self._emptying = {serial for serial in self._emptying if not self.cgroups.prune(serial)}
+        if len(self._signalled) > _OWNERS_KEPT:  # killed in a cgroup and reaped by their own parents
+            self._signalled &= self._adopted.keys()
         for pid in self._adopt_new():
             if self._tg is not None:
                 self._tg.start_soon(self._reap_adopted, pid)
@@ -173,11 +188,9 @@ class Reaper:
                 signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
             except OSError:
                 continue
-            actor, owner_pid = self._owners.get(adopted.token, (None, None))
-            log.info(
-                "reaper.killed", actor=actor, pid=pid, owner_pid=owner_pid,
-                reason="shutdown" if everything else "owner_exited",
-            )
+            if pid not in self._signalled:  # not already killed (and logged) with its cgroup
+                self._signalled.add(pid)
+                self._log_kill(pid, adopted.token, "shutdown" if everything else "owner_exited")
 
     def _adopt_new(self) -> list[int]:
         ours = set(self._live.values())
@@ -216,6 +229,7 @@ class Reaper:
             pass
         os.close(adopted.pidfd)
         del self._adopted[pid]
+        self._signalled.discard(pid)
         return True
 
     # --- lifetime ----------------------------------------------------------------
@@ -261,6 +275,7 @@ class Reaper:
         self.cgroups = None
         self._leaves.clear()
         self._emptying.clear()
+        self._signalled.clear()
         await self._stop_deathwatch()
 
     async def _keep_deathwatch(self) -> None:
