@@ -126,6 +126,13 @@ class Reaper:
         """``env`` with ``token`` appended to the cookie (a nested supervisor keeps the outer one)."""
         return {**env, ENV_KEY: " ".join(filter(None, (env.get(ENV_KEY, ""), token)))}
 
+    def reserve(self, token: str) -> None:
+        """A child with ``token`` is being made elsewhere (a fork server): not adopted before :meth:`track`.
+
+        Undo with :meth:`exited` if it never gets tracked; its process, if any, is then killed as a leftover.
+        """
+        self._live[token] = 0
+
     def track(self, child: ChildProcess, token: str, actor: str) -> None:
         """``child`` was started with ``token``; kill its leftovers once it has been reaped."""
         child.token = token
@@ -204,8 +211,8 @@ class Reaper:
             if token is None and self.cgroups is not None:  # no cookie, but in one of our cgroups
                 serial = self.cgroups.serial_of(pid)
                 token = None if serial is None else f"{self.prefix}.{serial}"
-            if token is None:
-                continue  # not from our children (a host's own child): none of our business
+            if token is None or self._live.get(token) == 0:
+                continue  # not from our children (a host's own child), or reserved: not ours to reap
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError:

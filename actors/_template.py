@@ -1,0 +1,170 @@
+"""The fork server's template: a warm interpreter that forks each new child.
+
+``python -m actors._template SOCKFD [MODULE ...]``: SOCKFD is a SOCK_SEQPACKET
+Unix socket to the supervisor. The template imports the child runtime and its
+dependencies, then the MODULEs of ``[supervisor] preload``, freezes the heap
+for the garbage collector (so children do not copy the pages it would touch),
+says ``{"ready": ...}`` and serves requests. It never starts a thread or an
+event loop: ``fork()`` copies only the calling thread, and a loop's selector
+and wakeup fds would be shared with every child.
+
+A request is a JSON message with the fds of one child (its channel end, its
+stdout and stderr write ends, optionally its ring). The template forks; that
+process forks the child and exits at once, so the child is reparented to the
+supervisor (a child subreaper), which then owns, waits for and reaps it. The
+middle process reports the child's pid. The child then, before anything else,
+starts its own session and process group, and:
+
+- waits until its parent is the supervisor, then sets PR_SET_PDEATHSIG to
+  SIGKILL (set earlier, the middle process's exit would fire it);
+- writes its own tree cookie over the template's in its environment block
+  (``/proc/PID/environ`` shows the block as exec left it, and fork copies it:
+  the template's block has a padded slot for this), see supervisor/process/_reaper.py;
+- puts its fds at 0-4 and closes every other fd (the template's socket, and
+  anything a preloaded module opened);
+- runs :func:`actors._runtime.main` as ``python -m actors._runtime 3 [4]`` would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import gc
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+__all__ = ["COOKIE_SLOT", "main"]
+
+COOKIE_SLOT = 64  # spaces after the template's cookie: room for one child's token
+_ENV_KEY = b"ACTORSUP_TREE="
+_MAX_FDS = 4
+_PR_SET_PDEATHSIG = 1
+_REPARENT_SPINS = 20_000  # 10 ms apiece at most: the middle process exits right after its fork
+
+
+def _warm(preload: list[str]) -> None:
+    """Import what every child needs, then the preloaded modules."""
+    from . import _runtime
+
+    _runtime._preload()
+    import msgspec  # noqa: F401
+
+    from . import _base, _channel, _protocol, _ring  # noqa: F401
+
+    for name in preload:
+        importlib.import_module(name)
+    if threading.active_count() != 1:
+        names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        raise RuntimeError(f"a preloaded module started threads {names}; fork would lose them")
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.send(json.dumps(message).encode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    from ._runtime import _die_with_parent
+
+    _die_with_parent()
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        _warm(argv[2:])
+    except BaseException as exc:
+        _send(sock, {"error": "".join(traceback.format_exception_only(exc)).strip()})
+        os._exit(1)
+    gc.collect()
+    gc.freeze()  # children share these objects' pages instead of copying them at their first collection
+    _send(sock, {"ready": os.getpid(), "modules": len(sys.modules)})
+    supervisor = os.getppid()
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 65536, _MAX_FDS)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)  # the supervisor closed its end (or died): no more children
+        request: dict[str, Any] = {}
+        try:
+            request = json.loads(data)
+            _fork_child(sock, request, fds, supervisor)
+        except Exception as exc:  # one bad request must not end the server
+            _send(sock, {"id": request.get("id"), "error": repr(exc)})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _fork_child(sock: socket.socket, request: dict[str, Any], fds: list[int], supervisor: int) -> None:
+    middle = os.fork()
+    if middle:
+        os.waitpid(middle, 0)  # exits right after its own fork
+        return
+    try:
+        pid = os.fork()
+        if pid:
+            _send(sock, {"id": request["id"], "pid": pid})
+            os._exit(0)
+        _become_child(request, fds, supervisor)
+    except BaseException:
+        traceback.print_exc()
+    os._exit(70)
+
+
+def _become_child(request: dict[str, Any], fds: list[int], supervisor: int) -> None:
+    os.setsid()  # first: the template's group may be killed once the template is gone
+    for _ in range(_REPARENT_SPINS):
+        if os.getppid() == supervisor:
+            break
+        os.sched_yield()
+    else:
+        os._exit(70)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != supervisor:
+        os._exit(70)  # the supervisor died before prctl took effect
+    _write_cookie(request["cookie"])
+    # stdin from /dev/null; stdout, stderr, channel[, ring] -> 1, 2, 3[, 4]
+    channel, out, err, *ring = fds
+    null = os.open(os.devnull, os.O_RDONLY)
+    # Copies above 0-4 first, so that placing one never overwrites another.
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in (null, out, err, channel, *ring)]
+    for target, fd in enumerate(moved):
+        os.dup2(fd, target)
+    os.closerange(len(moved), os.sysconf("SC_OPEN_MAX"))  # close_range(2): one syscall
+    from . import _runtime
+
+    sys.argv = ["actors._runtime", "3", *(["4"] if ring else [])]
+    _runtime.main(sys.argv)
+
+
+def _write_cookie(cookie: str) -> None:
+    """Put ``cookie`` into this process's environment block, in the template's padded slot."""
+    os.environ["ACTORSUP_TREE"] = cookie  # what exec'd grandchildren inherit
+    with open("/proc/self/environ", "rb") as f:
+        block = f.read()
+    if block.startswith(_ENV_KEY):
+        at = 0
+    else:
+        at = block.find(b"\0" + _ENV_KEY) + 1
+        if at == 0:
+            raise RuntimeError("the template was started without a tree cookie")
+    start = at + len(_ENV_KEY)
+    end = block.index(b"\0", start)
+    value = cookie.encode().ljust(end - start)
+    if len(value) > end - start:
+        raise RuntimeError("the tree cookie does not fit the template's slot")
+    with open("/proc/self/stat", "rb") as f:
+        env_start = int(f.read().rpartition(b")")[2].split()[47])
+    ctypes.memmove(env_start + start, value, len(value))
+
+
+if __name__ == "__main__":
+    main()

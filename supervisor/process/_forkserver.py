@@ -1,0 +1,351 @@
+"""The fork-server spawner: children forked from a warm template process.
+
+A cold child pays ~160 ms of CPU for an interpreter and its imports; a fork of
+a process that already paid it costs about 1 ms, and the child shares the
+template's pages (its private memory is what it touches afterwards). The
+template (:mod:`actors._template`) is started once with ``python -m
+actors._template``; each :meth:`ForkServerSpawner.spawn` sends it the fds of
+one child over a SOCK_SEQPACKET socket (SCM_RIGHTS), and it double-forks, so
+the child is reparented to this process, the child subreaper of
+:class:`Reaper`: the supervisor waits for it through a pidfd, reaps it, and
+signals its group, as for a spawned child.
+
+While the template is starting, dead, or failed to import ``preload``,
+spawning falls back to plain spawn (:class:`ColdSpawner`). A template that
+exits, or does not answer a request within :data:`FORK_TIMEOUT`, is replaced
+(``spawner.restarted``), and the requests it held are spawned cold: no actor
+waits for ever. :meth:`renew` (``actorsup reload``) starts a fresh template,
+so a changed preloaded module takes effect for children started afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from actors._ring import SharedRing, create_ring_fd, ring_supported
+from actors._template import COOKIE_SLOT
+
+from ._child import ChildProcess
+from ._popen import AsyncPopen, FdReader
+from ._reaper import ENV_KEY
+from ._spawn import ColdSpawner, Spawner, WarmSpawner, await_hello, discard
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..core._clock import Clock
+
+__all__ = ["FORK_TIMEOUT", "ForkServerSpawner", "ForkedProcess", "spawner_for"]
+
+log = structlog.get_logger()
+
+FORK_TIMEOUT = 2.0  # a fork takes ~1 ms: a template this late is hung
+READY_TIMEOUT = 60.0  # imports of the runtime and of `preload`
+_RETRY = (1.0, 60.0)  # a template that failed to start: first and last delay before the next try
+_MESSAGE = 65536
+
+
+class _TemplateGone(Exception):
+    """The template could not fork this child (dead, hung or refused): spawn it cold."""
+
+
+class ForkedProcess(AsyncPopen):
+    """A child forked by the template and reparented here: waited for and reaped through its pidfd."""
+
+    def __init__(self, pid: int, stdout: int, stderr: int) -> None:
+        self.pid = pid
+        self._pidfd: int | None = os.pidfd_open(pid)  # ours to reap: the Reaper leaves reserved tokens alone
+        self.stdout = FdReader(stdout)
+        self.stderr = FdReader(stderr)
+        self._enlarged = False
+        self._code: int | None = None
+        self._lock = anyio.Lock()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code
+
+    def poll(self) -> int | None:
+        if self._code is None and self._pidfd is not None:
+            try:
+                result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:  # still the middle process's child, for a microsecond
+                return None
+            if result is not None:
+                self._code = result.si_status if result.si_code == os.CLD_EXITED else -result.si_status
+        return self._code
+
+    async def wait(self) -> int:
+        async with self._lock:
+            while self.poll() is None:
+                assert self._pidfd is not None
+                await anyio.wait_readable(self._pidfd)
+                if self.poll() is None:
+                    await anyio.sleep(0.001)  # exited before the reparenting finished
+        assert self._code is not None
+        return self._code
+
+
+class _Template:
+    """One template process, and the requests waiting for its answers."""
+
+    def __init__(self, child: ChildProcess) -> None:
+        self.child = child
+        self.sock = child.channel
+        self.ready = anyio.Event()
+        self.closing = False
+        self.hung = False
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+
+    async def serve(self) -> str:
+        """Dispatch the template's answers until it is gone; why it went."""
+        try:
+            while True:
+                await anyio.wait_readable(self.sock)
+                try:
+                    data = self.sock.recv(_MESSAGE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    return "exited"
+                message = json.loads(data)
+                if "ready" in message:
+                    self.ready.set()
+                    log.info("spawner.template_started", pid=self.child.pid, modules=message["modules"])
+                elif "error" in message and message.get("id") is None:
+                    return f"failed: {message['error']}"
+                else:
+                    slot = self._waiting.get(message.get("id"))
+                    if slot is not None:
+                        slot[1].append(message)
+                        slot[0].set()
+        finally:
+            for event, _ in self._waiting.values():
+                event.set()  # nobody waits on a gone template
+
+    async def fork(self, request: dict[str, Any], fds: Sequence[int]) -> int:
+        """Ask for one child; its pid. Raises :class:`_TemplateGone`."""
+        if self.closing:
+            raise _TemplateGone("renewing")
+        request_id = next(self._ids)
+        event, answer = anyio.Event(), list[dict[str, Any]]()
+        self._waiting[request_id] = (event, answer)
+        try:
+            data = json.dumps({**request, "id": request_id}).encode()
+            while True:
+                try:
+                    socket.send_fds(self.sock, [data], list(fds))
+                    break
+                except BlockingIOError:
+                    await anyio.wait_writable(self.sock)
+                except OSError as exc:
+                    raise _TemplateGone(str(exc)) from None
+            with anyio.move_on_after(FORK_TIMEOUT):
+                await event.wait()
+        finally:
+            del self._waiting[request_id]
+        if not answer:
+            if not event.is_set():
+                raise _TemplateGone("hung")
+            raise _TemplateGone("gone")
+        if "pid" not in answer[0]:
+            raise _TemplateGone(str(answer[0].get("error")))
+        return int(answer[0]["pid"])
+
+
+class ForkServerSpawner(ColdSpawner):
+    """Forks children from a warm template; spawns cold while there is none."""
+
+    def __init__(
+        self,
+        *,
+        preload: Sequence[str] = (),
+        concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``concurrency``: children being started at once (default 2 per core), so a start
+        of hundreds of actors leaves the loop time for beats and the control socket."""
+        super().__init__(**kwargs)
+        self.preload = list(preload)
+        self.limiter = anyio.CapacityLimiter(concurrency or 2 * (os.cpu_count() or 1))
+        self.template: _Template | None = None
+        self.restarts = 0
+        self._renew = anyio.Event()
+
+    def renew(self, preload: Sequence[str] | None = None) -> None:
+        """Start a fresh template (``actorsup reload``): preloaded modules are imported anew."""
+        if preload is not None:
+            self.preload = list(preload)
+        self._renew.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(super().run)
+            task_status.started()
+            delay = _RETRY[0]
+            while True:
+                started = time.monotonic()
+                reason = await self._run_template()
+                log.warning("spawner.restarted", reason=reason, restarts=self.restarts)
+                self.restarts += 1
+                if reason.startswith("failed") or time.monotonic() - started < _RETRY[0]:
+                    await anyio.sleep(delay)  # spawns are cold meanwhile
+                    delay = min(delay * 2, _RETRY[1])
+                else:
+                    delay = _RETRY[0]
+
+    async def _run_template(self) -> str:
+        """Start a template, serve it until it exits, hangs, fails or is renewed; why it ended."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        token = self.reaper.new_token()
+        env = self.reaper.child_env(self.env, token)
+        env[ENV_KEY] += " " * COOKIE_SLOT  # room for each child's cookie (see actors/_template.py)
+        try:
+            process = AsyncPopen(
+                [self.python, "-m", "actors._template", str(theirs.fileno()), *self.preload],
+                pass_fds=(theirs.fileno(),), env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            return f"failed: {exc}"
+        finally:
+            theirs.close()
+        child = ChildProcess(process, ours)
+        self.reaper.track(child, token, "<template>")
+        template = _Template(child)
+        reason = "exited"
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._echo, process.stderr, child.pid)
+                tg.start_soon(self._echo, process.stdout, child.pid)
+
+                async def serve() -> None:
+                    nonlocal reason
+                    reason = await template.serve()
+                    tg.cancel_scope.cancel()
+
+                async def renewed() -> None:
+                    nonlocal reason
+                    await self._renew.wait()
+                    self._renew = anyio.Event()
+                    reason = "renewed"
+                    template.closing = True
+                    ours.shutdown(socket.SHUT_WR)  # it answers what it has, then exits on EOF
+                    await child.wait()
+                    tg.cancel_scope.cancel()
+
+                async def hung() -> None:
+                    nonlocal reason
+                    with anyio.move_on_after(READY_TIMEOUT):
+                        await template.ready.wait()
+                    if not template.ready.is_set():
+                        reason = "hung"
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(serve)
+                tg.start_soon(renewed)
+                tg.start_soon(hung)
+                self.template = template
+                await child.wait()
+                await anyio.sleep(0.1)  # let serve() read an error message it sent before exiting
+                tg.cancel_scope.cancel()
+        finally:
+            if self.template is template:
+                self.template = None
+            with anyio.CancelScope(shield=True):
+                if child.returncode is None:
+                    await discard(child)
+                else:  # not killpg: a child it forked may not have left the group yet
+                    await child.aclose()
+        return "hung" if template.hung else reason
+
+    def _hung(self, template: _Template) -> None:
+        """A template that does not answer: kill it; run() starts the next one."""
+        template.hung = True
+        if self.template is template:
+            self.template = None
+            template.child.signal_group(signal.SIGKILL)
+
+    async def _echo(self, reader: FdReader, pid: int) -> None:
+        """The template's own output (a traceback of a failed fork): one event per line."""
+        pending = b""
+        while chunk := await reader.receive():
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                log.warning("spawner.template_output", pid=pid, line=line.decode(errors="replace"))
+
+    async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
+        async with self.limiter:
+            template = self.template
+            if template is not None and template.ready.is_set():
+                try:
+                    return await self._fork(template, actor, start_timeout)
+                except _TemplateGone as exc:
+                    if str(exc) == "hung":
+                        log.warning("spawner.template_hung", pid=template.child.pid, timeout=FORK_TIMEOUT)
+                        self._hung(template)
+            return await super().spawn(actor=actor, start_timeout=start_timeout)
+
+    async def _fork(self, template: _Template, actor: str, start_timeout: float) -> ChildProcess:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ring_fd = create_ring_fd(self.ring_size) if self.ring_size and ring_supported() else None
+        ring: SharedRing | None = None
+        token = self.reaper.new_token()
+        self.reaper.reserve(token)
+        request = {"cookie": self.reaper.child_env(self.env, token)[ENV_KEY]}
+        fds = [child_end.fileno(), out_w, err_w, *([] if ring_fd is None else [ring_fd])]
+        pid = None
+        try:
+            if ring_fd is not None:
+                ring = SharedRing(ring_fd)
+            pid = await template.fork(request, fds)
+            process = ForkedProcess(pid, out_r, err_r)
+        except BaseException:
+            self.reaper.exited(token)
+            parent_end.close()
+            os.close(out_r)
+            os.close(err_r)
+            if ring is not None:
+                ring.close()
+            raise
+        finally:
+            child_end.close()
+            os.close(out_w)
+            os.close(err_w)
+            if ring_fd is not None:
+                os.close(ring_fd)
+        child = ChildProcess(process, parent_end, ring)
+        self.reaper.track(child, token, actor)
+        try:
+            await await_hello(child, actor, start_timeout, self.clock)
+        except BaseException:
+            await discard(child)
+            raise
+        return child
+
+
+def spawner_for(config: Config, clock: Clock) -> Spawner:
+    """The spawner that ``[supervisor] spawner`` names."""
+    settings = config.supervisor
+    common: dict[str, Any] = {
+        "pythonpath": [str(config.base_dir)], "clock": clock, "ring_size": settings.channel_ring,
+        "backend": settings.backend, "child_nice": settings.child_nice,
+    }
+    if settings.spawner == "forkserver":
+        return ForkServerSpawner(preload=settings.preload, **common)
+    return WarmSpawner(spares=settings.spare_processes, **common)
