@@ -36,7 +36,7 @@ from anyio.abc import TaskStatus
 from actors._ring import SharedRing, create_ring_fd, ring_supported
 from actors._template import COOKIE_SLOT
 
-from ._child import ChildProcess
+from ._child import REAP_TIMEOUT, ChildProcess
 from ._popen import AsyncPopen, FdReader
 from ._reaper import ENV_KEY
 from ._spawn import ColdSpawner, Spawner, WarmSpawner, await_hello, discard
@@ -51,6 +51,7 @@ log = structlog.get_logger()
 
 FORK_TIMEOUT = 2.0  # a fork takes ~1 ms: a template this late is hung
 READY_TIMEOUT = 60.0  # imports of the runtime and of `preload`
+READY_WAIT = 5.0  # how long a spawn waits for a template that is starting before it goes cold
 _RETRY = (1.0, 60.0)  # a template that failed to start: first and last delay before the next try
 _MESSAGE = 65536
 
@@ -105,6 +106,7 @@ class _Template:
         self.ready = anyio.Event()
         self.closing = False
         self.hung = False
+        self.reason = "exited"
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
 
@@ -184,6 +186,8 @@ class ForkServerSpawner(ColdSpawner):
         self.template: _Template | None = None
         self.restarts = 0
         self._renew = anyio.Event()
+        self._starting = True  # the first template is on its way from run()
+        self._settled = anyio.Event()
 
     def renew(self, preload: Sequence[str] | None = None) -> None:
         """Start a fresh template (``actorsup reload``): preloaded modules are imported anew."""
@@ -198,8 +202,10 @@ class ForkServerSpawner(ColdSpawner):
             delay = _RETRY[0]
             while True:
                 started = time.monotonic()
-                reason = await self._run_template()
-                log.warning("spawner.restarted", reason=reason, restarts=self.restarts)
+                template = await self._run_template()
+                code = None if template is None else template.child.returncode
+                reason = "failed" if template is None else template.reason
+                log.warning("spawner.restarted", reason=reason, exit_code=code, restarts=self.restarts)
                 self.restarts += 1
                 if reason.startswith("failed") or time.monotonic() - started < _RETRY[0]:
                     await anyio.sleep(delay)  # spawns are cold meanwhile
@@ -207,8 +213,18 @@ class ForkServerSpawner(ColdSpawner):
                 else:
                     delay = _RETRY[0]
 
-    async def _run_template(self) -> str:
-        """Start a template, serve it until it exits, hangs, fails or is renewed; why it ended."""
+    def _expect(self) -> None:
+        """A template is on its way: spawns wait for it (bounded) instead of going cold."""
+        if not self._starting:
+            self._starting = True
+            self._settled = anyio.Event()
+
+    def _settle(self) -> None:
+        self._starting = False
+        self._settled.set()
+
+    async def _run_template(self) -> _Template | None:
+        """Start a template and serve it until it exits, hangs, fails or is renewed."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         token = self.reaper.new_token()
         env = self.reaper.child_env(self.env, token)
@@ -220,57 +236,56 @@ class ForkServerSpawner(ColdSpawner):
             )
         except OSError as exc:
             ours.close()
-            return f"failed: {exc}"
+            log.warning("spawner.template_failed", error=str(exc))
+            self._settle()
+            return None
         finally:
             theirs.close()
         child = ChildProcess(process, ours)
         self.reaper.track(child, token, "<template>")
         template = _Template(child)
-        reason = "exited"
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._echo, process.stderr, child.pid)
                 tg.start_soon(self._echo, process.stdout, child.pid)
-
-                async def serve() -> None:
-                    nonlocal reason
-                    reason = await template.serve()
-                    tg.cancel_scope.cancel()
-
-                async def renewed() -> None:
-                    nonlocal reason
-                    await self._renew.wait()
-                    self._renew = anyio.Event()
-                    reason = "renewed"
-                    template.closing = True
-                    ours.shutdown(socket.SHUT_WR)  # it answers what it has, then exits on EOF
-                    await child.wait()
-                    tg.cancel_scope.cancel()
-
-                async def hung() -> None:
-                    nonlocal reason
-                    with anyio.move_on_after(READY_TIMEOUT):
-                        await template.ready.wait()
-                    if not template.ready.is_set():
-                        reason = "hung"
-                        tg.cancel_scope.cancel()
-
-                tg.start_soon(serve)
-                tg.start_soon(renewed)
-                tg.start_soon(hung)
+                tg.start_soon(self._watch_ready, template)
+                tg.start_soon(self._watch_renew, template)
                 self.template = template
-                await child.wait()
-                await anyio.sleep(0.1)  # let serve() read an error message it sent before exiting
+                template.reason = await template.serve()  # until EOF: every answer has been read
+                with anyio.move_on_after(REAP_TIMEOUT):
+                    await child.wait()
                 tg.cancel_scope.cancel()
         finally:
             if self.template is template:
                 self.template = None
+            if not template.ready.is_set():
+                self._settle()  # it never came up: spawn cold until the next one does
             with anyio.CancelScope(shield=True):
                 if child.returncode is None:
                     await discard(child)
                 else:  # not killpg: a child it forked may not have left the group yet
                     await child.aclose()
-        return "hung" if template.hung else reason
+        if template.reason.startswith("failed"):
+            log.warning("spawner.template_failed", pid=child.pid, error=template.reason)
+        template.reason = "hung" if template.hung else "renewed" if template.closing else template.reason
+        return template
+
+    async def _watch_ready(self, template: _Template) -> None:
+        with anyio.move_on_after(READY_TIMEOUT):
+            await template.ready.wait()
+        if template.ready.is_set():
+            self._settle()
+        else:
+            self._hung(template)
+
+    async def _watch_renew(self, template: _Template) -> None:
+        await self._renew.wait()
+        self._renew = anyio.Event()
+        template.closing = True
+        self._expect()
+        if self.template is template:
+            self.template = None
+        template.sock.shutdown(socket.SHUT_WR)  # it answers what it has, then exits on EOF
 
     def _hung(self, template: _Template) -> None:
         """A template that does not answer: kill it; run() starts the next one."""
@@ -289,8 +304,11 @@ class ForkServerSpawner(ColdSpawner):
 
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         async with self.limiter:
+            if self._starting:
+                with anyio.move_on_after(READY_WAIT):
+                    await self._settled.wait()
             template = self.template
-            if template is not None and template.ready.is_set():
+            if template is not None and template.ready.is_set() and not template.closing:
                 try:
                     return await self._fork(template, actor, start_timeout)
                 except _TemplateGone as exc:
