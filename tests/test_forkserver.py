@@ -64,7 +64,7 @@ def _forked(pid: int) -> bool:
 class TestOwnership:
     async def test_a_forked_child_is_the_supervisors_own(self) -> None:
         """A forked child is reparented here, leads its own group, runs child_nice lower, and said Hello."""
-        async with running(ForkServerSpawner(child_nice=3)) as spawner:
+        async with running(ForkServerSpawner(spares=0, child_nice=3)) as spawner:
             child = await spawner.spawn(actor="a", start_timeout=20)
             try:
                 assert _forked(child.pid)
@@ -79,7 +79,7 @@ class TestOwnership:
 
     async def test_a_forked_child_has_only_its_own_fds(self) -> None:
         """/proc/PID/fd of a forked child: stdin, its two pipes, its channel and its ring; nothing else."""
-        async with running(ForkServerSpawner()) as spawner:
+        async with running(ForkServerSpawner(spares=0)) as spawner:
             assert spawner.template is not None
             template_pid = spawner.template.child.pid
             # Its own fds, before it holds a request's (which it closes once it has forked).
@@ -117,11 +117,34 @@ class TestOwnership:
             tg.cancel_scope.cancel()
 
 
+class TestSpares:
+    async def test_a_forked_spare_is_handed_out_and_a_renewed_templates_spares_retire(self) -> None:
+        """The pool holds a forked spare; spawn() hands it out; after renew() a spare of the old template is not."""
+        async with running(ForkServerSpawner(spares=1)) as spawner:
+            await _until(lambda: len(spawner._pool) == 1)
+            spare = spawner._pool[0]
+            assert _forked(spare.pid)
+            child = await spawner.spawn(actor="a", start_timeout=20)
+            await _kill(child)
+            assert child is spare
+            await _until(lambda: len(spawner._pool) == 1)
+            stale = spawner._pool[0]
+            first = spawner.template
+            spawner.renew()
+            await _until(lambda: _ready(spawner) and spawner.template is not first)
+            child = await spawner.spawn(actor="a", start_timeout=20)
+            try:
+                assert child is not stale and _forked(child.pid)
+                assert stale.returncode == -signal.SIGKILL
+            finally:
+                await _kill(child)
+
+
 class TestTemplateFailures:
     async def test_a_killed_template_is_replaced_and_spawning_goes_on(self) -> None:
         """SIGKILL of the template: spawns fall back to plain spawn, `spawner.restarted` is logged, a new one forks."""
         with structlog.testing.capture_logs() as logs:
-            async with running(ForkServerSpawner()) as spawner:
+            async with running(ForkServerSpawner(spares=0)) as spawner:
                 first = spawner.template
                 assert first is not None
                 os.kill(first.child.pid, signal.SIGKILL)
@@ -140,7 +163,7 @@ class TestTemplateFailures:
         """A stopped template: the spawn goes cold after FORK_TIMEOUT, and the template is replaced."""
         monkeypatch.setattr(_forkserver, "FORK_TIMEOUT", 0.3)
         with structlog.testing.capture_logs() as logs:
-            async with running(ForkServerSpawner()) as spawner:
+            async with running(ForkServerSpawner(spares=0)) as spawner:
                 first = spawner.template
                 assert first is not None
                 os.kill(first.child.pid, signal.SIGSTOP)
@@ -157,7 +180,7 @@ class TestTemplateFailures:
         """A preload module that does not import: logged once, and every spawn is plain."""
         with structlog.testing.capture_logs() as logs:
             async with anyio.create_task_group() as tg:
-                spawner = ForkServerSpawner(preload=["no_such_module_here"])
+                spawner = ForkServerSpawner(spares=0, preload=["no_such_module_here"])
                 await tg.start(spawner.run)
                 child = await spawner.spawn(actor="a", start_timeout=20)
                 try:
@@ -179,7 +202,7 @@ class TestPreloadAndReload:
         """A preload module is imported in the template, not in each child; renew() imports it anew."""
         marks = tmp_path / "imports"
         _write(tmp_path / "heavy_mod.py", f"import os\nopen({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n")
-        spawner = ForkServerSpawner(preload=["heavy_mod"], pythonpath=[str(tmp_path)])
+        spawner = ForkServerSpawner(spares=0, preload=["heavy_mod"], pythonpath=[str(tmp_path)])
         async with running(spawner):
             first = spawner.template
             assert first is not None
@@ -237,7 +260,7 @@ class TestPreloadAndReload:
 class TestStartAtScale:
     async def test_spawns_run_concurrently_within_the_limit(self) -> None:
         """12 spawns at once: all forked, never more than `concurrency` in flight, but more than one."""
-        spawner = ForkServerSpawner(concurrency=3)
+        spawner = ForkServerSpawner(spares=0, concurrency=3)
         fork = spawner._fork
         in_flight, most = 0, 0
 

@@ -27,6 +27,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -138,8 +139,8 @@ class _Template:
             for event, _ in self._waiting.values():
                 event.set()  # nobody waits on a gone template
 
-    async def fork(self, request: dict[str, Any], fds: Sequence[int]) -> int:
-        """Ask for one child; its pid. Raises :class:`_TemplateGone`."""
+    async def fork(self, request: dict[str, Any], fds: Sequence[int]) -> tuple[int, bool]:
+        """Ask for one child; its pid, and whether it was born in its cgroup leaf. Raises :class:`_TemplateGone`."""
         if self.closing:
             raise _TemplateGone("renewing")
         request_id = next(self._ids)
@@ -165,10 +166,10 @@ class _Template:
             raise _TemplateGone("gone")
         if "pid" not in answer[0]:
             raise _TemplateGone(str(answer[0].get("error")))
-        return int(answer[0]["pid"])
+        return int(answer[0]["pid"]), bool(answer[0].get("placed"))
 
 
-class ForkServerSpawner(ColdSpawner):
+class _Forking(ColdSpawner):
     """Forks children from a warm template; spawns cold while there is none."""
 
     def __init__(
@@ -194,6 +195,9 @@ class ForkServerSpawner(ColdSpawner):
         if preload is not None:
             self.preload = list(preload)
         self._renew.set()
+
+    def _hand_out(self, template: _Template) -> bool:
+        return template.ready.is_set() and not template.closing
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -308,7 +312,7 @@ class ForkServerSpawner(ColdSpawner):
                 with anyio.move_on_after(READY_WAIT):
                     await self._settled.wait()
             template = self.template
-            if template is not None and template.ready.is_set() and not template.closing:
+            if template is not None and self._hand_out(template):
                 try:
                     return await self._fork(template, actor, start_timeout)
                 except _TemplateGone as exc:
@@ -324,14 +328,15 @@ class ForkServerSpawner(ColdSpawner):
         ring_fd = create_ring_fd(self.ring_size) if self.ring_size and ring_supported() else None
         ring: SharedRing | None = None
         token = self.reaper.new_token()
-        self.reaper.reserve(token)
-        request = {"cookie": self.reaper.child_env(self.env, token)[ENV_KEY]}
+        leaf = self.reaper.reserve(token)
+        cgroup = _open_dir(leaf)
+        request = {"cookie": self.reaper.child_env(self.env, token)[ENV_KEY], "cgroup": cgroup is not None}
         fds = [child_end.fileno(), out_w, err_w, *([] if ring_fd is None else [ring_fd])]
-        pid = None
+        fds += [] if cgroup is None else [cgroup]
         try:
             if ring_fd is not None:
                 ring = SharedRing(ring_fd)
-            pid = await template.fork(request, fds)
+            pid, placed = await template.fork(request, fds)
             process = ForkedProcess(pid, out_r, err_r)
         except BaseException:
             self.reaper.exited(token)
@@ -347,14 +352,59 @@ class ForkServerSpawner(ColdSpawner):
             os.close(err_w)
             if ring_fd is not None:
                 os.close(ring_fd)
+            if cgroup is not None:
+                os.close(cgroup)
         child = ChildProcess(process, parent_end, ring)
-        self.reaper.track(child, token, actor)
+        self.reaper.track(child, token, actor, placed=placed)
         try:
             await await_hello(child, actor, start_timeout, self.clock)
         except BaseException:
             await discard(child)
             raise
         return child
+
+
+class ForkServerSpawner(WarmSpawner, _Forking):
+    """The fork server, with ``spares`` children forked ahead (Hello said, waiting for Init).
+
+    A restart then costs the actor's Init, not even a fork. Spares forked from a
+    template that is being renewed are retired, so a reload's preloaded code
+    reaches every child started after it.
+    """
+
+    def __init__(self, *, spares: int = 1, **kwargs: Any) -> None:
+        super().__init__(spares=spares, **kwargs)
+        self._spares_of: dict[int, _Template] = {}
+
+    async def _fork(self, template: _Template, actor: str, start_timeout: float) -> ChildProcess:
+        child = await super()._fork(template, actor, start_timeout)
+        if actor == "<spare>":
+            self._spares_of[child.pid] = template
+        return child
+
+    async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
+        # Spares of a renewed template carry its old preloaded modules: retire them.
+        for spare in list(self._pool):
+            if self._spares_of.get(spare.pid, self.template) is not self.template:
+                self._pool.remove(spare)
+                watcher = self._watchers.pop(spare.pid, None)
+                if watcher is not None:
+                    watcher.cancel()
+                self._spares_of.pop(spare.pid, None)
+                await discard(spare)
+                self._taken.set()  # refill from the new template
+        child = await super().spawn(actor=actor, start_timeout=start_timeout)
+        self._spares_of.pop(child.pid, None)
+        return child
+
+
+def _open_dir(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def spawner_for(config: Config, clock: Clock) -> Spawner:
@@ -365,5 +415,5 @@ def spawner_for(config: Config, clock: Clock) -> Spawner:
         "backend": settings.backend, "child_nice": settings.child_nice,
     }
     if settings.spawner == "forkserver":
-        return ForkServerSpawner(preload=settings.preload, **common)
+        return ForkServerSpawner(spares=settings.spare_processes, preload=settings.preload, **common)
     return WarmSpawner(spares=settings.spare_processes, **common)
