@@ -20,9 +20,10 @@ starts its own session and process group, and:
 
 - waits until its parent is the supervisor, then sets PR_SET_PDEATHSIG to
   SIGKILL (set earlier, the middle process's exit would fire it);
-- writes its own tree cookie over the template's in its environment block
-  (``/proc/PID/environ`` shows the block as exec left it, and fork copies it:
-  the template's block has a padded slot for this), see supervisor/process/_reaper.py;
+- carries its own tree cookie in its environment block from birth: the
+  template writes it into its own block just before the fork and restores its
+  own after (``/proc/PID/environ`` shows the block as exec left it, and fork
+  copies it; the template's block has a padded slot), see supervisor/process/_reaper.py;
 - puts its fds at 0-4 and closes every other fd (the template's socket, and
   anything a preloaded module opened);
 - runs :func:`actors._runtime.main` as ``python -m actors._runtime 3 [4]`` would.
@@ -148,6 +149,18 @@ def _clone_parent(cgroup: int | None) -> int | None:
 
 def _fork_child(sock: socket.socket, request: dict[str, Any], fds: list[int], supervisor: int) -> None:
     cgroup = fds.pop() if request.get("cgroup") else None
+    # The child is born with its own cookie: the supervisor's reaper, reading
+    # /proc/PID/environ at any instant, never takes it for the template's orphan.
+    own = _write_cookie(request["cookie"])
+    try:
+        _fork_with_cookie(sock, request, fds, supervisor, cgroup)
+    finally:
+        _write_cookie(own)
+
+
+def _fork_with_cookie(
+    sock: socket.socket, request: dict[str, Any], fds: list[int], supervisor: int, cgroup: int | None
+) -> None:
     pid = _clone_parent(cgroup)
     if pid == 0:
         _child_main(request, fds, supervisor)
@@ -193,7 +206,7 @@ def _become_child(request: dict[str, Any], fds: list[int], supervisor: int) -> N
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor:
         os._exit(70)  # the supervisor died before prctl took effect
-    _write_cookie(request["cookie"])
+    os.environ["ACTORSUP_TREE"] = request["cookie"]  # what exec'd grandchildren inherit
     # stdin from /dev/null; stdout, stderr, channel[, ring] -> 1, 2, 3[, 4]
     channel, out, err, *ring = fds
     null = os.open(os.devnull, os.O_RDONLY)
@@ -208,9 +221,8 @@ def _become_child(request: dict[str, Any], fds: list[int], supervisor: int) -> N
     _runtime.main(sys.argv)
 
 
-def _write_cookie(cookie: str) -> None:
-    """Put ``cookie`` into this process's environment block, in the template's padded slot."""
-    os.environ["ACTORSUP_TREE"] = cookie  # what exec'd grandchildren inherit
+def _write_cookie(cookie: str) -> str:
+    """Put ``cookie`` into this process's environment block (its padded slot); the cookie it replaced."""
     with open("/proc/self/environ", "rb") as f:
         block = f.read()
     if block.startswith(_ENV_KEY):
@@ -227,6 +239,7 @@ def _write_cookie(cookie: str) -> None:
     with open("/proc/self/stat", "rb") as f:
         env_start = int(f.read().rpartition(b")")[2].split()[47])
     ctypes.memmove(env_start + start, value, len(value))
+    return block[start:end].decode()
 
 
 if __name__ == "__main__":

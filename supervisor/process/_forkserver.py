@@ -55,6 +55,7 @@ READY_TIMEOUT = 60.0  # imports of the runtime and of `preload`
 READY_WAIT = 5.0  # how long a spawn waits for a template that is starting before it goes cold
 _RETRY = (1.0, 60.0)  # a template that failed to start: first and last delay before the next try
 _MESSAGE = 65536
+_ORPHAN_POLLS = 1000  # 1 ms apart: a reparenting takes microseconds
 
 
 class _TemplateGone(Exception):
@@ -92,8 +93,13 @@ class ForkedProcess(AsyncPopen):
             while self.poll() is None:
                 assert self._pidfd is not None
                 await anyio.wait_readable(self._pidfd)
-                if self.poll() is None:
-                    await anyio.sleep(0.001)  # exited before the reparenting finished
+                for _ in range(_ORPHAN_POLLS):  # exited before its reparenting here finished
+                    if self.poll() is not None:
+                        break
+                    await anyio.sleep(0.001)
+                else:  # exited, yet not ours to reap: someone else waited for it
+                    log.warning("spawner.reaped_elsewhere", pid=self.pid)
+                    self._code = -signal.SIGKILL
         assert self._code is not None
         return self._code
 
