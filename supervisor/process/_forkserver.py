@@ -336,7 +336,10 @@ class _Forking(ColdSpawner):
         token = self.reaper.new_token()
         leaf = self.reaper.reserve(token)
         cgroup = _open_dir(leaf)
-        request = {"cookie": self.reaper.child_env(self.env, token)[ENV_KEY], "cgroup": cgroup is not None}
+        request = {
+            "cookie": self.reaper.child_env(self.env, token)[ENV_KEY], "cgroup": cgroup is not None,
+            "warm": actor == "<spare>",  # it has time to run a loop once before it is needed
+        }
         fds = [child_end.fileno(), out_w, err_w, *([] if ring_fd is None else [ring_fd])]
         fds += [] if cgroup is None else [cgroup]
         try:
