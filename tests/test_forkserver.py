@@ -77,6 +77,20 @@ class TestOwnership:
             assert child.returncode == -signal.SIGKILL
             assert not psutil.pid_exists(child.pid)  # reaped here: no zombie left
 
+    async def test_the_double_fork_fallback_gives_the_same_child(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where clone3 is refused: the child, forked twice, is reparented here, leads its group and is reaped here."""
+        monkeypatch.setenv("ACTORSUP_FORK", "double")
+        async with running(ForkServerSpawner(spares=0)) as spawner:
+            child = await spawner.spawn(actor="a", start_timeout=20)
+            try:
+                assert _forked(child.pid) and psutil.Process(child.pid).ppid() == os.getpid()
+                assert os.getpgid(child.pid) == child.pid and child.hello is not None
+                spawner.reaper.sweep()  # its cookie is its own: not adopted as the template's orphan
+                assert child.pid not in spawner.reaper._adopted
+            finally:
+                await _kill(child)
+            assert child.returncode == -signal.SIGKILL and not psutil.pid_exists(child.pid)
+
     async def test_a_forked_child_has_only_its_own_fds(self) -> None:
         """/proc/PID/fd of a forked child: stdin, its two pipes, its channel and its ring; nothing else."""
         async with running(ForkServerSpawner(spares=0)) as spawner:
