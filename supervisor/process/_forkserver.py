@@ -215,7 +215,8 @@ class _Forking(ColdSpawner):
                 template = await self._run_template()
                 code = None if template is None else template.child.returncode
                 reason = "failed" if template is None else template.reason
-                log.warning("spawner.restarted", reason=reason, exit_code=code, restarts=self.restarts)
+                emit = log.info if reason == "renewed" else log.warning  # a reload asked for it
+                emit("spawner.restarted", reason=reason, exit_code=code, restarts=self.restarts)
                 self.restarts += 1
                 if reason.startswith("failed") or time.monotonic() - started < _RETRY[0]:
                     await anyio.sleep(delay)  # spawns are cold meanwhile
