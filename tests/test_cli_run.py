@@ -182,3 +182,19 @@ class TestStartupFailure:
                                   f"folder {folder}/plain/run (Not a directory); set another [supervisor] "
                                   "control_socket (or pass --socket PATH)\n")
         assert marked(mark) == []
+
+
+class TestStdoutStaysJson:
+    @pytest.mark.anyio
+    async def test_a_sink_error_while_sinks_are_built_is_a_json_line(self, folder: Path) -> None:
+        """An error logged while a sink is built reaches stdout as JSON, like every other line."""
+        (folder / "plain").write_text("a file where the spool folder should be")
+        config = write(folder, extra='[[logs.sinks]]\ntype = "stdout"\n[[logs.sinks]]\ntype = "tcp"\n'
+                                     'address = "127.0.0.1:9"\nspool_dir = "plain/spool"')
+        async with cli_supervisor(config) as cli:  # it parses every stdout line as JSON
+            await cli.log.wait_for("supervisor.started")
+            cli.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                assert await cli.process.wait() == 0
+        errors = cli.log.find("logs.sink_error", spool_dir=f"{folder}/plain/spool")
+        assert len(errors) == 1 and errors[0]["seq"] == 1

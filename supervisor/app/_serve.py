@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import anyio
+import msgspec
 import structlog
 
 from .._supervisor import Supervisor
@@ -41,8 +42,7 @@ class _Stop:
 
 async def serve(config: Config, socket_override: Path | None = None) -> int:
     """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`; exit status 0."""
-    router = LogRouter(build_sinks(config.logs.sinks), ring_size=config.supervisor.log_buffer)
-    configure_supervisor_logging(router)
+    router = _router_with_sinks(config)
     stop = _Stop()
     try:
         async with anyio.create_task_group() as tg:
@@ -57,6 +57,29 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
     finally:
         await router.aclose()
     return 0
+
+
+def _router_with_sinks(config: Config) -> LogRouter:
+    """The log router, with every event of building its sinks delivered through them.
+
+    A sink may log while it is built (a spool folder it cannot use): those events
+    go through a staging router and are then replayed, so they reach the sinks as
+    JSON like any other, instead of structlog's default console line on stdout.
+    """
+    staging = LogRouter([], ring_size=10_000)
+    configure_supervisor_logging(staging)
+    sinks = build_sinks(config.logs.sinks)
+    router = LogRouter(sinks, ring_size=config.supervisor.log_buffer)
+    configure_supervisor_logging(router)
+    for record in staging.tail():
+        event = msgspec.json.decode(record.line)
+        for key in _STAMPS:  # the router stamps its own
+            event.pop(key, None)
+        router.emit(event)
+    return router
+
+
+_STAMPS = ("seq", "id", "host")
 
 
 async def _run_supervisor(tg: anyio.abc.TaskGroup, config: Config, router: LogRouter, stop: _Stop,
