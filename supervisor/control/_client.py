@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import errno
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-from anyio.streams.buffered import BufferedByteReceiveStream
-
 from ..exceptions import ControlError
-from ._errors import NoReply, NotListening, RequestFailed
-from ._sock import connect
+from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
 from ._wire import decode_reply, encode
 
 __all__ = ["ControlClient", "arequest", "request"]
@@ -22,7 +19,22 @@ _MAX_REPLY = 256 * 1024 * 1024  # a reply line; status of thousands of actors fi
 _GONE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
 
 
+def _not_a_socket(path: Path) -> ControlError | None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        hint = f" (the socket itself is usually {path / 'actorsup.sock'})"
+        return BadSocketPath(path, "it is a folder, not a socket" + hint, BadSocketPath.CLIENT_ADVICE)
+    if not stat.S_ISSOCK(mode):
+        return BadSocketPath(path, "it is a regular file, not a socket", BadSocketPath.CLIENT_ADVICE)
+    return None
+
+
 def _connect_error(path: Path, exc: OSError) -> ControlError:
+    if exc.errno in (errno.ECONNREFUSED, errno.ENOTSOCK) and (wrong := _not_a_socket(path)):
+        return wrong
     if exc.errno in _GONE:
         reason = "no socket file" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else "connection refused"
         return NotListening(path, reason)
@@ -111,6 +123,11 @@ def request(path: str | Path, cmd: str, *, timeout: float | None = 30.0, **args:
 
 async def arequest(path: str | Path, cmd: str, **args: Any) -> Any:
     """The anyio version of :func:`request` (bound it with ``anyio.fail_after``)."""
+    import anyio  # only async callers pay for it: the CLI stays fast
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    from ._sock import connect
+
     path = Path(path)
     try:
         conn = await connect(path)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ControlError
 from ._client import ControlClient
-from ._errors import NoReply, NotListening, RequestFailed
+from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
 from ._locate import Located, locate_socket
 from ._render import generic_table, heartbeat_tables, log_line, status_table
 
@@ -91,20 +91,20 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
             located = locate(args)
             return body(args, located.path)
         except _Usage as exc:
-            _err(str(exc))
-            return 2
+            return _fail(args, "usage", str(exc), 2)
         except RequestFailed as exc:
             shown = exc.cmd.replace("_", " ")
-            _err(exc.message if exc.message.startswith(exc.cmd) else f"{shown}: {exc.message}")
-            return 2 if exc.code in _USAGE_CODES else 1
+            message = exc.message if exc.message.startswith((exc.cmd, shown)) else f"{shown}: {exc.message}"
+            return _fail(args, exc.code, message, 2 if exc.code in _USAGE_CODES else 1)
         except NotListening as exc:
-            _err(str(exc))
+            message = str(exc)
             if located is not None and located.problem:
-                _err(f"(the socket path comes from a config that does not parse: {located.problem})")
-            return 1
+                message += f" (the socket path comes from a config that does not parse: {located.problem})"
+            return _fail(args, "not_listening", message, 1)
+        except BadSocketPath as exc:
+            return _fail(args, "bad_socket_path", str(exc), 2)
         except ControlError as exc:
-            _err(str(exc))
-            return 1
+            return _fail(args, "control_error", str(exc), 1)
         except KeyboardInterrupt:
             return 130
         except BrokenPipeError:  # `actorsup logs -f | head`: the reader left
@@ -112,6 +112,15 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
             return 0
 
     return run
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, status: int) -> int:
+    """Report a failure: one stderr line, or with --json one JSON object on stdout."""
+    if getattr(args, "json", False):
+        _print_json({"ok": False, "code": code, "error": message})
+    else:
+        _err(message)
+    return status
 
 
 def _console() -> Any:
@@ -183,16 +192,50 @@ def cmd_heartbeat_status(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+_UP = {"running"}
+_DOWN = {"errored", "backoff", "failed"}  # "stopped" is where start and restart begin
+
+
+def _settle(client: ControlClient, name: str, seconds: float) -> dict[str, Any] | None:
+    """The actor's status row once it is up or has given up (or ``seconds`` have passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows: list[dict[str, Any]] = client.request("status")
+        row = next((r for r in rows if r.get("name") == name), None)
+        if row is None or row.get("kind") == "cron" or row.get("state") in _UP | _DOWN:
+            return row
+        if time.monotonic() >= deadline:
+            return row
+        time.sleep(0.05)
+
+
 def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
             client.request(cmd, name=args.name)
-        print(f"{done} {args.name}")
-        return 0
+            # The request returns once the actor is asked to run: whether it comes up (its
+            # code may no longer import) shows in its state a moment later.
+            row = _settle(client, args.name, args.timeout) if cmd != "stop" else None
+        if row is None or row.get("kind") == "cron" or row.get("state") in _UP:
+            pid = f" (pid {row['pid']})" if row is not None and row.get("pid") else ""
+            print(f"{done} {args.name}{pid}")
+            return 0
+        state, error = row.get("state"), row.get("last_error")
+        why = f"it is {state}" + (f": {_short_error(error)}" if error else "")
+        if state not in _DOWN:
+            why = f"it is still {state} after {args.timeout:g}s"
+        return _fail(args, "not_running", f"{cmd} {args.name}: {why}; see `actorsup logs {args.name}`", 1)
 
     run.__name__ = f"cmd_{cmd}"
     return run
+
+
+def _short_error(error: Any) -> str:
+    if isinstance(error, dict):
+        error = error.get("error") or error
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 cmd_start = _lifecycle("start", "started")
@@ -261,8 +304,7 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
         except RequestFailed as exc:
             if exc.code != "config_error":
                 raise
-            _err(f"reload rejected: {exc.message}")
-            return 1
+            return _fail(args, exc.code, f"reload rejected: {exc.message}", 1)
     if args.json:
         _print_json(diff)
     else:
@@ -288,9 +330,19 @@ def _common() -> argparse.ArgumentParser:
     which.add_argument("--socket", metavar="PATH", help="control socket of the supervisor")
     which.add_argument("-c", "--config", metavar="CONFIG",
                        help=f"its config file (default: ${SOCKET_ENV}, then ./{DEFAULT_CONFIG})")
-    parent.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="how long to wait for a reply (default: 30)")
+    parent.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="how long to wait for a reply, and for start/restart to come up (default: 30)")
     return parent
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, such as 5 or 0.5 (got {text!r})")
+    return value
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:

@@ -304,12 +304,28 @@ class ControlServer:
         return method
 
     def _tail_reply(self, args: LogsArgs) -> bytes:
-        lines = [_raw_json(line) for line in self._method("log_tail")(args.n, args.actor)]
-        return encode({"ok": True, "result": lines})
+        raw = self._method("log_tail")(args.n, args.actor)
+        if not raw and args.actor is not None and args.actor not in self._names():
+            # A removed actor's buffered lines are still shown; a name never seen is a typo.
+            raise UnknownActor(args.actor)
+        return encode({"ok": True, "result": [_raw_json(line) for line in raw]})
+
+    def _names(self) -> dict[str, str]:
+        """Every actor and cron task: name -> kind."""
+        return {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+
+    def _unknown(self, cmd: str, exc: UnknownActor) -> bytes:
+        names = self._names()
+        if cmd == "cron_trigger" and exc.name in names:
+            tasks = ", ".join(n for n, kind in names.items() if kind == "cron") or "none"
+            return error_reply("not_cron", f"cron trigger: {exc.name!r} is an actor ({names[exc.name]}), "
+                               f"not a cron task; cron tasks: {tasks}")
+        known = ", ".join(names) or "none"
+        return error_reply("unknown_actor", f"{exc}; known names: {_cut(known)}")
 
     def _failure(self, cmd: str, exc: Exception) -> bytes:
         if isinstance(exc, UnknownActor):
-            return error_reply("unknown_actor", str(exc))
+            return self._unknown(cmd, exc)
         if isinstance(exc, ConfigError):
             return error_reply("config_error", f"{exc}; the running config is kept")
         if isinstance(exc, SupervisorError):
@@ -348,7 +364,10 @@ class ControlServer:
                     # Follow first, then take the tail with no await in between:
                     # no line falls between the two.
                     items = await stack.enter_async_context(self._method("follow_logs")(args.actor))
-                    backlog = [_line(b) for b in self._method("log_tail")(args.n, args.actor)]
+                    tail = self._method("log_tail")(args.n, args.actor)
+                    if not tail and args.actor is not None and args.actor not in self._names():
+                        raise UnknownActor(args.actor)
+                    backlog = [_line(b) for b in tail]
             except Exception as exc:
                 await self._send(conn, self._failure(cmd, exc))
                 return
@@ -405,6 +424,10 @@ async def _cancel_on_hangup(reader: BufferedByteReceiveStream, scope: anyio.Canc
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 4] + ", ..."
 
 
 def _line(data: bytes) -> bytes:
