@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import stat
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from typing import Any
 
 from ..exceptions import ControlError
 from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
-from ._wire import decode_reply, encode
 
 __all__ = ["ControlClient", "arequest", "request"]
 
+# The stdlib's json, not msgspec: the CLI's requests and replies are small, and
+# msgspec's import (its C module pulls datetime, uuid, decimal) would be most
+# of a `status` command's start-up time.
 _MAX_REPLY = 256 * 1024 * 1024  # a reply line; status of thousands of actors fits easily
 _GONE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
 
@@ -30,6 +33,11 @@ def _not_a_socket(path: Path) -> ControlError | None:
     if not stat.S_ISSOCK(mode):
         return BadSocketPath(path, "it is a regular file, not a socket", BadSocketPath.CLIENT_ADVICE)
     return None
+
+
+def encode(request: dict[str, Any]) -> bytes:
+    """One request line: compact JSON plus the newline."""
+    return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def _connect_error(path: Path, exc: OSError) -> ControlError:
@@ -48,7 +56,7 @@ def _result(cmd: str, path: Path, line: bytes) -> Any:
     if not line:
         raise NoReply(path, cmd)
     try:
-        reply = decode_reply(line)
+        reply = json.loads(line)
     except Exception:
         raise ControlError(f"the process at {path} sent a reply that is not JSON: {line[:80]!r}") from None
     if not isinstance(reply, dict) or "ok" not in reply:

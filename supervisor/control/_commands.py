@@ -22,7 +22,6 @@ from ..exceptions import ControlError
 from ._client import ControlClient
 from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
 from ._locate import Located, locate_socket
-from ._render import generic_table, heartbeat_tables, log_line, status_table
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -123,6 +122,12 @@ def _fail(args: argparse.Namespace, code: str, message: str, status: int) -> int
     return status
 
 
+def _render() -> Any:
+    from . import _render  # rich is only paid for by human output
+
+    return _render
+
+
 def _console() -> Any:
     from rich.console import Console  # rich is only paid for by human output
 
@@ -143,7 +148,7 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
         rows = _ask(args, path, "status")
-        _print_json(rows) if args.json else _console().print(status_table(rows))
+        _print_json(rows) if args.json else _console().print(_render().status_table(rows))
         return 0
     return _watch(args, path)
 
@@ -167,12 +172,12 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
             return 0
         from rich.live import Live
 
-        with Live(status_table(_ask(args, path, "status")), console=_console(),
+        with Live(_render().status_table(_ask(args, path, "status")), console=_console(),
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(_ask(args, path, "status")), refresh=True)
+                live.update(_render().status_table(_ask(args, path, "status")), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -187,7 +192,7 @@ def cmd_heartbeat_status(args: argparse.Namespace, path: Path) -> int:
         _print_json(report)
     else:
         console = _console()
-        for part in heartbeat_tables(report):
+        for part in _render().heartbeat_tables(report):
             console.print(part)
     return 0
 
@@ -246,11 +251,11 @@ cmd_restart = _lifecycle("restart", "restarted")
 @_command
 def cmd_logs(args: argparse.Namespace, path: Path) -> int:
     request: dict[str, Any] = {"n": args.n, "actor": args.name}
-    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else log_line
+    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else _render().log_line
     with _client(args, path) as client:
         if not args.follow:
             for event in client.request("logs", **request):
-                print(json.dumps(event, ensure_ascii=False) if args.json else log_line(event))
+                print(json.dumps(event, ensure_ascii=False) if args.json else _render().log_line(event))
             return 0
         try:
             for raw in client.stream("logs", follow=True, **request):
@@ -281,7 +286,7 @@ def cmd_cron_list(args: argparse.Namespace, path: Path) -> int:
     elif not rows:
         print("no cron tasks")
     else:
-        _console().print(generic_table(rows))
+        _console().print(_render().generic_table(rows))
     return 0
 
 

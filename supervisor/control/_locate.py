@@ -11,7 +11,6 @@ a test checks that both agree.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,6 +52,8 @@ def _scan(text: str) -> dict[str, Any]:
 
 def locate_socket(config: Path) -> Located:
     """The control socket of ``config``; raise ``OSError`` if the file cannot be read."""
+    import tomllib  # only when a config names the socket
+
     text = config.read_bytes().decode("utf-8", "replace")
     base = config.resolve().parent
     try:

@@ -5,10 +5,10 @@ Only for people at a terminal; ``--json`` output never passes through here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 from rich.table import Table
 from rich.text import Text
 
@@ -75,9 +75,13 @@ def _plain(value: Any, limit: int = 60) -> str:
         return f"{len(value)}: {_plain(value[-1], limit)}" if value else "-"
     if isinstance(value, dict) and isinstance(value.get("error"), str):
         return _plain(value["error"], limit)  # an error record: its message says it all
-    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    text = value if isinstance(value, str) else _json(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _state(value: Any) -> Text:
@@ -153,8 +157,8 @@ _SKIP = {"timestamp", "level", "event", "actor", "pid", "seq", "id", "host", "re
 def log_line(raw: bytes | dict[str, Any]) -> str:
     """One log event as ``time level actor[pid] event key=value ...``."""
     try:
-        event = raw if isinstance(raw, dict) else msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        event = raw if isinstance(raw, dict) else json.loads(raw)
+    except ValueError:
         event = None
     if not isinstance(event, dict):
         return bytes(raw).decode("utf-8", "replace").rstrip("\n")  # type: ignore[arg-type]
