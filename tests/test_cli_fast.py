@@ -47,8 +47,9 @@ async def imported(*argv: str) -> tuple[int, set[str]]:
 
 
 class TestImports:
-    @pytest.mark.parametrize("argv", [["status", "--json"], ["heartbeat", "status", "--json"],
-                                      ["logs", "--json"], ["restart", "actor-001"], ["cron", "list", "--json"]])
+    @pytest.mark.parametrize("argv", [
+        ["status", "--json"], ["heartbeat", "status", "--json"], ["logs", "--json"], ["logs"],
+        ["restart", "actor-001"], ["cron", "list", "--json"]])
     async def test_json_and_lifecycle_commands_import_nothing_heavy(self, argv: list[str]) -> None:
         """status --json (and its kin) import none of structlog, prometheus_client, rich, asyncio, anyio, trio."""
         async with serving() as path:

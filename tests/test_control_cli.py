@@ -123,6 +123,23 @@ class TestHeartbeat:
         assert "actor-001  healthy" in out
 
 
+    @pytest.mark.parametrize("state, code", [("running", 0), ("errored", 1)])
+    async def test_check_exits_non_zero_unless_healthy(self, sock: Path, state: str, code: int,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+        """heartbeat status --check exits 1 when the overall status is not healthy (a HEALTHCHECK)."""
+        target = FakeTarget()
+        target.rows["actor-001"]["state"] = state
+        async with serving(target, sock):
+            assert await cli("heartbeat", "status", "--check", "--json", "--socket", str(sock)) == code
+            assert await cli("heartbeat", "status", "--socket", str(sock)) == 0  # without --check: 0
+        assert json.loads(capsys.readouterr().out.splitlines()[0])["status"] == ("healthy" if code == 0 else "error")
+
+    async def test_check_with_no_components_is_not_healthy(self, sock: Path) -> None:
+        """An unknown overall status (nothing reported yet) fails --check too."""
+        async with serving(FakeTarget([]), sock):
+            assert await cli("heartbeat", "status", "--check", "--json", "--socket", str(sock)) == 1
+
+
 class TestLifecycle:
     @pytest.mark.parametrize("cmd, word", [("start", "started"), ("stop", "stopped"), ("restart", "restarted")])
     async def test_commands(self, sock: Path, capsys: pytest.CaptureFixture[str], cmd: str, word: str) -> None:

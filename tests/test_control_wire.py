@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,41 @@ class TestRender:
         raw = (b'{"timestamp": "T", "level": "info", "event": "fetched", "actor": "web", "pid": 7,'
                b' "seq": 1, "items": 3}')
         assert log_line(raw) == "T info    web[7] fetched items=3"
+
+    def test_log_line_shows_a_structured_traceback_in_full(self) -> None:
+        """A supervisor traceback renders as indented Python traceback text ending in the exception."""
+        import structlog
+
+        structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.dict_tracebacks,
+                                        structlog.processors.JSONRenderer()],
+                            logger_factory=structlog.ReturnLoggerFactory())
+        try:
+            try:
+                raise ValueError("inner " + "x" * 300)
+            except ValueError as exc:
+                raise KeyError("outer") from exc
+        except KeyError:
+            raw = structlog.get_logger().exception("job.failed", actors=["a", "b", "c"]).encode()
+        lines = log_line(raw).splitlines()
+        assert lines[0] == '- error   supervisor job.failed actors=["a","b","c"]'
+        assert lines[1] == "    Traceback (most recent call last):"
+        assert "    ValueError: inner " + "x" * 300 in lines
+        assert "    The above exception was the direct cause of the following exception:" in lines
+        assert lines[-1] == "    KeyError: 'outer'"
+
+    def test_log_line_shows_an_actor_traceback_text(self) -> None:
+        """An actor's exception text (already formatted) is shown on its own lines, last line included."""
+        raw = json.dumps({"timestamp": "T", "level": "error", "event": "boom", "actor": "web",
+                          "exception": "Traceback (most recent call last):\n  File \"a.py\", line 1, in run\n"
+                                       "RuntimeError: " + "y" * 250}).encode()
+        assert log_line(raw).splitlines() == [
+            "T error   web boom", "    Traceback (most recent call last):", '      File "a.py", line 1, in run',
+            "    RuntimeError: " + "y" * 250]
+
+    def test_log_line_shows_lists_in_full(self) -> None:
+        """A list value is shown whole, not as its length and last item."""
+        raw = b'{"level": "info", "event": "supervisor.started", "actors": ["fetch", "parse", "nightly"]}'
+        assert log_line(raw) == '- info    supervisor supervisor.started actors=["fetch","parse","nightly"]'
 
     def test_log_line_that_is_not_json(self) -> None:
         """A line that is not a JSON object is shown as it is."""

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     keep_freed_memory()
     _signals.defer()  # from here the event loop takes the signals over
     try:
-        return anyio.run(serve, config, args.socket, backend=config.supervisor.backend)
+        return anyio.run(serve, config, args.socket, args.log_format, backend=config.supervisor.backend)
     except Exception as exc:
         explained = explain(exc, config)
         if explained is None:
@@ -75,25 +75,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"actorsup {version('actorsup')}"
+    except PackageNotFoundError:
+        return "actorsup (not installed: running from a source tree)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
     from pathlib import Path
 
+    from ..control._commands import _command_parser, add_control_commands
+
+    class Version(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+            print(_version())
+            parser.exit()
+
     parser = argparse.ArgumentParser(
         prog="actorsup",
-        description="Actor-style multiprocess supervisor: crash-isolated actors, heartbeats, "
+        description="Actor-style multiprocess supervisor: crash-isolated actors, heartbeats,\n"
                     "restarts, cron, structured logs.",
+        epilog="examples:\n  actorsup run                 # the demo: restarts within seconds\n"
+               "  actorsup run actorsup.toml\n  actorsup status\n"
+               "`actorsup COMMAND --help` shows each command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run a supervisor in the foreground (no CONFIG: the embedded demo)")
-    run.add_argument("config", nargs="?", help="TOML config file")
-    run.add_argument("--socket", type=Path, help="control socket path (overrides the config)")
+    run = _command_parser(sub, "run", "run a supervisor in the foreground (no CONFIG: the embedded demo)", """
+actorsup run                 # the demo: healthy, crashing and hanging actors
+actorsup run actorsup.toml
+actorsup run actorsup.toml --log-format console""",
+                          description="Run a supervisor in the foreground until SIGINT/SIGTERM or "
+                          "`actorsup shutdown` (exit 0). Logs go to stdout unless the config says otherwise.")
+    run.add_argument("config", nargs="?", help="TOML config file (none: the embedded demo)")
+    run.add_argument("--socket", type=Path, metavar="PATH",
+                     help="control socket path (overrides [supervisor] control_socket)")
+    run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                     help="stdout log lines: JSON, or coloured human lines; auto (the default): "
+                     "console at a terminal, JSON otherwise")
     run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check", help="validate a config; exit 0 if valid, 2 if not")
+    check = _command_parser(sub, "check", "validate a config; exit 0 if valid, 2 if not", """
+actorsup check actorsup.toml""")
     check.add_argument("config", help="TOML config file")
     check.set_defaults(func=cmd_check)
-    from ..control._commands import add_control_commands
-
     add_control_commands(sub)
     return parser
 

@@ -128,6 +128,12 @@ def _render() -> Any:
     return _render
 
 
+def _log_line() -> Any:
+    from ._logline import log_line
+
+    return log_line
+
+
 def _console() -> Any:
     from rich.console import Console  # rich is only paid for by human output
 
@@ -194,7 +200,7 @@ def cmd_heartbeat_status(args: argparse.Namespace, path: Path) -> int:
         console = _console()
         for part in _render().heartbeat_tables(report):
             console.print(part)
-    return 0
+    return 1 if args.check and report.get("status") != "healthy" else 0
 
 
 _UP = {"running"}
@@ -251,11 +257,11 @@ cmd_restart = _lifecycle("restart", "restarted")
 @_command
 def cmd_logs(args: argparse.Namespace, path: Path) -> int:
     request: dict[str, Any] = {"n": args.n, "actor": args.name}
-    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else _render().log_line
+    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else _log_line()
     with _client(args, path) as client:
         if not args.follow:
             for event in client.request("logs", **request):
-                print(json.dumps(event, ensure_ascii=False) if args.json else _render().log_line(event))
+                print(json.dumps(event, ensure_ascii=False) if args.json else _log_line()(event))
             return 0
         try:
             for raw in client.stream("logs", follow=True, **request):
@@ -351,14 +357,31 @@ def _seconds(text: str) -> float:
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON (errors too: {\"ok\": false, \"code\", \"error\"})")
+
+
+def _command_parser(subparsers: Any, name: str, text: str, examples: str, *,
+                    parents: list[argparse.ArgumentParser] | None = None,
+                    description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help has a description and worked examples."""
+    import textwrap  # argparse's own import: free
+
+    description = textwrap.fill(description or text[:1].upper() + text[1:] + ".", 78)
+    return subparsers.add_parser(  # type: ignore[no-any-return]
+        name, parents=parents or [], help=text, description=description,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_control_commands(subparsers: Any) -> None:
     """Add status, heartbeat, start, stop, restart, logs, events, cron, reload, shutdown."""
     common = [_common()]
 
-    p = subparsers.add_parser("status", parents=common, help="show every actor and cron task")
+    p = _command_parser(subparsers, "status", "show every actor and cron task", """
+actorsup status                      # state, pid, uptime, restarts, CPU, RSS
+actorsup status --json | jq '.[] | select(.state != "running")'
+actorsup status --watch --interval 2 # redraw every 2 s until Ctrl-C""", parents=common)
     _json_flag(p)
     p.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
@@ -367,43 +390,61 @@ def add_control_commands(subparsers: Any) -> None:
                    help="--watch: stop after N refreshes")
     p.set_defaults(func=cmd_status)
 
-    hb = subparsers.add_parser("heartbeat", help="heartbeat monitor commands")
+    hb = _command_parser(subparsers, "heartbeat", "heartbeat monitor commands", """
+actorsup heartbeat status""")
     hb_sub = hb.add_subparsers(dest="heartbeat_command", required=True, metavar="COMMAND")
-    p = hb_sub.add_parser("status", parents=common, help="overall health, counts and components")
+    p = _command_parser(hb_sub, "status", "overall health, counts and components", """
+actorsup heartbeat status
+actorsup heartbeat status --check    # exit 1 unless healthy (HEALTHCHECK)""", parents=common)
     _json_flag(p)
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when the overall status is not healthy (error or unknown)")
     p.set_defaults(func=cmd_heartbeat_status)
 
-    for name, func, text in (("start", cmd_start, "start a stopped actor"),
+    for name, func, text in (("start", cmd_start, "start a stopped actor and wait until it runs"),
                              ("stop", cmd_stop, "stop an actor (it stays stopped)"),
-                             ("restart", cmd_restart, "restart an actor")):
-        p = subparsers.add_parser(name, parents=common, help=text)
-        p.add_argument("name", metavar="NAME")
+                             ("restart", cmd_restart, "restart an actor and wait until it runs again")):
+        p = _command_parser(subparsers, name, text, f"actorsup {name} fetcher", parents=common)
+        p.add_argument("name", metavar="NAME", help="the actor, as named in the config ([actors.NAME])")
         p.set_defaults(func=func)
 
-    p = subparsers.add_parser("logs", parents=common, help="buffered log lines, then -f follows")
-    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p = _command_parser(subparsers, "logs", "buffered log lines, then -f follows", """
+actorsup logs                        # everything in the supervisor's buffer
+actorsup logs fetcher -n 20          # the last 20 lines of one actor
+actorsup logs -f --json | jq .event  # follow, as JSON lines""", parents=common)
+    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor's lines")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
                    help="only the last N buffered lines")
     _json_flag(p)
     p.set_defaults(func=cmd_logs)
 
-    p = subparsers.add_parser("events", parents=common, help="stream state changes as JSON lines")
+    p = _command_parser(subparsers, "events", "stream state changes as JSON lines", """
+actorsup events | jq 'select(.state == "errored")'""", parents=common)
     p.set_defaults(func=cmd_events)
 
-    cron = subparsers.add_parser("cron", help="cron task commands")
+    cron = _command_parser(subparsers, "cron", "cron task commands", """
+actorsup cron list
+actorsup cron trigger nightly""")
     cron_sub = cron.add_subparsers(dest="cron_command", required=True, metavar="COMMAND")
-    p = cron_sub.add_parser("list", parents=common, help="every cron task and its next run")
+    p = _command_parser(cron_sub, "list", "every cron task and its next run", """
+actorsup cron list --json""", parents=common)
     _json_flag(p)
     p.set_defaults(func=cmd_cron_list)
-    p = cron_sub.add_parser("trigger", parents=common, help="run a cron task now")
-    p.add_argument("name", metavar="NAME")
+    p = _command_parser(cron_sub, "trigger", "run a cron task now", """
+actorsup cron trigger nightly""", parents=common)
+    p.add_argument("name", metavar="NAME", help="the cron task, as named in the config ([cron.NAME])")
     _json_flag(p)
     p.set_defaults(func=cmd_cron_trigger)
 
-    p = subparsers.add_parser("reload", parents=common, help="re-read the config and apply it")
+    p = _command_parser(subparsers, "reload", "re-read the config and apply it", """
+actorsup reload                      # prints what was added, removed, changed
+actorsup reload --json""", parents=common,
+                        description="Re-read the config and apply it. An invalid config is rejected "
+                        "and the running one kept (exit 1).")
     _json_flag(p)
     p.set_defaults(func=cmd_reload)
 
-    p = subparsers.add_parser("shutdown", parents=common, help="stop every actor and exit")
+    p = _command_parser(subparsers, "shutdown", "stop every actor and exit", """
+actorsup shutdown -c /etc/myapp/actorsup.toml""", parents=common)
     p.set_defaults(func=cmd_shutdown)

@@ -12,6 +12,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from ._logline import log_line
+
 __all__ = [
     "fmt_bytes",
     "fmt_duration",
@@ -149,23 +151,3 @@ def heartbeat_tables(report: Mapping[str, Any]) -> list[Any]:
     # The age says more than the wall-clock time of the last beat; the error list shows its count.
     table = generic_table(rows, skip=frozenset({"last_heartbeat", "error_count"}))
     return [head, table] if rows else [head, Text("no components", style="dim")]
-
-
-_SKIP = {"timestamp", "level", "event", "actor", "pid", "seq", "id", "host", "restarts"}
-
-
-def log_line(raw: bytes | dict[str, Any]) -> str:
-    """One log event as ``time level actor[pid] event key=value ...``."""
-    try:
-        event = raw if isinstance(raw, dict) else json.loads(raw)
-    except ValueError:
-        event = None
-    if not isinstance(event, dict):
-        return bytes(raw).decode("utf-8", "replace").rstrip("\n")  # type: ignore[arg-type]
-    who = str(event.get("actor") or "supervisor")
-    if event.get("pid") is not None:
-        who += f"[{event['pid']}]"
-    rest = " ".join(f"{k}={_plain(v, 200)}" for k, v in event.items() if k not in _SKIP)
-    parts = [str(event.get("timestamp", "-")), f"{event.get('level', '-')!s:<7}", who,
-             str(event.get("event", "")), rest]
-    return " ".join(p for p in parts if p)
