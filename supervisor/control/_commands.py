@@ -137,8 +137,13 @@ def _log_line() -> Any:
 def _console() -> Any:
     from rich.console import Console  # rich is only paid for by human output
 
-    # Piped output is not cut to 80 columns: a script grepping it wants whole rows.
-    return Console(width=None if sys.stdout.isatty() else 200)
+    # Piped output is not cut: a script grepping it wants whole rows.
+    return Console(width=None if sys.stdout.isatty() else 1000)
+
+
+def _width(console: Any) -> int | None:
+    """The terminal's width for tables to fit in; None when piped (nothing is dropped)."""
+    return int(console.width) if sys.stdout.isatty() else None
 
 
 def _print_json(value: Any) -> None:
@@ -154,7 +159,11 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
         rows = _ask(args, path, "status")
-        _print_json(rows) if args.json else _console().print(_render().status_table(rows))
+        if args.json:
+            _print_json(rows)
+        else:
+            console = _console()
+            console.print(_render().status_table(rows, _width(console)))
         return 0
     return _watch(args, path)
 
@@ -178,12 +187,13 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
             return 0
         from rich.live import Live
 
-        with Live(_render().status_table(_ask(args, path, "status")), console=_console(),
+        console = _console()
+        with Live(_render().status_table(_ask(args, path, "status"), _width(console)), console=console,
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(_render().status_table(_ask(args, path, "status")), refresh=True)
+                live.update(_render().status_table(_ask(args, path, "status"), _width(console)), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -198,7 +208,7 @@ def cmd_heartbeat_status(args: argparse.Namespace, path: Path) -> int:
         _print_json(report)
     else:
         console = _console()
-        for part in _render().heartbeat_tables(report):
+        for part in _render().heartbeat_tables(report, _width(console)):
             console.print(part)
     return 1 if args.check and report.get("status") != "healthy" else 0
 
@@ -292,7 +302,8 @@ def cmd_cron_list(args: argparse.Namespace, path: Path) -> int:
     elif not rows:
         print("no cron tasks")
     else:
-        _console().print(_render().generic_table(rows))
+        console = _console()
+        console.print(_render().generic_table(rows, width=_width(console)))
     return 0
 
 
