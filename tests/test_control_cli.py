@@ -403,9 +403,11 @@ class TestFindingTheSocket:
                                  monkeypatch: pytest.MonkeyPatch) -> None:
         """With no socket, config, variable or ./actorsup.toml, the command is a usage error (exit 2)."""
         monkeypatch.chdir(sock.parent)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(sock.parent))  # and no demo runs
         assert await cli("status") == 2
         assert capsys.readouterr().err == ("actorsup: no control socket given: pass --socket PATH or -c "
-                                           "CONFIG (or set ACTORSUP_SOCKET; there is no ./actorsup.toml here)\n")
+                                           "CONFIG (or set ACTORSUP_SOCKET; there is no ./actorsup.toml here, "
+                                           "and no demo is running)\n")
 
     @pytest.mark.parametrize("command", [["status", "--json"], ["logs"], ["shutdown"]])
     async def test_an_invalid_config_does_not_lock_the_cli_out(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import ControlError
 from ._client import ControlClient
 from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
-from ._locate import Located, locate_socket
+from ._locate import Located, demo_socket, locate_socket
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -54,7 +54,8 @@ def _located(config: Path) -> Located:
 
 
 def locate(args: argparse.Namespace) -> Located:
-    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``.
+    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``,
+    else the demo's socket (see :func:`demo_socket`) when a demo runs.
 
     A config is only read for its socket, never validated: a supervisor stays
     reachable while its config file is being edited.
@@ -67,8 +68,10 @@ def locate(args: argparse.Namespace) -> Located:
         return Located(Path(os.environ[SOCKET_ENV]), None)
     if Path(DEFAULT_CONFIG).is_file():
         return _located(Path(DEFAULT_CONFIG))
+    if (demo := demo_socket()).is_socket():
+        return Located(demo, None)  # `actorsup run` with no config, started from anywhere
     raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
-                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
+                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here, and no demo is running)")
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:

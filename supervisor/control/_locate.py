@@ -10,11 +10,13 @@ a test checks that both agree.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Located", "locate_socket"]
+__all__ = ["Located", "demo_socket", "locate_socket"]
 
 _TABLE = re.compile(r"^\s*\[\s*([^\]\s]+)\s*\]")
 _KEY = re.compile(r"""^\s*(control_socket|state_dir)\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(?:#.*)?$""")
@@ -62,3 +64,14 @@ def locate_socket(config: Path) -> Located:
         return Located(_from_table(base, _scan(text)), f"{config}: invalid TOML: {exc}")
     table = data.get("supervisor")
     return Located(_from_table(base, table if isinstance(table, dict) else {}), None)
+
+
+def demo_socket() -> Path:
+    """Where `actorsup run` with no config (the demo) listens, whatever the current folder.
+
+    ``$XDG_RUNTIME_DIR/actorsup-demo/`` (a per-user folder), else a per-uid folder
+    in the temporary directory; clients find it when nothing else names a socket.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "actorsup-demo" if runtime else Path(tempfile.gettempdir()) / f"actorsup-demo-{os.getuid()}"
+    return base / "actorsup.sock"
