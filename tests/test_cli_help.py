@@ -44,7 +44,7 @@ class TestHelp:
         for _line, sub in commands(parser):
             assert sub.epilog is not None
             for example in sub.epilog.splitlines()[1:]:
-                argv = example.split("#")[0].split("|")[0].split()[1:]
+                argv = example.split("#")[0].split("|")[0].split(">")[0].split()[1:]
                 parser.parse_args(argv)  # a SystemExit here fails the test
 
     def test_version(self) -> None:

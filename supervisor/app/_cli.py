@@ -124,12 +124,32 @@ actorsup check actorsup.toml""")
     check.add_argument("config", help="TOML config file")
     check.set_defaults(func=cmd_check)
     add_control_commands(sub)
+    completion = _command_parser(sub, "completion", "print a shell completion script", """
+actorsup completion bash > ~/.local/share/bash-completion/completions/actorsup
+actorsup completion zsh > ~/.zfunc/_actorsup   # ~/.zfunc in $fpath
+actorsup completion fish > ~/.config/fish/completions/actorsup.fish""",
+                                 description="Print a completion script for bash, zsh or fish: commands, "
+                                 "options, and actor names from the running supervisor. Or load it at "
+                                 'shell start: eval "$(actorsup completion bash)" in ~/.bashrc.')
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete in")
+    completion.set_defaults(func=cmd_completion)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from ._complete import SCRIPTS
+
+    sys.stdout.write(SCRIPTS[args.shell])
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     running = argv[:1] == ["run"]
+    if argv[:1] == ["_complete"]:  # the shells' completion hook, not a user command
+        from ._complete import complete_main
+
+        return complete_main(argv[1:], build_parser())
     try:
         if running:
             _signals.stop_now()  # SIGINT/SIGTERM at any moment: a clean exit 0
