@@ -340,6 +340,17 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
 
 
 @_command
+def cmd_top(args: argparse.Namespace, path: Path) -> int:
+    from ._top import _NotATerminal, run_top
+
+    try:
+        return run_top(path, interval=args.interval, timeout=args.timeout, lines=args.lines)
+    except _NotATerminal:
+        raise _Usage("top needs a terminal (stdin and stdout); piped, use "
+                     "`actorsup status --watch --json`") from None
+
+
+@_command
 def cmd_shutdown(args: argparse.Namespace, path: Path) -> int:
     # The server may go away before its reply: that is the shutdown we asked for.
     with _client(args, path) as client, suppress(NoReply):
@@ -458,6 +469,17 @@ actorsup reload --json""", parents=common,
                         "and the running one kept (exit 1).")
     _json_flag(p)
     p.set_defaults(func=cmd_reload)
+
+    p = _command_parser(subparsers, "top", "a live view: actors, and the selected one's logs", """
+actorsup top                         # up/down or k/j select an actor, q quits
+actorsup top --interval 2 --lines 20""", parents=common,
+                        description="A live view in a terminal: every actor's state, restarts, CPU, RSS "
+                        "and beat age, and the latest log lines of the selected actor. Up/down (or k/j) "
+                        "select, q or Ctrl-C quit.")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="refresh period (default: 1)")
+    p.add_argument("--lines", type=int, default=10, metavar="N", help="log lines shown (default: 10)")
+    p.set_defaults(func=cmd_top)
 
     p = _command_parser(subparsers, "shutdown", "stop every actor and exit", """
 actorsup shutdown -c /etc/myapp/actorsup.toml""", parents=common)

@@ -110,7 +110,8 @@ _GAP = 2  # rich's padding between two columns
 _MIN_FLEX = 10
 
 
-def _fit(columns: list[_Column], width: int | None, caption: str | None = None) -> Table:
+def _fit(columns: list[_Column], width: int | None, caption: str | None = None,
+         selected: int | None = None) -> Table:
     """The columns that fit ``width`` (all when None), dropped by priority, never squeezed."""
     keep = set(range(len(columns)))
     flex_width: int | None = None
@@ -133,12 +134,16 @@ def _fit(columns: list[_Column], width: int | None, caption: str | None = None) 
                          max_width=flex_width if col.flexible else None,
                          min_width=None if col.flexible else col.width())
     for r in range(len(columns[0].cells) if columns else 0):
-        table.add_row(*(col.cells[r] for col in shown))
+        table.add_row(*(col.cells[r] for col in shown), style="reverse" if r == selected else None)
     return table
 
 
-def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) -> Table:
-    """The ``actorsup status`` table; at ``width`` columns, the least needed ones are dropped."""
+def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None,
+                 selected: str | None = None) -> Table:
+    """The ``actorsup status`` table; at ``width`` columns, the least needed ones are dropped.
+
+    The row of actor ``selected`` (`actorsup top`) is shown in reverse video.
+    """
     def cells(render: Any, key: str) -> list[Any]:
         return [render(row.get(key)) for row in rows]
 
@@ -154,7 +159,9 @@ def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None) ->
         _Column("RSS", cells(fmt_bytes, "rss"), 7, "right"),
         _Column("LAST ERROR", cells(_plain, "last_error"), 5, flexible=True),
     ]
-    return _fit(columns, width, caption=None if rows else "no actors")
+    names = [row.get("name") for row in rows]
+    at = names.index(selected) if selected in names else None
+    return _fit(columns, width, caption=None if rows else "no actors", selected=at)
 
 
 _STATES = {"state", "status", "outcome", "last_outcome"}
