@@ -93,6 +93,7 @@ class NetworkSink:
         self._sent_bytes = 0
         self._stream_sent = 0  # bytes the kernel took on this connection
         self._stream_end = 0  # stream offset at the end of the last frame taken
+        self._widest_window = 0  # the peer's widest advertised receive window on this connection
         self._out: memoryview | None = None  # unsent rest of the current batch
         self._sock: socket.socket | None = None
         self._connected = False
@@ -204,6 +205,7 @@ class NetworkSink:
     def _up(self, sock: socket.socket) -> None:
         self._sock = sock
         self._stream_sent = self._stream_end = 0
+        self._widest_window = 0
         self._connected = True
         self._error = None
         if self._failed_since is not None:
@@ -237,15 +239,28 @@ class NetworkSink:
         self._out = None
 
     def _settle(self, sock: socket.socket) -> None:
-        """Forget the frames the peer's TCP has acknowledged (also after a reset)."""
+        """Forget the frames the peer has surely read; the rest is replayed (also after a reset).
+
+        Read = acknowledged by the peer's TCP (``SIOCOUTQ`` says how much is not)
+        and not still waiting in its receive buffer. A reset throws that buffer
+        away; how much it held shows in the window the peer advertised last,
+        against the widest it advertised on this connection.
+        """
         try:
             unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
         except OSError:
             return  # no answer: everything kept is sent again
-        acked = self._stream_sent - unacked
+        window = _peer_window(sock)
+        unread = max(0, self._widest_window - window) if window is not None else 0
+        read = self._stream_sent - unacked - unread
         sent = self._sent
-        while sent and sent[0][0] <= acked:
+        while sent and sent[0][0] <= read:
             self._sent_bytes -= len(sent.popleft()[1])
+
+    def _sample_window(self, sock: socket.socket) -> None:
+        window = _peer_window(sock)
+        if window is not None and window > self._widest_window:
+            self._widest_window = window
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -301,7 +316,7 @@ class NetworkSink:
                 self._stream_sent += n
                 out = out[n:]
             self._out = None
-            self._settle(sock)
+            self._sample_window(sock)
             self._trim_window()
 
     def _take_batch(self) -> bytes | None:
@@ -332,7 +347,7 @@ class NetworkSink:
         return b"".join(parts)
 
     def _trim_window(self) -> None:
-        # A memory bound only: the kernel's send buffer holds far less unacknowledged data.
+        # Frames older than replay_bytes are taken as read, whatever a reset says.
         sent, limit = self._sent, self.replay_bytes
         while sent and self._sent_bytes - len(sent[0][1]) >= limit:
             self._sent_bytes -= len(sent.popleft()[1])
@@ -405,6 +420,21 @@ class NetworkSink:
                     return True
             except BlockingIOError:
                 continue
+
+
+_TCP_INFO_SND_WND = 228  # offsetof(struct tcp_info, tcpi_snd_wnd), Linux >= 6.2
+
+
+def _peer_window(sock: socket.socket) -> int | None:
+    """The receive window the peer advertised last, in bytes (None where the kernel does not say)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND + 4)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_SND_WND + 4:
+        return None
+    window: int = struct.unpack_from("I", info, _TCP_INFO_SND_WND)[0]
+    return window
 
 
 class TcpSink(NetworkSink):
