@@ -98,7 +98,7 @@ class _RawCron(_RawRestartable, **_Struct):
 
 
 class _RawSink(msgspec.Struct, **_Struct):
-    type: Literal["stdout", "file", "tcp", "syslog"]
+    type: Literal["stdout", "file", "tcp", "syslog", "relp"]
     path: str | None = None
     max_bytes: Size = "10MiB"
     backups: Count = 5
@@ -508,7 +508,7 @@ class _Checker:
         prefix = f"logs.sinks[{index}]"
         raw = self.convert(data, _RawSink, prefix)
         address = None
-        if raw.type in ("tcp", "syslog"):
+        if raw.type in ("tcp", "syslog", "relp"):
             if raw.address is None:
                 raise self.fail(f"{prefix}.address", f'required for type "{raw.type}" (for example "127.0.0.1:5140")')
             host, sep, port = raw.address.rpartition(":")

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from aggregator import Daemon, Rsyslog, SyslogNg, rsyslog, syslog_ng  # noqa: F401 - fixtures
+from aggregator import Daemon, Rsyslog, SyslogNg, rsyslog_fixture, syslog_ng_fixture  # noqa: F401 - fixtures
 
 from supervisor.config import SinkSpec
 from supervisor.logs import LogRouter, NetworkSink, SyslogSink, TcpSink

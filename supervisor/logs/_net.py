@@ -106,6 +106,7 @@ class NetworkSink:
         self._stopped: anyio.Event | None = None  # both made in run(): Events need a loop
         self._queue_dropped = 0  # not yet reported
         self.replayed = 0  # frames sent again after reconnects: the bound on duplicates
+        self.connections = 0  # connections made
         self.dropped = 0  # frames lost on purpose (spool or queue full), all reported
         self._spool: Spool | None = None
         if spec.spool_dir is not None:
@@ -206,6 +207,7 @@ class NetworkSink:
         self._sock = sock
         self._stream_sent = self._stream_end = 0
         self._widest_window = 0
+        self.connections += 1
         self._connected = True
         self._error = None
         if self._failed_since is not None:
@@ -319,32 +321,35 @@ class NetworkSink:
             self._sample_window(sock)
             self._trim_window()
 
-    def _take_batch(self) -> bytes | None:
-        parts: list[bytes] = []
+    def _next_frames(self, max_bytes: int, max_frames: int = 1 << 62) -> list[bytes]:
+        """The oldest frames waiting, in order: replay, then the memory queue, then the spool."""
+        frames: list[bytes] = []
         size = 0
-        while size < BATCH_BYTES:
+        while size < max_bytes and len(frames) < max_frames:
             if self._replay:
                 frame = self._replay.popleft()
             elif self._queue:
                 frame = self._queue.popleft()
             elif self._spool is not None and self._spool.records:
-                frames = self._spool.read(BATCH_BYTES - size)
-                for frame in frames:
-                    self._stream_end += len(frame)
-                    self._sent.append((self._stream_end, frame))
-                parts.extend(frames)
-                size += sum(map(len, frames))
+                more = self._spool.read(max_bytes - size, max_frames - len(frames))
+                frames.extend(more)
+                size += sum(map(len, more))
                 continue
             else:
                 break
-            parts.append(frame)
+            frames.append(frame)
+            size += len(frame)
+        return frames
+
+    def _take_batch(self) -> bytes | None:
+        frames = self._next_frames(BATCH_BYTES)
+        if not frames:
+            return None
+        for frame in frames:
             self._stream_end += len(frame)
             self._sent.append((self._stream_end, frame))
-            size += len(frame)
-        if not parts:
-            return None
-        self._sent_bytes += size
-        return b"".join(parts)
+            self._sent_bytes += len(frame)
+        return b"".join(frames)
 
     def _trim_window(self) -> None:
         # Frames older than replay_bytes are taken as read, whatever a reset says.
@@ -383,11 +388,8 @@ class NetworkSink:
         confirmed = False
         with anyio.move_on_after(self.close_timeout):
             if self._connected and self._sock is not None:
-                try:
-                    await self._send_all(self._sock, until_empty=True)
-                    confirmed = await self._half_close(self._sock)
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    confirmed = await self._finish(self._sock)
         self._closed = True
         if confirmed:
             self._sent.clear()
@@ -409,6 +411,11 @@ class NetworkSink:
             return
         if leftover:
             self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
+
+    async def _finish(self, sock: socket.socket) -> bool:
+        """Send everything pending; True once the peer confirmed it has all of it."""
+        await self._send_all(sock, until_empty=True)
+        return await self._half_close(sock)
 
     async def _half_close(self, sock: socket.socket) -> bool:
         """Send EOF and wait for the peer's: then it has read every byte."""

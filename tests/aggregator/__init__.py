@@ -1,12 +1,12 @@
 """Private aggregators for the log-pipeline tests: syslog-ng and rsyslog.
 
-``syslog_ng`` (fixture) gives a :class:`SyslogNg` with two free 127.0.0.1
+``syslog_ng`` (fixture ``syslog_ng_fixture``; import it to use it) gives a :class:`SyslogNg` with two free 127.0.0.1
 ports: ``tcp_port`` (newline-delimited JSON, ``flags(no-parse)``) and
 ``syslog_port`` (RFC 5424, octet counting). Each writes ``$MSG`` per line to
 its own file. syslog-ng runs in the foreground with its own pid file, control
 socket and persist file under ``tmp_path`` and no system config.
 
-``rsyslog`` (fixture) gives an :class:`~aggregator.rsyslog.Rsyslog`: imtcp
+``rsyslog`` (fixture ``rsyslog_fixture``) gives an :class:`~aggregator.rsyslog.Rsyslog`: imtcp
 for JSON lines and for RFC 5424, imrelp for RELP, each parsed by mmjsonparse.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from ._daemon import Daemon, find_binary, free_port
-from .rsyslog import Rsyslog, rsyslog
+from .rsyslog import Rsyslog, rsyslog_fixture
 
-__all__ = ["Daemon", "Rsyslog", "SyslogNg", "rsyslog", "syslog_ng"]
+__all__ = ["Daemon", "Rsyslog", "SyslogNg", "rsyslog_fixture", "syslog_ng_fixture"]
 
 CONFIG = Path(__file__).with_name("syslog-ng.conf")
 
@@ -63,8 +63,8 @@ class SyslogNg(Daemon):
         return {**os.environ, "LD_LIBRARY_PATH": str(self.prefix / "usr/lib/syslog-ng")}
 
 
-@pytest.fixture
-def syslog_ng(tmp_path: Path) -> Iterator[SyslogNg]:
+@pytest.fixture(name="syslog_ng")
+def syslog_ng_fixture(tmp_path: Path) -> Iterator[SyslogNg]:
     binary, prefix = find_binary("syslog-ng", "syslog-ng-core")
     workdir = tmp_path / "syslog-ng"
     workdir.mkdir()

@@ -19,7 +19,7 @@ import pytest
 
 from ._daemon import Daemon, find_binary, free_port
 
-__all__ = ["Rsyslog", "rsyslog"]
+__all__ = ["Rsyslog", "rsyslog_fixture"]
 
 CONFIG = Path(__file__).with_name("rsyslog.conf")
 
@@ -53,8 +53,8 @@ class Rsyslog(Daemon):
         return argv
 
 
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
+@pytest.fixture(name="rsyslog")
+def rsyslog_fixture(tmp_path: Path) -> Iterator[Rsyslog]:
     binary, prefix = find_binary("rsyslogd", "rsyslog")
     if not any(p.exists() for p in (prefix / "usr/lib").glob("*/rsyslog/imrelp.so")):
         message = "rsyslog's RELP input is not installed (apt-get install -y rsyslog-relp)"
