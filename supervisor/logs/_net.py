@@ -26,12 +26,9 @@ so a cancelled sender always knows exactly how many bytes went out.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import socket
-import struct
-import termios
 from collections import deque
 from typing import Any
 
@@ -46,6 +43,7 @@ from ._record import LogRecord
 from ._sinks import describe
 from ._spool import MEMORY_BYTES as SPOOL_MEMORY_BYTES
 from ._spool import Spool
+from ._tcpinfo import peer_window, unacked_bytes
 
 __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
 
@@ -248,11 +246,10 @@ class NetworkSink:
         away; how much it held shows in the window the peer advertised last,
         against the widest it advertised on this connection.
         """
-        try:
-            unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
-        except OSError:
+        unacked = unacked_bytes(sock)
+        if unacked is None:
             return  # no answer: everything kept is sent again
-        window = _peer_window(sock)
+        window = peer_window(sock)
         unread = max(0, self._widest_window - window) if window is not None else 0
         read = self._stream_sent - unacked - unread
         sent = self._sent
@@ -260,7 +257,7 @@ class NetworkSink:
             self._sent_bytes -= len(sent.popleft()[1])
 
     def _sample_window(self, sock: socket.socket) -> None:
-        window = _peer_window(sock)
+        window = peer_window(sock)
         if window is not None and window > self._widest_window:
             self._widest_window = window
 
@@ -427,21 +424,6 @@ class NetworkSink:
                     return True
             except BlockingIOError:
                 continue
-
-
-_TCP_INFO_SND_WND = 228  # offsetof(struct tcp_info, tcpi_snd_wnd), Linux >= 6.2
-
-
-def _peer_window(sock: socket.socket) -> int | None:
-    """The receive window the peer advertised last, in bytes (None where the kernel does not say)."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND + 4)
-    except OSError:
-        return None
-    if len(info) < _TCP_INFO_SND_WND + 4:
-        return None
-    window: int = struct.unpack_from("I", info, _TCP_INFO_SND_WND)[0]
-    return window
 
 
 class TcpSink(NetworkSink):
