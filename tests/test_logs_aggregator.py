@@ -97,6 +97,7 @@ async def _outage(sink: NetworkSink, server: Daemon, path: Path) -> None:
     print(f"{sink.name}: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
     assert duplicates <= sink.replayed  # bounded by the replay window, and reported
     assert sink.dropped == 0
+    assert sink.spec.spool_dir is not None and not list(sink.spec.spool_dir.glob("*.seg"))  # all released
 
 
 class TestAggregator:

@@ -187,6 +187,7 @@ class TestRelpRsyslog:
         events = rsyslog.read(rsyslog.relp_log)
         duplicates = _check_exact(events, n, sink)
         assert sink.acknowledged == len(events)  # each ack is one line in the file, duplicates included
+        assert not list((tmp_path / "spool").glob("*.seg"))  # every spooled event released once acknowledged
         print(f"relp restart: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
 
     async def test_flapping_connection_exact(self, rsyslog: Rsyslog, tmp_path: Path) -> None:

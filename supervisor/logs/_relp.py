@@ -184,8 +184,9 @@ class RelpSink(NetworkSink):
         elif not self._sent or self._sent[0][0] != txnr:
             raise RelpProtocolError(f"answer for txnr {txnr}, expected {self._sent[0][0] if self._sent else 'none'}")
         else:
-            _, frame = self._sent.popleft()
+            _, frame, spooled = self._sent.popleft()
             self._sent_bytes -= len(frame)
+            self._release(spooled)
             self._session_acks += 1
             self._probe = False
             if data.startswith(b"200"):
@@ -213,9 +214,9 @@ class RelpSink(NetworkSink):
                     self._wake = anyio.Event()
                     continue
                 parts: list[bytes] = []
-                for frame in frames:
+                for frame, spooled in frames:
                     parts.append(b"%d syslog %d %s\n" % (self._txnr, len(frame), frame))
-                    self._sent.append((self._txnr, frame))
+                    self._sent.append((self._txnr, frame, spooled))
                     self._sent_bytes += len(frame)
                     self._txnr = _next_txnr(self._txnr)
                 self._out = memoryview(b"".join(parts))
@@ -252,8 +253,9 @@ class RelpSink(NetworkSink):
         self._stuck = self._stuck + 1 if head is self._stuck_head else 1
         self._stuck_head = head
         if self._stuck >= STUCK_SESSIONS:
-            self._sent.popleft()
+            _, _, spooled = self._sent.popleft()
             self._sent_bytes -= len(head)
+            self._release(spooled)
             self._stuck, self._stuck_head = 0, None
             self._report_dropped(1, f"the receiver ended {STUCK_SESSIONS} sessions in a row on this event "
                                  f"({len(head)} bytes; larger than its maxDataSize?)")
