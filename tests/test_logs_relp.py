@@ -112,6 +112,69 @@ async def test_refused_and_oversized_events_dropped_and_counted(tmp_path: Path) 
     assert receiver.sessions >= 4  # three in a row ended on the big event
 
 
+class SilentReceiver:
+    """Opens the session, reads every event, answers none: they all stay in flight."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    async def handle(self, stream: SocketStream) -> None:
+        parser = RelpParser(max_data=1 << 30)
+        async with stream:
+            async for chunk in stream:
+                for txnr, command, _ in parser.feed(chunk):
+                    if command == b"open":
+                        offer = b"200 OK\nrelp_version=0\ncommands=syslog"
+                        await stream.send(b"%d rsp %d %s\n" % (txnr, len(offer), offer))
+                    else:
+                        self.frames += 1
+
+
+@pytest.mark.anyio
+async def test_crash_with_spooled_events_in_flight_loses_none(tmp_path: Path) -> None:
+    """The supervisor dies (no aclose) with spooled events sent but unanswered: a new sink on the spool sends them all."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = SinkSpec(type="relp", address=("127.0.0.1", port), spool_dir=tmp_path / "spool",
+                    spool_max_bytes=1 << 20, spool_fsync="never")  # 128 KiB segments
+    silent = SilentReceiver()
+    first = RelpSink(spec, backoff_initial=0.01, backoff_max=0.02, window=1000)
+    router = LogRouter([first])
+    with structlog.testing.capture_logs():
+        async with anyio.create_task_group() as tg:
+            await tg.start(router.run)
+            n = await _emit(router, 0, 3000)  # nobody listens: all spooled
+            first._spool.flush()  # type: ignore[union-attr]
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+            tg.start_soon(listener.serve, silent.handle)
+            with anyio.fail_after(10):
+                while silent.frames < 1000:
+                    await anyio.sleep(0.01)  # polling, bounded
+            assert first.unacknowledged == 1000 and first.acknowledged == 0
+            tg.cancel_scope.cancel()  # the crash: no aclose, nothing written back
+        await listener.aclose()
+    first._close_socket()  # what the kernel does for a dead process: its fds close, nothing else
+    assert first._spool is not None
+    first._spool._close_reader()
+    first._spool._close_writer()
+    receiver = PickyReceiver()
+    second = RelpSink(spec, backoff_initial=0.01, backoff_max=0.02)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+    with structlog.testing.capture_logs():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, receiver.handle)
+            await tg.start(second.run)
+            with anyio.fail_after(10):
+                while second.pending or second.unacknowledged:
+                    await anyio.sleep(0.01)  # polling, bounded
+            await second.aclose()
+            tg.cancel_scope.cancel()
+        await listener.aclose()
+    got = {json.loads(m.split(b" ", 7)[7])["i"] for m in receiver.got}
+    assert got == set(range(n))  # in-flight ones from fully read segments too
+
+
 def _event(i: int) -> dict[str, Any]:
     return {"timestamp": iso_utc(), "level": "info", "event": "n", "i": i}
 

@@ -6,8 +6,9 @@ is one ``syslog`` command, and the receiver answers every command with an
 ``rsp`` of the same txnr whose data starts with a status (``200 OK``). Up to
 ``window`` commands are outstanding at once, in txnr order.
 
-Unlike plain TCP, delivery is exact: a frame stays in memory until its
-``200`` arrives (and goes back to the spool at shutdown if it never does), so
+Unlike plain TCP, delivery is exact: a frame stays in memory, and a spooled
+one on the spool's disk too, until its ``200`` arrives (it goes back to the
+spool at shutdown if it never does, and survives a crash on disk), so
 after a reconnect only the unacknowledged frames are sent again, first, and
 the duplicates are at most one window. A ``500`` for an event (refused by the
 receiver) drops that event and counts it in ``logs.dropped``. After a session

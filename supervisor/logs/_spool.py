@@ -1,9 +1,14 @@
 """On-disk spool for a network sink: append-only segment files.
 
 Each record is a 4-byte big-endian length and the framed bytes. Records are
-appended to the newest segment and read from the oldest; a segment is deleted
-once fully read. Segments left by an earlier run are picked up again at start
-(a torn last record is cut off).
+appended to the newest segment and read from the oldest. A record read is not
+gone yet: its segment file stays until the segment is read to its end and the
+sink has :meth:`Spool.release`\ d every record of it (the receiver confirmed
+them), so a crash of the supervisor loses no event in flight; the next run
+sends them again (at-least-once). Segments left by an earlier run are picked
+up again at start (a torn last record is cut off). A clean :meth:`Spool.close`
+cuts the read part off a partly read segment, so the next run starts exactly
+where this one ended.
 
 Nothing is lost silently. New records wait in a small memory buffer and are
 written in chunks with ``os.write``, so a failed write (ENOSPC, EIO) is seen
