@@ -132,7 +132,7 @@ class SilentReceiver:
 
 @pytest.mark.anyio
 async def test_crash_with_spooled_events_in_flight_loses_none(tmp_path: Path) -> None:
-    """The supervisor dies (no aclose) with spooled events sent but unanswered: a new sink on the spool sends them all."""
+    """The supervisor dies (no aclose) with spooled events unanswered: a new sink on the spool sends them all."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

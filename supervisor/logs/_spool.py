@@ -3,8 +3,8 @@
 Each record is a 4-byte big-endian length and the framed bytes. Records are
 appended to the newest segment and read from the oldest. A record read is not
 gone yet: its segment file stays until the segment is read to its end and the
-sink has :meth:`Spool.release`\ d every record of it (the receiver confirmed
-them), so a crash of the supervisor loses no event in flight; the next run
+sink has released every record of it (:meth:`Spool.release`: the receiver
+confirmed them), so a crash of the supervisor loses no event in flight; the next run
 sends them again (at-least-once). Segments left by an earlier run are picked
 up again at start (a torn last record is cut off). A clean :meth:`Spool.close`
 cuts the read part off a partly read segment, so the next run starts exactly
