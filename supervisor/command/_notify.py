@@ -359,7 +359,7 @@ class NotifySocket:
 
     def _refuse(self, pid: int | None, reason: str) -> None:
         self.refused += 1
-        log.warning("notify.refused", actor=self.actor, sender_pid=pid, reason=reason)
+        log.warning("notify.refused", actor=self.actor, sender_pid=pid, reason=reason, refused=self.refused)
 
     # --- closing -----------------------------------------------------------------
     def close(self) -> None:
