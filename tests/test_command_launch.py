@@ -18,6 +18,7 @@ from supervisor.command._privileges import resolve_credentials
 from supervisor.core._clock import MonotonicClock
 from supervisor.process._child import stop_process
 from supervisor.process._popen import FdReader
+from supervisor.process._reaper import Reaper
 
 pytestmark = pytest.mark.anyio
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -198,3 +199,26 @@ class TestPrivilegesAndParentDeath:
             middle.wait()
             if middle.stdout is not None:
                 middle.stdout.close()
+
+
+class TestReaper:
+    async def test_a_daemon_that_left_the_group_is_killed_after_the_program_exits(self) -> None:
+        """With the Reaper's cookie and track(), a setsid'ed daemon of an exited program is killed."""
+        reaper = Reaper()
+        async with anyio.create_task_group() as tg:
+            await tg.start(reaper.run)
+            token = reaper.new_token()
+            script = "setsid sh -c 'echo $$; exec sleep 30' &"  # it speaks only once in its own session
+            proc = launch(["sh", "-c", script], env=reaper.child_env(dict(_ENV), token))
+            reaper.track(proc, token, "daemonizer")  # type: ignore[arg-type]  # duck-typed: pid, token, on_exit
+            try:
+                with anyio.fail_after(10):
+                    daemon = int(await _first_line(proc))
+                    pidfd = os.pidfd_open(daemon)
+                    assert os.getsid(daemon) != proc.pid  # out of the program's session: killpg misses it
+                    assert await proc.wait() == 0
+                    await anyio.wait_readable(pidfd)  # killed by the reaper, not by us
+                os.close(pidfd)
+            finally:
+                await proc.aclose()
+            tg.cancel_scope.cancel()

@@ -8,8 +8,10 @@ signal is set in the child after its uid and gid changed (a credential
 change clears it), and a child whose supervisor died before that exits.
 
 :class:`CommandProcess` has what :func:`supervisor.process._child.stop_process`
-needs (``pid``, ``returncode``, ``signal_group``, ``wait``), and the
-(pid, create_time) identity: signals never reach a reused pid.
+needs (``pid``, ``returncode``, ``signal_group``, ``wait``), the
+(pid, create_time) identity (signals never reach a reused pid), and the
+``token``/``on_exit`` pair :meth:`supervisor.process._reaper.Reaper.track`
+sets, so what the program leaves outside its group is killed after it exits.
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class CommandProcess:
         except OSError:  # kernel < 5.3: wait() polls
             self._pidfd = None
         self._lock = anyio.Lock()
+        self.token = ""  # its tree cookie, set by Reaper.track (see supervisor/process/_reaper.py)
+        self.on_exit: Callable[[], None] | None = None  # once, when it has been reaped
 
     @property
     def returncode(self) -> int | None:
@@ -169,10 +173,18 @@ class CommandProcess:
                 else:
                     await anyio.sleep(0.02)
         assert self._popen.returncode is not None
+        self._exited()  # what it left outside its group goes now, not after the pipes drain
         return self._popen.returncode
+
+    def _exited(self) -> None:
+        on_exit, self.on_exit = self.on_exit, None
+        if on_exit is not None:
+            on_exit()
 
     async def aclose(self) -> None:
         """Close the pipes and the pidfd (the program is reaped by :meth:`wait`)."""
+        if self._popen.poll() is not None:
+            self._exited()
         self.stdout.close()
         self.stderr.close()
         if self._pidfd is not None:
