@@ -66,19 +66,20 @@ class TestChildEnv:
 
 class TestLaunchFailures:
     @pytest.mark.parametrize(
-        ("argv", "cwd", "reason"),
+        ("argv", "cwd", "code", "reason"),
         [
-            (["no-such-program-x"], None, f"program not found: 'no-such-program-x' is not in PATH ({os.defpath})"),
-            (["sleep", "1"], "/nonexistent/dir", "working directory not found: /nonexistent/dir"),
-            (["/etc/passwd"], None, "not executable (no execute permission): /etc/passwd"),
-            (["/etc"], None, "not executable (a directory): /etc"),
+            (["no-such-program-x"], None, "program_not_found",
+             f"program not found: 'no-such-program-x' is not in PATH ({os.defpath})"),
+            (["sleep", "1"], "/nonexistent/dir", "cwd_not_found", "working directory not found: /nonexistent/dir"),
+            (["/etc/passwd"], None, "program_not_executable", "not executable (no execute permission): /etc/passwd"),
+            (["/etc"], None, "program_not_executable", "not executable (a directory): /etc"),
         ],
     )
-    def test_reasons(self, argv: list[str], cwd: str | None, reason: str) -> None:
-        """A program that cannot run is a ProgramError whose reason goes into actor.exited."""
+    def test_reasons(self, argv: list[str], cwd: str | None, code: str, reason: str) -> None:
+        """A program that cannot run is a ProgramError: a reason code and a text for actor.exited."""
         with pytest.raises(ProgramError) as info:
             launch(argv, env=_ENV, cwd=cwd)
-        assert info.value.reason == reason
+        assert (info.value.code, info.value.reason) == (code, reason)
 
     def test_missing_interpreter(self, tmp_path: Path) -> None:
         """A script whose #! interpreter is missing is reported as such, at spawn time."""
@@ -88,6 +89,7 @@ class TestLaunchFailures:
         with pytest.raises(ProgramError) as info:
             launch(["./s"], env=_ENV, cwd=tmp_path)
         assert info.value.reason == f"interpreter not found: /nonexistent/python (from the #! line of {script})"
+        assert info.value.code == "program_not_found"
 
 
 class TestLaunch:
