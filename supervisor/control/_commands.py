@@ -13,21 +13,25 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Config, load_config
-from ..exceptions import ConfigError, ControlError
+from ..exceptions import ControlError
 from ._client import ControlClient
 from ._errors import NoReply, NotListening, RequestFailed
+from ._locate import Located, locate_socket
 from ._render import generic_table, heartbeat_tables, log_line, status_table
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = ["add_control_commands", "resolve_socket", "socket_path_for"]
 
 DEFAULT_CONFIG = "actorsup.toml"
 SOCKET_ENV = "ACTORSUP_SOCKET"
-_USAGE_CODES = {"bad_request", "bad_argument", "unknown_command"}
+_USAGE_CODES = {"bad_request", "bad_argument", "unknown_command", "duplicate_key"}
 
 Func = Callable[[argparse.Namespace], int]
 
@@ -41,23 +45,36 @@ def socket_path_for(config: Config) -> Path:
     return config.supervisor.control_socket or config.supervisor.state_dir / "actorsup.sock"
 
 
-def _load(path: Path) -> Config:
-    # A client must not run user code, and need not have the supervisor's sys.path.
-    return load_config(path, import_targets=False)
+def _located(config: Path) -> Located:
+    try:
+        return locate_socket(config)
+    except FileNotFoundError:
+        raise _Usage(f"{config}: file not found; pass -c CONFIG or --socket PATH") from None
+    except OSError as exc:
+        raise _Usage(f"{config}: cannot read: {exc.strerror or exc}") from None
+
+
+def locate(args: argparse.Namespace) -> Located:
+    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``.
+
+    A config is only read for its socket, never validated: a supervisor stays
+    reachable while its config file is being edited.
+    """
+    if getattr(args, "socket", None):
+        return Located(Path(args.socket), None)
+    if getattr(args, "config", None):
+        return _located(Path(args.config))
+    if os.environ.get(SOCKET_ENV):
+        return Located(Path(os.environ[SOCKET_ENV]), None)
+    if Path(DEFAULT_CONFIG).is_file():
+        return _located(Path(DEFAULT_CONFIG))
+    raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
+                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:
-    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``."""
-    if getattr(args, "socket", None):
-        return Path(args.socket)
-    if getattr(args, "config", None):
-        return socket_path_for(_load(Path(args.config)))
-    if os.environ.get(SOCKET_ENV):
-        return Path(os.environ[SOCKET_ENV])
-    if Path(DEFAULT_CONFIG).is_file():
-        return socket_path_for(_load(Path(DEFAULT_CONFIG)))
-    raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
-                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
+    """The control socket the command line points at (see :func:`locate`)."""
+    return locate(args).path
 
 
 def _err(message: str) -> None:
@@ -69,12 +86,11 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
 
     @wraps(body)
     def run(args: argparse.Namespace) -> int:
+        located: Located | None = None
         try:
-            return body(args, resolve_socket(args))
+            located = locate(args)
+            return body(args, located.path)
         except _Usage as exc:
-            _err(str(exc))
-            return 2
-        except ConfigError as exc:
             _err(str(exc))
             return 2
         except RequestFailed as exc:
@@ -83,6 +99,8 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
             return 2 if exc.code in _USAGE_CODES else 1
         except NotListening as exc:
             _err(str(exc))
+            if located is not None and located.problem:
+                _err(f"(the socket path comes from a config that does not parse: {located.problem})")
             return 1
         except ControlError as exc:
             _err(str(exc))
@@ -114,32 +132,38 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 # --- commands ------------------------------------------------------------------
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
+    if not args.watch:
+        rows = _ask(args, path, "status")
+        _print_json(rows) if args.json else _console().print(status_table(rows))
+        return 0
+    return _watch(args, path)
+
+
+def _ask(args: argparse.Namespace, path: Path, cmd: str, **request: Any) -> Any:
     with _client(args, path) as client:
-        if not args.watch:
-            rows = client.request("status")
-            _print_json(rows) if args.json else _console().print(status_table(rows))
-            return 0
-        return _watch(client, args)
+        return client.request(cmd, **request)
 
 
-def _watch(client: ControlClient, args: argparse.Namespace) -> int:
+def _watch(args: argparse.Namespace, path: Path) -> int:
+    # One connection per refresh: the server closes a connection that stays
+    # silent longer than its idle timeout, and --interval may be longer.
     count = 0
     try:
         if args.json:
             while args.count is None or count < args.count:
-                _print_json(client.request("status"))
+                _print_json(_ask(args, path, "status"))
                 count += 1
                 if args.count is None or count < args.count:
                     time.sleep(args.interval)
             return 0
         from rich.live import Live
 
-        with Live(status_table(client.request("status")), console=_console(),
+        with Live(status_table(_ask(args, path, "status")), console=_console(),
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(client.request("status")), refresh=True)
+                live.update(status_table(_ask(args, path, "status")), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -250,11 +274,9 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
 
 @_command
 def cmd_shutdown(args: argparse.Namespace, path: Path) -> int:
-    with _client(args, path) as client:
-        try:
-            client.request("shutdown")
-        except NoReply:
-            pass  # the server went away before its reply: that is the shutdown we asked for
+    # The server may go away before its reply: that is the shutdown we asked for.
+    with _client(args, path) as client, suppress(NoReply):
+        client.request("shutdown")
     print(f"supervisor at {path} is shutting down")
     return 0
 
