@@ -65,10 +65,10 @@ def _figures(starts: dict[int, list[float]], lateness: list[float], interval: fl
 def _slope(starts: list[float], interval: float) -> float:
     """Least-squares slope of (start - first - k x interval) over k x interval: seconds per second."""
     xs = [k * interval for k in range(len(starts))]
-    ys = [t - starts[0] - x for t, x in zip(starts, xs)]
+    ys = [t - starts[0] - x for t, x in zip(starts, xs, strict=False)]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / var if var else 0.0
 
 
 # --- APScheduler, run in its own venv (stdlib + apscheduler only) ---------------

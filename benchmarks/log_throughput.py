@@ -229,7 +229,8 @@ def _cpu(pid: int) -> tuple[float, float]:
     """
     times = psutil.Process(pid).cpu_times()
     try:
-        sched = sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        sched = sum(int((task / "schedstat").read_text().split()[0]) for task in tasks) / 1e9
     except (OSError, ValueError, IndexError):
         sched = float("nan")
     return times.user + times.system, sched
@@ -358,7 +359,8 @@ def bench_tcp(work: Path, n: int) -> None:
     sng.mkdir(exist_ok=True)
     port = _free_port()
     conf = (ROOT / "tests" / "aggregator" / "syslog-ng.conf").read_text()
-    conf = conf.replace("@TCP_PORT@", str(port)).replace("@SYSLOG_PORT@", str(_free_port())).replace("@OUT_DIR@", str(sng))
+    conf = conf.replace("@TCP_PORT@", str(port)).replace("@SYSLOG_PORT@", str(_free_port()))
+    conf = conf.replace("@OUT_DIR@", str(sng))
     (sng / "syslog-ng.conf").write_text(conf)
     server = subprocess.Popen([binary, "-F", "--no-caps", "-f", str(sng / "syslog-ng.conf"), "-R", str(sng / "persist"),
                                "-p", str(sng / "pid"), "-c", str(sng / "ctl")],
@@ -465,19 +467,19 @@ def bench_lines(work: Path, n: int, repeat: int) -> None:
         out.unlink(missing_ok=True)
         secs, _, cpu = _actorsup(work, "Lines", f"n = {n}", _file_sink(out), _last_line(n), out, go=work / "go",
                                  warm_up=_last_warm_up_line(n), poll_rss=False)
-        for series, value in zip(ours, (secs, *cpu)):
+        for series, value in zip(ours, (secs, *cpu), strict=False):
             series.append(value * 1000)
         lost += _lost_lines(out, n)
         if binary is not None:
             secs, cpu = _supervisord_run(work, binary, n)
-            for series, value in zip(theirs, (secs, *cpu)):
+            for series, value in zip(theirs, (secs, *cpu), strict=False):
                 series.append(value * 1000)
     figures: list[Figure] = []
     for tool, series in (("actorsup", ours), ("supervisord", theirs)):
         if not series[0]:
             figures.append(Figure(tool, None, note="not installed: pip install failed"))
             continue
-        for what, values in zip(("wall", "CPU (psutil cpu_times)", "CPU (schedstat)"), series):
+        for what, values in zip(("wall", "CPU (psutil cpu_times)", "CPU (schedstat)"), series, strict=False):
             stats = summarize(values)
             figures.append(Figure(f"{tool} {what} p50", stats.p50, "ms"))
             figures.append(Figure(f"{tool} {what} p95", stats.p95, "ms"))
@@ -486,7 +488,7 @@ def bench_lines(work: Path, n: int, repeat: int) -> None:
         # Each actorsup run is followed by a supervisord run: the ratio within
         # a pair is taken seconds apart, so it cancels the VM's slow spells
         # that a ratio of two medians can catch on one side only.
-        paired = summarize([mine / peer for mine, peer in zip(ours[0], theirs[0])])
+        paired = summarize([mine / peer for mine, peer in zip(ours[0], theirs[0], strict=False)])
         figures.append(Figure("wall ratio actorsup/supervisord, median of paired runs", paired.p50, "x", target=2))
         for what, i in (("wall", 0), ("CPU (schedstat)", 2), ("CPU (psutil cpu_times)", 1)):
             mine, peer = summarize(ours[i]).p50, summarize(theirs[i]).p50

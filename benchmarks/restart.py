@@ -165,7 +165,7 @@ def run_actorsup(cmd: list[str], config: Path, problems: list[str]) -> Iterator[
     """Start ``actorsup run config``; on exit stop it with SIGTERM and check for leftovers."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [str(FIXTURES), os.environ.get("PYTHONPATH")])))
-    stderr = tempfile.TemporaryFile()
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (outlives this function: the caller reads it)
     proc = subprocess.Popen(
         [*cmd, "run", str(config)],
         stdout=subprocess.PIPE,
@@ -267,11 +267,11 @@ def bench_crash(cmd: list[str], n: int, settle: float, problems: list[str],
                 try:
                     run.record(pid)
                     t_kill = _kill_verified(run, pid)
-                except (BenchError, psutil.NoSuchProcess):
+                except (BenchError, psutil.NoSuchProcess) as exc:
                     # It died on its own (a heartbeat timeout on a starved machine?): not a sample.
                     lost += 1
                     if lost > n:
-                        raise BenchError(f"{lost} children exited before the benchmark killed them")
+                        raise BenchError(f"{lost} children exited before the benchmark killed them") from exc
                     pid, _ = _replacement(run, "crash", pid, timeout=30)
                     continue
                 pid, t_first = _replacement(run, "crash", pid, timeout=30)
@@ -461,7 +461,7 @@ def bench_supervisord(n: int, settle: float, bare: bool, problems: list[str]) ->
         conf.write_text(_SUPERVISORD_CONF.format(
             tmp=tmp, python=sys.executable, script=FIXTURES / "sd_child.py",
             stamp_socket=stamp_path, bare=" --bare" if bare else ""))
-        log = open(Path(tmp) / "supervisord.out", "wb")
+        log = open(Path(tmp) / "supervisord.out", "wb")  # noqa: SIM115 (closed with the peer below)
         proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         children: dict[int, psutil.Process] = {}

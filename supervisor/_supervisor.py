@@ -1,8 +1,9 @@
 """The Supervisor: owns the actor handles, the spawner and the log router.
 
 It starts every actor in config order, serves commands (start, stop,
-restart, reload, shutdown) and, on shutdown, stops the actors in reverse
-start order before it returns.
+restart, reload, shutdown) and, on shutdown, stops the actors (concurrently:
+they are independent) before it returns. From the moment a shutdown begins
+nothing is restarted.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
 from .exceptions import ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
+from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
 from .logs import LogRouter
+from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
@@ -61,10 +64,12 @@ class Supervisor:
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
         self.sampler = ResourceSampler()
+        self.loop_watch = LoopWatch(self.clock)
         self.metrics = Metrics() if config.supervisor.metrics_port is not None else None
         self.notifier = SystemdNotifier(clock=self.clock)
         self.cron = CronManager(state_dir=config.supervisor.state_dir, clock=self.clock)
         self.handles: dict[str, ActorHandle] = {}
+        self._executors: dict[str, ResidentExecutor | PerRunExecutor] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
         self._reload_lock = anyio.Lock()
@@ -74,7 +79,7 @@ class Supervisor:
 
     # --- lifetime ------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until :meth:`shutdown`; then stop every actor in reverse start order."""
+        """Run until :meth:`shutdown`; then stop every actor."""
         cfg = self.config
         names = [s.name for s in (*cfg.actors, *cfg.cron)]
         try:
@@ -87,9 +92,9 @@ class Supervisor:
             self._tg = tg
             await tg.start(self.spawner.run)
             await tg.start(self.monitor.run)
+            await tg.start(self.loop_watch.run)
             if self.metrics is not None:
-                port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
-                log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
+                await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)  # logs metrics.listening
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
             for spec in cfg.actors:
@@ -104,10 +109,18 @@ class Supervisor:
                 config=str(cfg.source) if cfg.source else "<demo>",
                 actors=names,
                 pid=os.getpid(),
+                native=native_loaded(),
             )
             task_status.started(self)
             await self._shutdown.wait()
             self.notifier.stopping()
+            log.info("supervisor.stopping", actors=list(self._order))
+            for handle in self.handles.values():
+                handle.retire()  # nothing restarts from here on
+            # Cron runs in progress get the graceful stop before their schedulers go.
+            async with anyio.create_task_group() as stops:
+                for executor in self._executors.values():
+                    stops.start_soon(executor.shutdown)
             await self.cron.stop_all_tasks()
             await self._stop_all()
             log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
@@ -128,11 +141,10 @@ class Supervisor:
             bus=self.bus,
             clock=self.clock,
             backend=self.config.supervisor.backend,
-            base_dir=str(self.config.base_dir),
             mode=mode,
-            monitor=self.monitor,
             sampler=self.sampler,
-            metrics=self.metrics,
+            observers=[o for o in (self.monitor, self.metrics) if o is not None],
+            loop_watch=self.loop_watch,
         )
 
     async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
@@ -151,14 +163,17 @@ class Supervisor:
             executor = ResidentExecutor(await self._add(spec, mode="cron"))
         else:
             executor = PerRunExecutor(lambda: self._new_handle(spec, mode="cron"))
+        self._executors[spec.name] = executor
         self.cron.register_task(spec.name, spec=spec, executor=executor)
         if self.metrics is not None:
             self.metrics.add_cron_task(spec.name)
         await self.cron.start_task(spec.name)
 
     async def _stop_all(self) -> None:
-        for name in reversed(self._order):
-            await self.handles[name].stop()
+        """Stop every actor at once: none depends on another, so shutdown takes one stop, not N."""
+        async with anyio.create_task_group() as tg:
+            for name in reversed(self._order):
+                tg.start_soon(self.handles[name].stop)
 
     def shutdown_nowait(self) -> None:
         self._shutdown.set()
@@ -173,20 +188,26 @@ class Supervisor:
         except KeyError:
             raise UnknownActor(name) from None
 
+    def _refuse_while_shutting_down(self, what: str) -> None:
+        if self._shutdown.is_set():
+            raise ControlError(f"cannot {what}: the supervisor is shutting down")
+
     async def start_actor(self, name: str) -> None:
-        self.handle(name).start()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"start {name}")
+        handle.start()
 
     async def stop_actor(self, name: str) -> None:
         await self.handle(name).stop()
 
     async def restart_actor(self, name: str) -> None:
-        await self.handle(name).restart()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"restart {name}")
+        await handle.restart()
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
-        handle = self.handle(name)
-        while handle.state not in states:
-            await handle._changed()
+        await self.handle(name).wait_for(*states)
 
     async def reload(self, config: Config | None = None) -> dict[str, list[str]]:
         """Apply a new config: start added actors, stop removed, restart changed ones.
@@ -194,6 +215,7 @@ class Supervisor:
         An invalid config raises :class:`ConfigError` before anything changes,
         so the running config stays. Unchanged actors are not touched.
         """
+        self._refuse_while_shutting_down("reload")
         async with self._reload_lock:
             if config is None:
                 if self.config.source is None:
@@ -222,6 +244,7 @@ class Supervisor:
 
     async def _remove(self, name: str) -> None:
         """Stop and forget one actor or cron task (its scheduler and its process)."""
+        self._executors.pop(name, None)
         if name in self.cron.list_tasks():
             self.cron.unregister_task(name)  # stops the scheduler, kills a run in progress
             if self.metrics is not None:

@@ -23,7 +23,7 @@ def test_example_config_is_valid(config: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["embed.py", "cron_api.py"])
+@pytest.mark.parametrize("script", ["embed.py", "cron_api.py", "supervisor_api.py"])
 def test_python_example_runs(script: str) -> None:
     """The Python API examples run to completion from the repository root."""
     result = subprocess.run(
@@ -47,3 +47,37 @@ def test_embed_example_shows_the_restart_and_a_running_fetcher() -> None:
     status = next(line for line in lines if line.startswith("[("))
     assert "('fetcher', 'running')" in status
     assert any(line.startswith("the control socket ") and line.endswith(" answers: 4 rows") for line in lines)
+
+
+@pytest.mark.slow
+def test_serve_example_answers_the_cli_and_shuts_down() -> None:
+    """examples/quickstart/serve.py serves the control socket: `status` sees its actors, `shutdown` ends it."""
+    config = "examples/quickstart/actorsup.toml"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "supervisor"]
+    with subprocess.Popen(
+        [sys.executable, "examples/quickstart/serve.py"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            seen = []
+            for line in proc.stdout:  # the stdout sink: wait for the supervisor's start, not a sleep
+                seen.append(line)
+                if '"event":"supervisor.started"' in line:
+                    break
+            else:
+                pytest.fail("serve.py ended before supervisor.started: " + "".join(seen)[-2000:])
+            status = subprocess.run([*cli, "status", "--json", "-c", config], capture_output=True,
+                                    text=True, timeout=30, cwd=ROOT, env=env)
+            assert status.returncode == 0, status.stderr
+            assert '"name": "fetcher"' in status.stdout
+            down = subprocess.run([*cli, "shutdown", "-c", config], capture_output=True, text=True,
+                                  timeout=30, cwd=ROOT, env=env)
+            assert down.returncode == 0, down.stderr
+            proc.stdout.read()  # drain, so the supervisor never blocks on a full pipe while it stops
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -1,4 +1,4 @@
-"""In-process cron tasks with CronManager: README.md, "Python API".
+"""In-process cron tasks with CronManager: docs/CRON.md, "From Python: CronManager".
 
 Run from the repository root:  .venv/bin/python examples/quickstart/cron_api.py
 """
@@ -20,6 +20,7 @@ async def main() -> None:
         await cron.start_all_tasks()
         run_id = await cron.trigger("cleanup")     # run now, under the overlap policy
         record = await cron.wait_run("cleanup", run_id)
+        assert record is not None                  # None only for a run_id it never knew
         print(record.outcome, cron.list_tasks())   # ok ['cleanup']
         await anyio.sleep(1.2)                     # two scheduled runs
         await cron.stop_all_tasks()

@@ -40,10 +40,13 @@ _PIECE = 48 * 1024
 
 
 class ChildEvent(Protocol):
-    """A Log frame as the router needs it."""
+    """A Log frame as the router needs it (read-only: frames are frozen)."""
 
-    level: int
-    body: bytes
+    @property
+    def level(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 class _Block(NamedTuple):
@@ -101,14 +104,20 @@ class LogRouter:
     ) -> None:
         """Route one event rendered by a child (a JSON object as bytes)."""
         seq, _ = self._stamp()
-        line = self._child_head(actor, pid, restarts) % (seq, seq) + _after_head(body)
+        own_pid = body.startswith(_OWN_PID)
+        line = self._child_head(actor, None if own_pid else pid, restarts) % (seq, seq) + _after_head(body)
         self._dispatch(LogRecord(level, actor, line))
 
-    def _child_head(self, actor: str, pid: int, restarts: int) -> bytes:
-        """'{"seq":%d,"id":"<prefix>%d","host":..,"actor":..,"pid":..,"restarts":..' as a %-template."""
+    def _child_head(self, actor: str, pid: int | None, restarts: int) -> bytes:
+        """'{"seq":%d,"id":"<prefix>%d","host":..,"actor":..,"pid":..,"restarts":..' as a %-template.
+
+        Without ``pid`` when the event carries its own (a process the actor forked).
+        """
+        fields: dict[str, object] = {"host": self.host, "actor": actor, "pid": pid, "restarts": restarts}
+        if pid is None:
+            del fields["pid"]
         return b'{"seq":%d,"id":"' + self._id_prefix.encode().replace(b"%", b"%%") + b'%d",' + (
-            _json.encode({"host": self.host, "actor": actor, "pid": pid, "restarts": restarts})[1:-1]
-            .replace(b"%", b"%%")
+            _json.encode(fields)[1:-1].replace(b"%", b"%%")
         )
 
     def emit_child_many(
@@ -135,7 +144,9 @@ class LogRouter:
                 if event.level != level:
                     break
                 seq += 1
-                append(head % (seq, seq) + _after_head(event.body))
+                own = event.body.startswith(_OWN_PID)  # from a fork: keep its pid
+                line_head = self._child_head(actor, None, restarts) if own else head
+                append(line_head % (seq, seq) + _after_head(event.body))
             start += len(lines)
             lines.append(b"")  # every line, the last one too, ends in a newline
             self._seq = seq
@@ -299,6 +310,9 @@ class LogRouter:
         for sink in self.sinks:
             with anyio.CancelScope(shield=True):
                 await sink.aclose()
+
+
+_OWN_PID = b'{"pid":'  # a child's event that names its own process (see actors/_channel.py)
 
 
 def _after_head(body: bytes) -> bytes:
