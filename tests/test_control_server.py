@@ -255,6 +255,7 @@ class TestCommands:
             assert (await conn.ask(cmd="logs", actor="nosuch"))["code"] == "unknown_actor"
             assert (await conn.ask(cmd="logs", actor="removed-by-reload"))["ok"] is True
             assert await conn.ask(cmd="logs", actor="actor-001") == {"ok": True, "result": []}
+            assert await conn.ask(cmd="logs", actor="removed-by-reload", n=0) == {"ok": True, "result": []}
 
     async def test_reload_diff(self, sock: Path) -> None:
         """reload answers the added, removed and changed names."""

@@ -305,10 +305,13 @@ class ControlServer:
 
     def _tail_reply(self, args: LogsArgs) -> bytes:
         raw = self._method("log_tail")(args.n, args.actor)
-        if not raw and args.actor is not None and args.actor not in self._names():
-            # A removed actor's buffered lines are still shown; a name never seen is a typo.
+        if not raw and args.actor is not None and not self._known(args.actor):
             raise UnknownActor(args.actor)
         return encode({"ok": True, "result": [_raw_json(line) for line in raw]})
+
+    def _known(self, actor: str) -> bool:
+        """A current actor, or one with buffered lines (removed by a reload); else a typo."""
+        return actor in self._names() or bool(self._method("log_tail")(1, actor))
 
     def _names(self) -> dict[str, str]:
         """Every actor and cron task: name -> kind."""
@@ -365,7 +368,7 @@ class ControlServer:
                     # no line falls between the two.
                     items = await stack.enter_async_context(self._method("follow_logs")(args.actor))
                     tail = self._method("log_tail")(args.n, args.actor)
-                    if not tail and args.actor is not None and args.actor not in self._names():
+                    if not tail and args.actor is not None and not self._known(args.actor):
                         raise UnknownActor(args.actor)
                     backlog = [_line(b) for b in tail]
             except Exception as exc:
