@@ -195,3 +195,18 @@ class TestRestartTellsTheTruth:
             module.write_text(good)
             fixed = await cli(config, "restart", "web")
             assert fixed.stdout.decode().startswith("restarted web (pid ")
+
+
+class TestStoppedCronTask:
+    async def test_trigger_of_a_stopped_cron_task_is_refused(self, config) -> None:
+        """After `stop job`, `cron trigger job` is refused with a message instead of a phantom run_id."""
+        async with cli_supervisor(config) as sup:
+            await sup.log.wait_for("supervisor.started")
+            await cli(config, "stop", "job")
+            refused = await cli(config, "cron", "trigger", "job", check=False)
+            assert refused.returncode == 1
+            assert refused.stderr.decode() == ("actorsup: cron trigger: 'job' is stopped; start it first "
+                                               "(`actorsup start job`), then trigger it\n")
+            await cli(config, "start", "job")
+            triggered = await cli(config, "cron", "trigger", "job")
+            assert triggered.stdout.decode().startswith("triggered job: run_id ")

@@ -247,6 +247,16 @@ class TestCommands:
         assert reply == {"ok": False, "code": "not_cron", "error": "cron trigger: 'actor-001' is an actor "
                          "(process), not a cron task; cron tasks: actor-009"}
 
+    async def test_trigger_of_a_stopped_cron_task_is_refused(self, sock: Path) -> None:
+        """A stopped cron task is not triggered (no run_id for a run that never happens)."""
+        target = FakeTarget(make_rows(10))
+        target.rows["actor-009"]["state"] = "stopped"
+        async with serving(target, sock):
+            reply = await ask(sock, cmd="cron_trigger", name="actor-009")
+        assert reply == {"ok": False, "code": "stopped", "error": "cron trigger: 'actor-009' is stopped; "
+                         "start it first (`actorsup start actor-009`), then trigger it"}
+        assert target.calls == []
+
     async def test_logs_of_an_unknown_name_is_an_error(self, sock: Path) -> None:
         """logs for a name that is neither running nor in the buffer is unknown_actor, not an empty list."""
         target = FakeTarget()

@@ -65,6 +65,15 @@ def peer_credentials(sock: socket.socket) -> PeerCred:
     return PeerCred(*_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)))
 
 
+class _Refused(Exception):
+    """A request the server turns down itself, with its own code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
 class _Drop(Exception):
     """End this connection now (the client is gone or stuck)."""
 
@@ -290,6 +299,8 @@ class ControlServer:
         if cmd == "ping":
             return {"pid": os.getpid(), "protocol": PROTOCOL}
         method = self._method(_METHODS[cmd])
+        if cmd == "cron_trigger":
+            self._refuse_stopped(args.name)
         if cmd in _NAMED:
             result = await method(args.name)
             return {"run_id": result} if cmd == "cron_trigger" else result
@@ -309,6 +320,13 @@ class ControlServer:
             raise UnknownActor(args.actor)
         return encode({"ok": True, "result": [_raw_json(line) for line in raw]})
 
+    def _refuse_stopped(self, name: str) -> None:
+        """A stopped cron task is paused: a trigger would answer a run_id for a run that never comes."""
+        for row in self.target.status():
+            if row.get("name") == name and row.get("kind") == "cron" and row.get("state") == "stopped":
+                raise _Refused("stopped", f"cron trigger: {name!r} is stopped; start it first "
+                               f"(`actorsup start {name}`), then trigger it")
+
     def _known(self, actor: str) -> bool:
         """A current actor, or one with buffered lines (removed by a reload); else a typo."""
         return actor in self._names() or bool(self._method("log_tail")(1, actor))
@@ -327,6 +345,8 @@ class ControlServer:
         return error_reply("unknown_actor", f"{exc}; known names: {_cut(known)}")
 
     def _failure(self, cmd: str, exc: Exception) -> bytes:
+        if isinstance(exc, _Refused):
+            return error_reply(exc.code, exc.message)
         if isinstance(exc, UnknownActor):
             return self._unknown(cmd, exc)
         if isinstance(exc, ConfigError):
