@@ -166,6 +166,22 @@ class TestLifecycle:
         assert captured.err == (f"actorsup: {cmd} actor-001: it is backoff: ModuleNotFoundError: No module "
                                 "named 'gone'; see `actorsup logs actor-001`\n")
 
+    async def test_starting_a_failed_actor_waits_for_it_to_leave_failed(
+            self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """start of a failed actor is not judged by the failed state it still shows just after."""
+        target = FakeTarget()
+        target.rows["actor-001"]["state"] = "failed"
+        target.start_outcome["actor-001"] = {"state": "failed"}  # the handle has not moved yet
+        async with serving(target, sock):
+            async def comes_up() -> None:
+                await anyio.sleep(0.3)
+                target.rows["actor-001"]["state"] = "running"
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(comes_up)
+                assert await cli("start", "actor-001", "--socket", str(sock)) == 0
+        assert capsys.readouterr().out == "started actor-001 (pid 10001)\n"
+
     async def test_an_actor_still_starting_at_the_timeout(
             self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An actor that stays starting past --timeout is reported as such (exit 1)."""

@@ -220,13 +220,24 @@ _UP = {"running"}
 _DOWN = {"errored", "backoff", "failed"}  # "stopped" is where start and restart begin
 
 
-def _settle(client: ControlClient, name: str, seconds: float) -> dict[str, Any] | None:
-    """The actor's status row once it is up or has given up (or ``seconds`` have passed)."""
+def _row(client: ControlClient, name: str) -> dict[str, Any] | None:
+    rows: list[dict[str, Any]] = client.request("status")
+    return next((r for r in rows if r.get("name") == name), None)
+
+
+def _settle(client: ControlClient, name: str, before: str | None, seconds: float) -> dict[str, Any] | None:
+    """The actor's status row once it is up or has given up (or ``seconds`` have passed).
+
+    A failed or errored actor may still show that state just after the request, before
+    it starts again: its state must have left ``before`` for a failure to count.
+    """
     deadline = time.monotonic() + seconds
+    moved = before not in _DOWN
     while True:
-        rows: list[dict[str, Any]] = client.request("status")
-        row = next((r for r in rows if r.get("name") == name), None)
-        if row is None or row.get("kind") == "cron" or row.get("state") in _UP | _DOWN:
+        row = _row(client, name)
+        state = None if row is None else row.get("state")
+        moved = moved or state != before
+        if row is None or row.get("kind") == "cron" or state in _UP or (moved and state in _DOWN):
             return row
         if time.monotonic() >= deadline:
             return row
@@ -237,10 +248,12 @@ def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
+            before = _row(client, args.name) if cmd != "stop" else None
             client.request(cmd, name=args.name)
             # The request returns once the actor is asked to run: whether it comes up (its
             # code may no longer import) shows in its state a moment later.
-            row = _settle(client, args.name, args.timeout) if cmd != "stop" else None
+            row = None if cmd == "stop" else _settle(
+                client, args.name, None if before is None else before.get("state"), args.timeout)
         if row is None or row.get("kind") == "cron" or row.get("state") in _UP:
             pid = f" (pid {row['pid']})" if row is not None and row.get("pid") else ""
             print(f"{done} {args.name}{pid}")
