@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tree_helpers import A, G, tree
 
 from supervisor.tree import DependencyCycle, Graph, build_graph
 from supervisor.tree._order import SelfDependency, UnknownDependency
-from tree_helpers import A, G, tree
 
 
 def graph(*specs: G | A, file_order: tuple[str, ...] = ()) -> Graph:

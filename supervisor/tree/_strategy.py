@@ -165,7 +165,7 @@ class TreeState:
         if spec.strategy == "one_for_one" and child_is_leaf:
             return actions  # it restarts itself, under its own backoff
         # the trigger first (it is down already: this ends its backoff), then the rest in reverse
-        others = tuple(leaf for m in reversed(affected) if m != child for leaf in self._leaves(m))
+        others = tuple(leaf for m in reversed(affected) if m != child for leaf in reversed(self._leaves(m)))
         down = ((child,) if child_is_leaf else ()) + others
         if down:
             actions.append(StopLeaves(down))
