@@ -30,15 +30,17 @@ ORDERED = ("one_for_all", "rest_for_one")
 class DependencyError(ValueError):
     """A ``depends_on`` problem; ``actor`` is the table whose key is to blame."""
 
-    def __init__(self, message: str, actor: str, index: int | None = None) -> None:
+    def __init__(self, message: str, actor: str, index: int | None = None, problem: str | None = None) -> None:
         super().__init__(message)
+        self.problem = problem or message  # without the value, for "problem, got VALUE"
         self.actor = actor
         self.index = index  # the entry of depends_on, where one entry is to blame
 
 
 class UnknownDependency(DependencyError):
     def __init__(self, actor: str, index: int, target: str) -> None:
-        super().__init__(f"unknown actor or group {target!r}", actor, index)
+        problem = "unknown actor or group (depends_on names [actors.NAME] or [groups.NAME] tables)"
+        super().__init__(f"unknown actor or group {target!r}", actor, index, problem)
         self.target = target
 
 

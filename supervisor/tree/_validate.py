@@ -170,7 +170,7 @@ def check_tables(groups: Mapping[str, Any], actors: Mapping[str, Any]) -> None:
         if isinstance(exc, DependencyCycle):
             raise StructureError(f"{exc}, got {show(list(spec.depends_on))}", path) from None
         assert exc.index is not None
-        raise StructureError(f"{exc}, got {show(spec.depends_on[exc.index])}", (*path, exc.index)) from None
+        raise StructureError(f"{exc.problem}, got {show(spec.depends_on[exc.index])}", (*path, exc.index)) from None
 
 
 def _group(name: str, table: Mapping[str, Any]) -> _Group:
