@@ -15,8 +15,10 @@ import socket
 import threading
 
 import anyio
+import msgspec
 
-from ._protocol import PROTOCOL_VERSION, Doorbell, FrameDecoder, Hello, Log, ParentFrame, encode
+from ._oversize import MAX_EVENT, shrink_error, shrink_event
+from ._protocol import MAX_FRAME, PROTOCOL_VERSION, Doorbell, FrameDecoder, Hello, Log, ParentFrame, _Frame, encode
 from ._ring import SharedRing
 
 _DOORBELL = encode(Doorbell())
@@ -33,16 +35,27 @@ class ChildChannel:
         self._ring: SharedRing | None = None  # in use from the Hello on
         self._lock = threading.Lock()
         # A forked process must not write into the ring next to its parent: the
-        # lock is not shared between processes. It falls back to the socket.
+        # lock is not shared between processes. It falls back to the socket,
+        # and says whose events they are (the supervisor stamps the actor's pid).
+        self._pid_head = b""
         os.register_at_fork(after_in_child=self._forked)
         self._decoder = FrameDecoder(ParentFrame)
         self._pending: list[ParentFrame] = []
         self.closed = False
 
-    def send(self, frame: object) -> None:
-        self.send_bytes(encode(frame))  # type: ignore[arg-type]
+    def send(self, frame: _Frame) -> None:
+        data = encode(frame)
+        error = getattr(frame, "error", None)
+        if len(data) > MAX_FRAME and error is not None:  # a huge traceback must not kill the actor
+            data = encode(msgspec.structs.replace(frame, error=shrink_error(error)))
+        self.send_bytes(data)
 
     def send_log(self, level: int, body: bytes) -> None:
+        if self._pid_head:
+            rest = body[1:]
+            body = self._pid_head + (rest if rest[:1] == b"}" else b"," + rest)
+        if len(body) > MAX_EVENT:  # over the frame limit: the supervisor would kill us for it
+            body = shrink_event(body)
         self.send_bytes(encode(Log(level=level, body=body)))
 
     def send_bytes(self, data: bytes) -> None:
@@ -71,6 +84,7 @@ class ChildChannel:
     def _forked(self) -> None:
         self._ring = self._offered_ring = None
         self._lock = threading.Lock()
+        self._pid_head = b'{"pid":%d' % os.getpid()  # first: the supervisor keeps it
 
     def _send_socket(self, data: bytes) -> None:
         try:  # the common case: the whole frame fits in the socket buffer

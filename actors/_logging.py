@@ -13,10 +13,12 @@ appear here: a user key that clashes is renamed to ``user_<key>``.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +43,7 @@ def _fallback(obj: Any) -> Any:
 _encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
-def _render(event_dict: dict[str, Any]) -> bytes:
+def _render(event_dict: MutableMapping[str, Any]) -> bytes:
     """timestamp, level, event first, then user keys; reserved keys renamed."""
     out = {key: event_dict.pop(key) for key in _FRONT if key in event_dict}
     for key, value in event_dict.items():
@@ -137,7 +139,7 @@ class _Sender:
     def __init__(self, send_log: Callable[[int, bytes], None]) -> None:
         self.send_log = send_log
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
         level = _LEVELS.get(str(event_dict.get("level", method)), 20)
         self.send_log(level, _render(event_dict))
         raise structlog.DropEvent
@@ -158,11 +160,65 @@ class _ChannelHandler(logging.Handler):
             self.handleError(record)
 
 
-def _stdlib_renderer(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+def _stdlib_renderer(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
     return _render(event_dict).decode()
 
 
+class _ForkStdout(io.TextIOBase):
+    """``sys.stdout`` of a process forked by the actor: each line a Log frame, so it carries the fork's pid.
+
+    Without it the line would reach the supervisor through the actor's stdout
+    pipe, stamped with the actor's pid. The event is the one the supervisor
+    makes of a stdout line. Raw writes to fd 1 (``os.write``, C code, an
+    exec'd program) still go through the pipe. stderr too: there the
+    supervisor groups a traceback's lines into one event.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._send(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, ""
+            self._send(line)
+
+    def _send(self, line: str) -> None:
+        sender = _sender
+        if sender is not None:
+            event = _encode(line)
+            sender.send_log(logging.INFO, b'{"timestamp":"%s","level":"info","event":%s,"stream":"stdout"}' % (
+                _iso_now(), event))
+
+    def fileno(self) -> int:
+        return int(self._original.fileno())
+
+    @property
+    def buffer(self) -> Any:  # bytes written here bypass the capture, as with the pipe
+        return self._original.buffer
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(self._original.encoding)
+
+
+def _capture_fork_stdout() -> None:
+    if _sender is not None and not isinstance(sys.stdout, _ForkStdout):
+        sys.stdout = _ForkStdout(sys.stdout)
+
+
 _sender: _Sender | None = None
+_fork_hook = False
 
 
 def configure_child_logging(
@@ -172,7 +228,7 @@ def configure_child_logging(
 
     A second call only swaps ``send_log`` (for example after a fork).
     """
-    global _sender
+    global _sender, _fork_hook
     if _sender is not None:
         _sender.send_log = send_log
         return
@@ -212,6 +268,9 @@ def configure_child_logging(
     root.addHandler(handler)
     root.setLevel(stdlib_level)
     logging.captureWarnings(True)
+    if not _fork_hook:
+        os.register_at_fork(after_in_child=_capture_fork_stdout)
+        _fork_hook = True
     # print() must not sit in a block buffer when the child dies by os._exit.
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)

@@ -10,7 +10,7 @@ and cron-run results; the parent sends run requests and stop requests.
 from __future__ import annotations
 
 import struct
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -22,6 +22,7 @@ __all__ = [
     "Doorbell",
     "Exiting",
     "FrameDecoder",
+    "FrameError",
     "Health",
     "Hello",
     "Init",
@@ -44,44 +45,44 @@ class _Frame(msgspec.Struct, tag_field="t", array_like=True, frozen=True):
 
 
 # --- child -> parent -------------------------------------------------------
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, tag="hello", frozen=True):
     version: int
     pid: int
     ring: bool = False  # the child mapped the ring: every later frame comes through it
 
 
-class Doorbell(_Frame, tag="ring"):
+class Doorbell(_Frame, tag="ring", frozen=True):
     """On the socket: the ring has frames and the supervisor was waiting for some."""
 
 
-class Ready(_Frame, tag="ready"):
+class Ready(_Frame, tag="ready", frozen=True):
     """The actor object exists; ``run()`` (or the cron loop) starts now."""
 
 
-class Beat(_Frame, tag="beat"):
+class Beat(_Frame, tag="beat", frozen=True):
     seq: int
 
 
-class Log(_Frame, tag="log"):
+class Log(_Frame, tag="log", frozen=True):
     """One structured event, already rendered by the child as a JSON object."""
 
     level: int  # stdlib numeric level, for sink filters without parsing
     body: bytes
 
 
-class Health(_Frame, tag="health"):
+class Health(_Frame, tag="health", frozen=True):
     ok: bool
     error: str | None = None
 
 
-class RunDone(_Frame, tag="run_done"):
+class RunDone(_Frame, tag="run_done", frozen=True):
     run_id: str
     outcome: str  # ok | error | timeout
     duration: float
     error: str | None = None
 
 
-class Exiting(_Frame, tag="exiting"):
+class Exiting(_Frame, tag="exiting", frozen=True):
     """``run()`` returned or raised; the child exits right after this frame."""
 
     reason: str  # completed | error
@@ -89,7 +90,7 @@ class Exiting(_Frame, tag="exiting"):
 
 
 # --- parent -> child -------------------------------------------------------
-class Init(_Frame, tag="init"):
+class Init(_Frame, tag="init", frozen=True):
     name: str
     target: str
     args: dict[str, Any]
@@ -102,17 +103,17 @@ class Init(_Frame, tag="init"):
     cwd: str | None = None
 
 
-class RunNow(_Frame, tag="run"):
+class RunNow(_Frame, tag="run", frozen=True):
     run_id: str
     timeout: float | None = None
 
 
-class Stop(_Frame, tag="stop"):
+class Stop(_Frame, tag="stop", frozen=True):
     """Cancel ``run()`` and exit cleanly (the same as SIGTERM)."""
 
 
-ChildFrame = Union[Hello, Doorbell, Ready, Beat, Log, Health, RunDone, Exiting]
-ParentFrame = Union[Init, RunNow, Stop]
+ChildFrame = Hello | Doorbell | Ready | Beat | Log | Health | RunDone | Exiting
+ParentFrame = Init | RunNow | Stop
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -123,12 +124,25 @@ def encode(frame: _Frame) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def _too_big(size: int) -> str:
+    return f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit"
+
+
+class FrameError(ValueError):
+    """A frame that cannot be decoded; ``frames`` are the whole ones that came before it."""
+
+    def __init__(self, message: str, frames: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.frames: list[Any] = frames or []
+
+
 class FrameDecoder:
     """Incremental decoder: feed bytes as they arrive, get whole frames out.
 
-    Raises :class:`ValueError` with a precise reason on an oversized or
-    undecodable frame; the caller turns that into a protocol error for the
-    actor, and the channel is not used again.
+    Raises :class:`FrameError` (a ValueError) with a precise reason on an
+    oversized or undecodable frame, carrying the frames decoded before it; the
+    caller turns that into a protocol error for the actor, and the channel is
+    not used again.
     """
 
     def __init__(self, frame_type: Any) -> None:
@@ -146,23 +160,23 @@ class FrameDecoder:
             data = bytes(buffer)
             buffer.clear()
         # The common case (a beat, a few log events) decodes straight from ``data``.
-        frames = []
+        frames: list[Any] = []
         offset, total = 0, len(data)
         with memoryview(data) as view:
             unpack, decode = _HEADER.unpack_from, self._decoder.decode
             while total - offset >= 4:
                 (size,) = unpack(data, offset)
                 if size > MAX_FRAME:
-                    self._check_size(size)
+                    raise FrameError(_too_big(size), frames)
                 end = offset + 4 + size
                 if end > total:
                     break
                 try:
                     frames.append(decode(view[offset + 4 : end]))
                 except msgspec.ValidationError as exc:
-                    raise ValueError(f"invalid frame: {exc}") from None
+                    raise FrameError(f"invalid frame: {exc}", frames) from None
                 except msgspec.DecodeError as exc:
-                    raise ValueError(f"undecodable frame: {exc}") from None
+                    raise FrameError(f"undecodable frame: {exc}", frames) from None
                 offset = end
         if offset < total:
             buffer += data[offset:]
@@ -171,7 +185,7 @@ class FrameDecoder:
     @staticmethod
     def _check_size(size: int) -> None:
         if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
+            raise FrameError(_too_big(size))
 
     @property
     def pending(self) -> int:

@@ -34,6 +34,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 __all__ = ["HEADER", "RingError", "SharedRing", "create_ring_fd", "ring_supported"]
 
@@ -76,7 +77,7 @@ def create_ring_fd(capacity: int) -> int:
 class _Futex:
     """FUTEX_WAIT / FUTEX_WAKE on a word of the shared mapping (Linux), else polling."""
 
-    _NUMBERS = {"x86_64": 202, "aarch64": 98, "arm64": 98}
+    _NUMBERS: ClassVar[dict[str, int]] = {"x86_64": 202, "aarch64": 98, "arm64": 98}
 
     def __init__(self, address: int) -> None:
         self.address = ctypes.c_void_p(address)

@@ -3,8 +3,9 @@
 ``python -m actors._runtime FD [RINGFD]``: FD is the inherited channel socket,
 RINGFD the shared-memory frame ring (:mod:`actors._ring`). The runtime says
 Hello, receives Init, builds the actor, says Ready, then runs the actor's body
-next to a heartbeat task, a health-check task and a channel reader. A blocked event loop stops the beats, which is how the supervisor
-detects a hang. EOF on the channel (the supervisor is gone) ends the process.
+next to a heartbeat task, a health-check task and a channel reader. A
+blocked event loop stops the beats, which is how the supervisor detects a
+hang. EOF on the channel (the supervisor is gone) ends the process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -43,11 +45,8 @@ def beat_delay(now: float, interval: float) -> float:
     return interval - (now % interval)
 
 
-_PARENT_DIED = signal.SIGRTMIN + 5  # a signal no actor is likely to use
-
-
-def _kill_own_group(signum: int, frame: object) -> None:
-    """The supervisor died: take the whole process group (grandchildren too) down."""
+def _kill_own_group() -> None:
+    """The supervisor is gone: take the whole process group (grandchildren too) down."""
     try:
         os.killpg(0, signal.SIGKILL)
     finally:
@@ -55,17 +54,18 @@ def _kill_own_group(signum: int, frame: object) -> None:
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to signal us when the supervisor dies, even by SIGKILL.
+    """Ask the kernel to SIGKILL us when the supervisor dies, even by SIGKILL.
 
-    The signal's handler kills our process group, so grandchildren (which a
-    plain PDEATHSIG=SIGKILL would orphan) go too. A Python handler runs
-    between bytecodes and interrupts ``time.sleep``, so a hung actor still
-    obeys it.
+    The kernel's own SIGKILL, not a signal with a Python handler: a handler
+    runs only between bytecodes, so an actor inside one long C call
+    (``sum(range(10**13))``, a regex, ``hashlib``) would outlive the
+    supervisor. Grandchildren are not ours to chase here: every descendant
+    carries the supervisor's tree cookie, and its reaper process kills them
+    (see docs/GUARANTEES.md). A graceful stop is SIGTERM or a Stop frame.
     """
-    signal.signal(_PARENT_DIED, _kill_own_group)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, _PARENT_DIED, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: channel EOF still ends us
         return
     expected = os.environ.get("ACTORSUP_PARENT_PID")
@@ -73,7 +73,7 @@ def _die_with_parent() -> None:
         os._exit(70)  # the parent died before prctl took effect
 
 
-def _load(target: str) -> type:
+def _load(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -200,7 +200,7 @@ class _Runtime:
         while True:
             frame = await self.channel.receive()
             if frame is None:  # EOF: the supervisor is gone; take grandchildren down too
-                _kill_own_group(0, None)
+                _kill_own_group()
             if isinstance(frame, Stop):
                 self.tg.cancel_scope.cancel()
                 return
@@ -232,7 +232,7 @@ class _Runtime:
         )
 
     async def _health_loop(self) -> None:
-        check = self.actor.health_check
+        check: Callable[[], Any] = self.actor.health_check  # sync or async: a user's override
         while True:
             await anyio.sleep(self.init.health_interval)
             ok, error = True, None

@@ -24,8 +24,10 @@ from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
 from .exceptions import ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
+from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
 from .logs import LogRouter
+from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
@@ -61,10 +63,12 @@ class Supervisor:
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
         self.sampler = ResourceSampler()
+        self.loop_watch = LoopWatch(self.clock)
         self.metrics = Metrics() if config.supervisor.metrics_port is not None else None
         self.notifier = SystemdNotifier(clock=self.clock)
         self.cron = CronManager(state_dir=config.supervisor.state_dir, clock=self.clock)
         self.handles: dict[str, ActorHandle] = {}
+        self._executors: dict[str, ResidentExecutor | PerRunExecutor] = {}
         self._order: list[str] = []
         self._shutdown = anyio.Event()
         self._reload_lock = anyio.Lock()
@@ -87,6 +91,7 @@ class Supervisor:
             self._tg = tg
             await tg.start(self.spawner.run)
             await tg.start(self.monitor.run)
+            await tg.start(self.loop_watch.run)
             if self.metrics is not None:
                 port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
                 log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
@@ -104,10 +109,18 @@ class Supervisor:
                 config=str(cfg.source) if cfg.source else "<demo>",
                 actors=names,
                 pid=os.getpid(),
+                native=native_loaded(),
             )
             task_status.started(self)
             await self._shutdown.wait()
             self.notifier.stopping()
+            log.info("supervisor.stopping", actors=list(self._order))
+            for handle in self.handles.values():
+                handle.retire()  # nothing restarts from here on
+            # Cron runs in progress get the graceful stop before their schedulers go.
+            async with anyio.create_task_group() as stops:
+                for executor in self._executors.values():
+                    stops.start_soon(executor.shutdown)
             await self.cron.stop_all_tasks()
             await self._stop_all()
             log.info("supervisor.stopped", config=str(cfg.source) if cfg.source else "<demo>", actors=names)
@@ -133,6 +146,7 @@ class Supervisor:
             monitor=self.monitor,
             sampler=self.sampler,
             metrics=self.metrics,
+            loop_watch=self.loop_watch,
         )
 
     async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
@@ -151,6 +165,7 @@ class Supervisor:
             executor = ResidentExecutor(await self._add(spec, mode="cron"))
         else:
             executor = PerRunExecutor(lambda: self._new_handle(spec, mode="cron"))
+        self._executors[spec.name] = executor
         self.cron.register_task(spec.name, spec=spec, executor=executor)
         if self.metrics is not None:
             self.metrics.add_cron_task(spec.name)
@@ -184,9 +199,7 @@ class Supervisor:
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
-        handle = self.handle(name)
-        while handle.state not in states:
-            await handle._changed()
+        await self.handle(name).wait_for(*states)
 
     async def reload(self, config: Config | None = None) -> dict[str, list[str]]:
         """Apply a new config: start added actors, stop removed, restart changed ones.
@@ -222,6 +235,7 @@ class Supervisor:
 
     async def _remove(self, name: str) -> None:
         """Stop and forget one actor or cron task (its scheduler and its process)."""
+        self._executors.pop(name, None)
         if name in self.cron.list_tasks():
             self.cron.unregister_task(name)  # stops the scheduler, kills a run in progress
             if self.metrics is not None:
@@ -287,7 +301,7 @@ class Supervisor:
                     if actor is None or record.actor == actor:
                         await send.send(record.line)
 
-        async with self.router.follow() as records, anyio.create_task_group() as tg:
+        async with self.router.follow(actor=actor) as records, anyio.create_task_group() as tg:
             tg.start_soon(forward, records)
             async with receive:
                 yield receive

@@ -23,6 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from .lifecycle._observers import BeatRecord, Observer, TransitionRecord
+from .lifecycle._states import ActorState
+
 __all__ = ["CRON_OUTCOMES", "Metrics"]
 
 log = structlog.get_logger("actorsup.metrics")
@@ -44,8 +47,13 @@ class _ActorRow:
         self.cpu: float | None = None
 
 
-class Metrics:
-    """Actor and cron metrics in a private registry, with an optional /metrics endpoint."""
+class Metrics(Observer):
+    """Actor and cron metrics in a private registry, with an optional /metrics endpoint.
+
+    Actor series are fed as an observer of the handles (transitions and beats).
+    """
+
+    wants_samples = True  # RSS and CPU on every beat
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -73,6 +81,15 @@ class Metrics:
         row.beat_age = beat_age
         row.rss = rss
         row.cpu = cpu_percent
+
+    def on_transition(self, record: TransitionRecord) -> None:
+        self.set_actor(record.actor, record.new is ActorState.RUNNING, record.restarts)
+
+    def on_beat(self, record: BeatRecord) -> None:
+        sample = record.sample
+        if sample is not None:
+            self.set_actor(record.actor, True, record.restarts, beat_age=0.0, rss=sample.rss,
+                           cpu_percent=sample.cpu_percent)
 
     def remove_actor(self, name: str) -> None:
         """Drop every series of an actor that is no longer configured."""

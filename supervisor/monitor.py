@@ -10,9 +10,15 @@ the supervisor feeds into it. What changed, and why:
 - Errors are kept in a bounded list (the last 10), with a total count.
 - Health checks never block the event loop: a sync check runs in a worker
   thread, and every check is bounded by ``health_timeout``.
-- It acts: a component registered with a ``restart`` callback is restarted
-  when its health check fails ``failure_threshold`` times in a row, or when it
-  stops beating for ``timeout`` seconds.
+- For components registered directly it acts: one registered with a
+  ``restart`` callback is restarted when its health check fails
+  ``failure_threshold`` times in a row, or when it stops beating for
+  ``timeout`` seconds.
+- Supervised actors are a read model only: the monitor is an
+  :class:`~supervisor.lifecycle._observers.Observer` of their handles, fed by
+  transitions, beats and health results. Their handles judge hangs and
+  restart them, so the monitor never times out or restarts a watched actor,
+  and one hang is one ``actor.heartbeat_timeout``.
 - Ticks fire at ``start + k * interval`` on an injected clock (no drift), and
   each one publishes a ``{"event": "heartbeat", ...}`` dict on the bus.
 """
@@ -24,6 +30,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from types import TracebackType
 from typing import Any, Literal
 
 import anyio
@@ -34,6 +41,8 @@ from .core._bus import EventBus
 from .core._clock import Clock, MonotonicClock
 from .exceptions import SupervisorError, UnknownActor
 from .lifecycle._health import HealthCheck, HealthProbe, HealthTracker
+from .lifecycle._observers import BeatRecord, HealthRecord, Observer, TransitionRecord
+from .lifecycle._states import ActorState
 from .logs._time import iso_utc
 
 __all__ = ["HeartbeatMonitor", "RestartCallback"]
@@ -52,6 +61,7 @@ class _Component:
         "name",
         "probe",
         "rearmed_at",
+        "reports_health",
         "restart",
         "restarting",
         "restarts",
@@ -59,6 +69,7 @@ class _Component:
         "timed_out",
         "timeout",
         "tracker",
+        "watched",
     )
 
     def __init__(
@@ -79,14 +90,16 @@ class _Component:
         self.rearmed_at = now  # a restart re-arms the timeout from here
         self.restarting = False
         self.restarts = 0
+        self.watched = False  # a supervised actor: its handle judges timeouts, not us
+        self.reports_health = False  # health results arrive from outside (an actor's checks)
 
     def effective(self, now: float) -> str:
-        if now - self.last_beat >= self.timeout:
+        if not self.watched and now - self.last_beat >= self.timeout:
             return "timeout"
         return self.status
 
 
-class HeartbeatMonitor:
+class HeartbeatMonitor(Observer):
     """Track components' heartbeats and health; publish a ``heartbeat`` event each interval."""
 
     def __init__(
@@ -240,6 +253,50 @@ class HeartbeatMonitor:
             self._schedule_restart(comp, "unhealthy")
         return fire
 
+    # --- the read model of supervised actors -----------------------------------
+    def on_transition(self, record: TransitionRecord) -> None:
+        comp = self._components.get(record.actor)
+        if record.new is ActorState.RUNNING:
+            if comp is None or not comp.watched:
+                self.register_component(record.actor, timeout=record.timeout)
+                comp = self._components[record.actor]
+                comp.watched = True
+            else:
+                comp.tracker.reset()
+            comp.restarts = record.restarts
+            before = comp.effective(record.at)
+            comp.status = "healthy"
+            comp.last_beat, comp.last_beat_wall = record.at, self._clock.wall()
+            self._changed(comp, before, record.at)
+        elif comp is None or not comp.watched:
+            return
+        elif record.new is ActorState.STOPPED:
+            self.unregister_component(record.actor)
+        else:
+            comp.restarts = record.restarts
+            if record.new is ActorState.ERRORED:  # one entry per incident (failed adds none)
+                self.mark_component_error(record.actor, record.error or str(record.fields.get("reason")))
+
+    def on_beat(self, record: BeatRecord) -> None:
+        comp = self._components.get(record.actor)
+        if comp is not None and comp.watched:
+            self.update_component_heartbeat(record.actor)
+
+    def on_health(self, record: HealthRecord) -> None:
+        comp = self._components.get(record.actor)
+        if comp is None or not comp.watched:
+            return
+        comp.reports_health = True
+        before = comp.effective(record.at)
+        comp.tracker.record(record.ok, record.error)
+        if record.ok:
+            comp.status = "healthy"
+        else:
+            if comp.tracker.failures == 1:  # the first failure of a streak, not every repeat
+                self._record_error(comp, f"health check failed: {record.error or 'no reason given'}")
+            comp.status = "error"
+        self._changed(comp, before, record.at)
+
     # --- running ------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Tick every ``interval`` until cancelled or :meth:`stop` is called."""
@@ -291,12 +348,14 @@ class HeartbeatMonitor:
             self._exit_stack = stack.pop_all()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> bool | None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
         stack, self._exit_stack = self._exit_stack, None
         await self.stop()
         self._own_tg = None
         assert stack is not None
-        return await stack.__aexit__(*exc_info)
+        return await stack.__aexit__(exc_type, exc, tb)
 
     # --- internals ------------------------------------------------------------
     def _get(self, name: str) -> _Component:
@@ -320,7 +379,7 @@ class HeartbeatMonitor:
             "errors": list(comp.errors),  # a copy: callers cannot grow ours
             "error_count": comp.error_count,
             "consecutive_failures": comp.tracker.failures,
-            "has_health_check": comp.probe is not None,
+            "has_health_check": comp.probe is not None or comp.reports_health,
             "restarts": comp.restarts,
         }
 
@@ -349,7 +408,7 @@ class HeartbeatMonitor:
 
     def _apply_timeout(self, comp: _Component, now: float) -> None:
         age = now - comp.last_beat
-        if age < comp.timeout:
+        if comp.watched or age < comp.timeout:
             return
         if not comp.timed_out:
             comp.timed_out = True

@@ -22,9 +22,11 @@ class CaptureSink:
     def __init__(self) -> None:
         self.spec = SinkSpec(type="stdout")
         self.events: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []  # the lines as the router made them
         self._changed = anyio.Event()
 
     def write(self, record: LogRecord) -> None:
+        self.raw.append(record.line)
         self.events.append(json.loads(record.line))
         self._changed.set()
         self._changed = anyio.Event()

@@ -85,6 +85,16 @@ class GarbageWriter(Actor):
         await anyio.sleep_forever()
 
 
+class LogsThenGarbage(Actor):
+    """Logs one event, then at once writes bytes that are not a frame onto the channel fd."""
+
+    async def run(self) -> None:
+        await anyio.sleep(0.05)
+        self.log.info("garbage.next", pid=os.getpid())
+        os.write(int(sys.argv[1]), b"\xff\xff\xff\xffGARBAGE")
+        await anyio.sleep_forever()
+
+
 class IgnoresSigterm(Actor):
     async def run(self) -> None:
         import signal
@@ -147,6 +157,17 @@ class CronSlow(CronTask):
         await anyio.sleep(3600)
 
 
+class CronFinally(CronTask):
+    """A long run whose ``finally`` logs, to show that a stop cancelled it gracefully."""
+
+    async def run(self) -> None:
+        self.log.info("cron.finally.begin")
+        try:
+            await anyio.sleep(3600)
+        finally:
+            self.log.info("cron.finally.ran")
+
+
 class CronOk(CronTask):
     async def run(self) -> None:
         self.log.info("cron.sample.ok")
@@ -191,4 +212,83 @@ class ForkLogs(Actor):
             os._exit(0)
         os.waitpid(pid, 0)
         self.log.info("fork.parent_logged", child=pid)
+        await anyio.sleep_forever()
+
+
+class BusyInC(Actor):
+    """Says so, then spends hours in one C call: no bytecode boundary, so no Python signal handler runs."""
+
+    async def run(self) -> None:
+        self.log.info("busy.computing")
+        sum(range(10**13))
+
+
+_DAEMON = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+os.write(1, b"%d\\n" % os.getpid())
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+time.sleep(3600)
+"""
+
+
+class Escapees(Actor):
+    """Leaves its process group two ways: a setsid child, and a double-forked setsid daemon."""
+
+    async def run(self) -> None:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+        session_child = subprocess.Popen(sleeper, start_new_session=True)
+        starter = subprocess.Popen([sys.executable, "-c", _DAEMON], stdout=subprocess.PIPE)
+        assert starter.stdout is not None
+        daemon = int(starter.stdout.readline())
+        starter.wait()
+        self.log.info("escapees.started", session_child=session_child.pid, daemon=daemon)
+        await anyio.sleep_forever()
+
+
+class HugeLog(Actor):
+    """Logs one event of ``mib`` MiB (over the 32 MiB frame limit), then a small one, then runs on."""
+
+    def __init__(self, mib: int = 40) -> None:
+        self.mib = mib
+
+    async def run(self) -> None:
+        self.log.info("huge.event", blob="x" * (self.mib << 20), small=1)
+        logging.getLogger("thirdparty").warning("huge stdlib %s", "y" * (self.mib << 20))
+        self.log.info("huge.after")
+        await anyio.sleep_forever()
+
+
+class HugeError(Actor):
+    """Raises an exception whose message alone is ``mib`` MiB."""
+
+    def __init__(self, mib: int = 40) -> None:
+        self.mib = mib
+
+    async def run(self) -> None:
+        raise ValueError("z" * (self.mib << 20))
+
+
+class ForkLogsPid(Actor):
+    """Forks twice deep (no exec); each fork logs through structlog and stdlib logging."""
+
+    async def run(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                self.log.info("fork.grandchild_logged", me=os.getpid())
+                os._exit(0)
+            os.waitpid(grandchild, 0)
+            self.log.info("fork.child_logged", me=os.getpid())
+            print("fork.child_printed")
+            logging.getLogger("thirdparty").warning("fork.child_stdlib")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        self.log.info("fork.parent_logged", me=os.getpid())
+        print("fork.parent_printed")
         await anyio.sleep_forever()

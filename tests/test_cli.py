@@ -71,7 +71,8 @@ class TestCheck:
         path = _write(tmp_path, '[actors.x]\ntarget = "no_such_module:Thing"\n')
         result = _actorsup("check", str(path))
         assert result.returncode == 2
-        assert "actors.x.target: cannot import \"no_such_module:Thing\": No module named 'no_such_module'" in result.stderr
+        assert ("actors.x.target: cannot import \"no_such_module:Thing\": No module named 'no_such_module'"
+                in result.stderr)
 
 
 class TestRun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ STEADY = "tests.sample_actors:Steady"
 CRON = "tests.sample_actors:CronOk"
 
 
-def error_of(data: dict) -> str:
+def error_of(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
         parse_config(data, label="actorsup.toml")
     return str(info.value)
@@ -41,19 +42,24 @@ class TestBadConfig:
              "actorsup.toml: actors.f.target: cannot import \"tests.sample_actors:Nope\": "
              "module 'tests.sample_actors' has no attribute 'Nope'"),
             ({"actors": {"f": {"target": CRON}}},
-             "actorsup.toml: actors.f.target: 'tests.sample_actors:CronOk' is a CronTask: configure it under [cron.NAME]"),
+             "actorsup.toml: actors.f.target: 'tests.sample_actors:CronOk' is a CronTask: "
+             "configure it under [cron.NAME]"),
             ({"actors": {"f": {"target": STEADY, "max_rss": "lots"}}},
-             'actorsup.toml: actors.f.max_rss: expected a size such as 1048576, "512KiB", "10MiB" or "1GB", got "lots"'),
+             'actorsup.toml: actors.f.max_rss: expected a size such as 1048576, "512KiB", "10MiB" or "1GB", '
+             'got "lots"'),
             ({"actors": {"f": {"target": STEADY, "heartbeat_interval": 2, "heartbeat_timeout": 1}}},
              "actorsup.toml: actors.f.heartbeat_timeout: must be greater than heartbeat_interval (2), got 1"),
             ({"supervisor": {"heartbeat_interval": 2, "heartbeat_timeout": 1}},
              "actorsup.toml: supervisor.heartbeat_timeout: must be greater than heartbeat_interval (2), got 1"),
             ({"supervisor": {"channel_ring": "100KiB"}},
-             'actorsup.toml: supervisor.channel_ring: must be 0 (frames on the socket) or a power of two >= 4096 such as "128KiB", got 102400'),
+             "actorsup.toml: supervisor.channel_ring: must be 0 (frames on the socket) or a power of two "
+             '>= 4096 such as "128KiB", got 102400'),
             ({"supervisor": {"channel_ring": "big"}},
-             'actorsup.toml: supervisor.channel_ring: expected a size such as 1048576, "512KiB", "10MiB" or "1GB", got "big"'),
+             'actorsup.toml: supervisor.channel_ring: expected a size such as 1048576, "512KiB", "10MiB" '
+             'or "1GB", got "big"'),
             ({"supervisor": {"colour": "blue"}},
-             "actorsup.toml: supervisor.colour: unknown key (check the spelling against the README's config reference)"),
+             "actorsup.toml: supervisor.colour: unknown key "
+             "(check the spelling against the README's config reference)"),
             ({"cron": {"c": {"target": CRON}}},
              'actorsup.toml: cron.c: set interval (seconds) or schedule (a cron expression such as "*/5 * * * *")'),
             ({"cron": {"c": {"target": CRON, "interval": 5, "schedule": "* * * * *"}}},
@@ -61,7 +67,8 @@ class TestBadConfig:
             ({"cron": {"c": {"target": CRON, "interval": 0}}},
              "actorsup.toml: cron.c.interval: expected a number > 0, got 0"),
             ({"cron": {"c": {"target": CRON, "schedule": "0 3 * * *", "timezone": "Mars/Olympus"}}},
-             'actorsup.toml: cron.c.timezone: unknown time zone "Mars/Olympus" (use an IANA name such as "Europe/Berlin")'),
+             'actorsup.toml: cron.c.timezone: unknown time zone "Mars/Olympus" '
+             '(use an IANA name such as "Europe/Berlin")'),
             ({"cron": {"c": {"target": STEADY, "interval": 5}}},
              "actorsup.toml: cron.c.target: 'tests.sample_actors:Steady' is not a subclass of actors.CronTask"),
             ({"logs": {"sinks": [{"type": "tcp"}]}},
@@ -74,7 +81,7 @@ class TestBadConfig:
              "actorsup.toml: cron.x: name already used by actors.x"),
         ],
     )
-    def test_one_line_error(self, data: dict, message: str) -> None:
+    def test_one_line_error(self, data: dict[str, Any], message: str) -> None:
         """The error names the file, the key path and the bad value, on one line."""
         assert error_of(data) == message
 
@@ -93,7 +100,8 @@ class TestBadConfig:
         """TOML syntax errors are reported with the parser's position."""
         path = tmp_path / "bad.toml"
         path.write_text("[actors.x\n")
-        with pytest.raises(ConfigError, match=r"bad\.toml: invalid TOML: Expected .]. at the end of a table declaration \(at line 1, column 10\)$"):
+        expected = r"bad\.toml: invalid TOML: Expected .]. at the end of a table declaration \(at line 1, column 10\)$"
+        with pytest.raises(ConfigError, match=expected):
             load_config(path)
 
 
@@ -118,6 +126,6 @@ class TestGoodConfig:
         assert [s.type for s in config.logs.sinks] == ["stdout"]
 
     @pytest.mark.parametrize(("text", "size"), [(0, 0), ("10MiB", 10 * 2**20), ("1GB", 10**9), ("512 KiB", 512 * 1024)])
-    def test_sizes(self, text, size: int) -> None:
+    def test_sizes(self, text: int | str, size: int) -> None:
         """Sizes take bytes or a unit suffix."""
         assert parse_size(text) == size

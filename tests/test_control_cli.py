@@ -37,11 +37,11 @@ def sock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def serving(target: FakeTarget, path: Path) -> AsyncIterator[anyio.abc.TaskGroup]:
+async def serving(target: FakeTarget, path: Path, **kw: Any) -> AsyncIterator[anyio.abc.TaskGroup]:
     # capture_logs: structlog's default logger would print into the captured stdout.
     with capture_logs():
         async with anyio.create_task_group() as tg:
-            await tg.start(ControlServer(target, path).serve)
+            await tg.start(ControlServer(target, path, **kw).serve)
             yield tg
             tg.cancel_scope.cancel()
 
@@ -86,6 +86,13 @@ class TestStatus:
                              "--socket", str(sock)) == 0
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 3 and all(len(json.loads(line)) == 3 for line in lines)
+
+    async def test_watch_outlasts_the_idle_timeout(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """status --watch with an interval longer than the server's idle timeout keeps working."""
+        async with serving(FakeTarget(), sock, idle_timeout=0.05):
+            assert await cli("status", "--watch", "--json", "--count", "2", "--interval", "0.3",
+                             "--socket", str(sock)) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
 
     async def test_watch_table(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """status --watch redraws the table with rich.live until the count is reached."""

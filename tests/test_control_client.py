@@ -122,7 +122,7 @@ class TestRequests:
         async with serving(FakeTarget(), sock):
             with anyio.fail_after(5):
                 assert (await arequest(sock, "ping"))["protocol"] == 1
-                with pytest.raises(RequestFailed, match="^unknown command"):
+                with pytest.raises(RequestFailed, match=r"^unknown command"):
                     await arequest(sock, "nope")
 
     async def test_stream_yields_item_lines(self, sock: Path) -> None:

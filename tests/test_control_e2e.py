@@ -167,7 +167,7 @@ class TestResourceLimits:
         from tests.harness import running_supervisor
 
         actors = {"hog": {"target": "tests.sample_actors:Allocates", "max_rss": "100MiB", "max_restarts": 10}}
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors) as (_sup, log):
             limit = (await log.wait_for("actor.resource_limit", actor="hog"))[0]
             assert limit["reason"] == "rss_limit" and limit["rss"] > 100 * 1024 * 1024
             exited = (await log.wait_for("actor.exited", actor="hog"))[0]

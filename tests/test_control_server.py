@@ -8,7 +8,7 @@ import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,8 @@ class TestCommands:
     async def test_reload_with_invalid_config(self, sock: Path) -> None:
         """An invalid new config is a config_error that names the problem and keeps running."""
         target = FakeTarget()
-        target.reload_error = ConfigError("actorsup.toml", "actors.x.heartbeat_timeout", 'expected a number > 0, got "soon"')
+        target.reload_error = ConfigError("actorsup.toml", "actors.x.heartbeat_timeout",
+                                          'expected a number > 0, got "soon"')
         async with serving(target, sock):
             reply = await ask(sock, cmd="reload")
             assert (await ask(sock, cmd="ping"))["ok"] is True
@@ -354,16 +355,75 @@ class TestLimits:
             assert (await conn.line())["code"] == "too_large"
 
     async def test_connection_limit(self, sock: Path) -> None:
-        """Beyond max_connections a client gets busy; a freed slot is reused."""
+        """Beyond max_connections, with no idle connection to evict, a client gets busy; a freed slot is reused."""
         async with serving(FakeTarget(), sock, max_connections=1) as server:
             async with Conn.open(sock) as first:
-                assert (await first.ask(cmd="ping"))["ok"] is True
+                assert await first.ask(cmd="events") == {"ok": True, "stream": "events"}
                 async with Conn.open(sock) as second:
                     reply = await second.line()
                 assert reply == {"ok": False, "code": "busy",
                                  "error": "too many control connections (1); retry later"}
             await poll(lambda: server.connections == 0)
             assert (await ask(sock, cmd="ping"))["ok"] is True
+
+    async def test_many_idle_connections_do_not_lock_out_status(self, sock: Path) -> None:
+        """300 connections that never send (more than the 256 slots) leave status answering at once."""
+        async with serving(FakeTarget(), sock) as server:
+            idle = [await connect(sock) for _ in range(300)]
+            try:
+                await poll(lambda: server.connections >= server.max_connections)
+                with anyio.fail_after(2):
+                    assert (await ask(sock, cmd="status"))["ok"] is True
+            finally:
+                for conn in idle:
+                    await conn.aclose()
+
+    async def test_newcomer_evicts_the_longest_idle_connection(self, sock: Path) -> None:
+        """When every slot is taken, the connection that has waited longest for a request is closed."""
+        with capture_logs() as logs:
+            async with serving(FakeTarget(), sock, max_connections=2) as server, \
+                    Conn.open(sock) as oldest, Conn.open(sock) as newer:
+                assert (await oldest.ask(cmd="ping"))["ok"] is True
+                assert (await newer.ask(cmd="ping"))["ok"] is True  # newer waited less
+                assert (await ask(sock, cmd="status"))["ok"] is True
+                assert await oldest.eof()
+                assert (await newer.ask(cmd="ping"))["ok"] is True
+                assert server.connections <= 2
+        assert [e["event"] for e in logs].count("control.evicted") == 1
+
+    async def test_streams_leave_slots_for_requests(self, sock: Path) -> None:
+        """Streams may take every slot but a reserve: a further stream gets busy, status still answers."""
+        async with serving(FakeTarget(), sock, max_connections=4) as server, AsyncExitStack() as stack:
+            for _ in range(3):  # 4 - min(16, 4 // 4) = 3 streams allowed
+                conn = await stack.enter_async_context(Conn.open(sock))
+                assert await conn.ask(cmd="events") == {"ok": True, "stream": "events"}
+            await poll(lambda: server.streams == 3)
+            async with Conn.open(sock) as refused:
+                assert await refused.ask(cmd="logs", follow=True) == {
+                    "ok": False, "code": "busy", "error": "too many open streams (3); the other "
+                    "connection slots are kept for requests. Retry later"}
+            assert (await ask(sock, cmd="status"))["ok"] is True
+
+    async def test_a_request_trickled_in_slowly_is_cut_off(self, sock: Path) -> None:
+        """idle_timeout bounds the whole request line, not the gap between bytes."""
+        async with serving(FakeTarget(), sock, idle_timeout=0.3), Conn.open(sock) as conn:
+            with anyio.fail_after(5):
+                try:
+                    for byte in b'{"cmd": "status"':
+                        await conn.send(bytes([byte]))
+                        await anyio.sleep(0.05)  # pacing: 16 bytes over 0.8 s, each gap < 0.3 s
+                except anyio.BrokenResourceError:
+                    pass  # the server already closed
+            assert await conn.eof()
+
+    async def test_duplicate_cmd_does_not_shut_down(self, sock: Path) -> None:
+        """{"cmd":"status","cmd":"shutdown"} is refused with duplicate_key; nothing is shut down."""
+        target = FakeTarget()
+        async with serving(target, sock), Conn.open(sock) as conn:
+            await conn.send(b'{"cmd":"status","cmd":"shutdown"}\n')
+            assert (await conn.line())["code"] == "duplicate_key"
+            assert (await conn.ask(cmd="ping"))["ok"] is True  # the connection is kept
+        assert not target.shutdown_requested and target.calls == []
 
     async def test_idle_connection_is_closed(self, sock: Path) -> None:
         """A client that sends nothing for idle_timeout seconds is disconnected."""

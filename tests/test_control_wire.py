@@ -71,6 +71,16 @@ class TestParseRequest:
         assert rejected(b'{"cmd": 3}') == ("bad_request", f"'cmd' must be a string, got an integer. "
                                            f"Accepted commands: {ACCEPTED}")
 
+    def test_duplicate_cmd_is_refused_not_last_wins(self) -> None:
+        """A repeated key is refused with duplicate_key instead of the last value winning."""
+        assert rejected(b'{"cmd":"status","cmd":"shutdown"}') == (
+            "duplicate_key", 'duplicate key "cmd" in the request; send each key once '
+            "(a repeated key is never resolved silently)")
+
+    def test_duplicate_argument_is_refused(self) -> None:
+        """A repeated argument is refused, even when both values are valid."""
+        assert rejected(b'{"cmd": "stop", "name": "a", "name": "b"}')[0] == "duplicate_key"
+
     def test_unknown_command(self) -> None:
         """An unknown command is named and the accepted ones listed."""
         assert rejected(b'{"cmd": "launch"}') == ("unknown_command", f'unknown command "launch". '

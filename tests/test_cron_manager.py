@@ -127,9 +127,10 @@ class TestCronManager:
         async with CronManager(clock=QuickClock()) as cron:
             spec = cron.register_task("a", Counter(), overlap="queue", timeout=5.0)
             assert (spec.overlap, spec.timeout) == ("queue", 5.0)
-            with pytest.raises(InvalidCronTask, match="^cron task 'b': "):
+            with pytest.raises(InvalidCronTask, match=r"^cron task 'b': "):
                 cron.register_task("b", Counter(), overlapp="queue")
-            with pytest.raises(InvalidCronTask, match=r"overlap must be one of skip, queue, replace \(got 'never'\)"):
+            never = r'^cron task \'c\': overlap: expected one of "queue", "replace", "skip", got "never"$'
+            with pytest.raises(InvalidCronTask, match=never):
                 cron.register_task("c", Counter(), overlap="never")
 
     async def test_a_config_task_runs_through_the_given_executor(self) -> None:
@@ -189,13 +190,13 @@ class TestSpecValidation:
     @pytest.mark.parametrize(
         ("fields", "message"),
         [
-            ({"interval": 0.0}, r"interval must be > 0 \(got 0.0\)"),
-            ({"interval": 5.0, "schedule": "* * * * *"}, "set either interval .* not both or neither"),
-            ({"interval": None}, "set either interval .* not both or neither"),
-            ({"schedule": "61 * * * *"}, r'invalid minute field "61", got \'61 \* \* \* \*\''),
-            ({"interval": 5.0, "timezone": "Nowhere/City"}, 'unknown time zone "Nowhere/City"'),
-            ({"jitter": -1.0}, r"jitter must be >= 0 \(got -1.0\)"),
-            ({"timeout": 0.0}, r"timeout must be > 0 \(got 0.0\)"),
+            ({"interval": 0.0}, r"^cron task '.+': interval: expected a number > 0, got 0.0$"),
+            ({"interval": 5.0, "schedule": "* * * * *"}, "set either interval or schedule, not both$"),
+            ({"interval": None}, r"set interval \(seconds\) or schedule \(a cron expression"),
+            ({"schedule": "61 * * * *"}, r'schedule: invalid minute field "61", got "61 \* \* \* \*"$'),
+            ({"interval": 5.0, "timezone": "Nowhere/City"}, 'timezone: unknown time zone "Nowhere/City"'),
+            ({"jitter": -1.0}, r"jitter: expected a number >= 0, got -1.0$"),
+            ({"timeout": 0.0}, r"timeout: expected a number > 0, got 0.0$"),
         ],
     )
     def test_bad_timing_settings_are_rejected_with_the_reason(self, fields: dict, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from tests.harness import running_supervisor
@@ -68,3 +69,32 @@ class TestCronInProcesses:
             history = sup.cron.history("ok")
             assert [r.run_id for r in history] == [run_id]
             assert history[0].outcome == "ok"
+
+
+class TestShutdownDuringARun:
+    async def test_resident_run_gets_the_graceful_stop(self, tmp_path) -> None:
+        """Shutdown cancels a resident run in progress (its finally runs), SIGTERM first, nothing restarts."""
+        cron = {"f": {"target": T + "CronFinally", "interval": FAR, "stop_timeout": 5}}
+        async with running_supervisor({}, cron, state_dir=str(tmp_path)) as (sup, log):
+            await log.wait_for("actor.started", actor="f")
+            await sup.cron_trigger("f")
+            await log.wait_for("cron.finally.begin", actor="f")
+        assert log.find("cron.finally.ran", actor="f")
+        assert [e["signal"] for e in log.find("actor.signalled", actor="f")] == ["SIGTERM"]
+        assert log.find("actor.stop_timeout", actor="f") == []
+        assert [e["reason"] for e in log.find("actor.exited", actor="f")] == ["stopped"]
+        began = log.find("supervisor.stopping")[0]["seq"]
+        assert [e for e in log.find("actor.restarting") if e["seq"] > began] == []
+        assert [e for e in log.find("actor.starting") if e["seq"] > began] == []
+
+    async def test_per_run_run_does_not_hold_up_shutdown(self, tmp_path) -> None:
+        """A per-run run in progress at shutdown is stopped gracefully, well within stop_timeout."""
+        cron = {"f": {"target": T + "CronFinally", "interval": FAR, "isolation": "per-run", "stop_timeout": 5}}
+        async with running_supervisor({}, cron, state_dir=str(tmp_path)) as (sup, log):
+            await sup.cron_trigger("f")
+            await log.wait_for("cron.finally.begin", actor="f")
+            began = anyio.current_time()
+        took = anyio.current_time() - began
+        assert log.find("cron.finally.ran", actor="f")
+        assert took < 3, f"shutdown took {took:.2f}s"
+        assert [e["reason"] for e in log.find("actor.exited", actor="f")] == ["stopped"]

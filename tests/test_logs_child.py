@@ -54,7 +54,7 @@ class TestChildLogging:
     def test_exception_as_text(self, sent: list[tuple[int, dict[str, Any]]]) -> None:
         """log.exception() carries the formatted traceback as text."""
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             child_logging.actor_logger("a").exception("boom")
         level, event = sent[0]
@@ -155,3 +155,33 @@ class TestChildLogging:
             finally:
                 assert proc.wait(timeout=30) == 0
         assert [json.loads(f.body)["i"] for f in frames] == list(range(10000))
+
+
+class TestShrinkEvent:
+    def test_small_values_kept_big_ones_cut(self) -> None:
+        """An oversized event keeps its front keys and small values; each big value is cut to a prefix."""
+        from actors._oversize import shrink_event
+
+        body = json.dumps({"timestamp": "t", "level": "info", "event": "e", "a": 1, "big": "é" * 50_000}).encode()
+        out = json.loads(shrink_event(body, limit=16_384))
+        assert (out["timestamp"], out["level"], out["event"], out["a"]) == ("t", "info", "e", 1)
+        assert out["truncated"] is True and out["original_bytes"] == len(body)
+        assert out["truncated_keys"] == ["big"] and out["big"].startswith("éé") and out["big"].endswith("…")
+        assert len(shrink_event(body, limit=16_384)) <= 16_384
+
+    def test_many_keys_fall_back_to_the_front(self) -> None:
+        """With more keys than fit even cut short, the event keeps its front keys, the marker and the key names."""
+        from actors._oversize import shrink_event
+
+        body = json.dumps({"event": "e", **{f"k{i}": "v" * 2000 for i in range(200)}}).encode()
+        out = shrink_event(body, limit=100_000)
+        assert len(out) <= 100_000
+        event = json.loads(out)
+        assert event["event"] == "e" and event["truncated"] is True and len(event["truncated_keys"]) == 100
+
+    def test_error_text_cut_with_its_length(self) -> None:
+        """A frame's error text over the limit is cut and says how long it was; a short one is untouched."""
+        from actors._oversize import shrink_error
+
+        assert shrink_error("short", limit=100) == "short"
+        assert shrink_error("z" * 1000, limit=100) == "z" * 100 + "… [truncated: 1000 bytes]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,31 @@ class TestLogsEndToEnd:
 def _ticks(path: Path) -> list[dict[str, Any]]:
     events = [json.loads(line) for line in path.read_bytes().splitlines()]
     return [e for e in events if e.get("actor") == "tick" and e.get("stream") == "stdout"]
+
+
+class TestNativeField:
+    async def test_started_says_whether_native_code_runs(self) -> None:
+        """supervisor.started carries native: true exactly when both C modules are in use."""
+        from supervisor.logs import _native, _render, _writer
+
+        with anyio.fail_after(30):
+            async with running_supervisor({}) as (sup, log):
+                started = await log.wait_for("supervisor.started")
+        assert started[0]["native"] is (_render.NATIVE and _writer.NATIVE)
+        if os.environ.get("CI") == "true" and _native.allowed():
+            assert started[0]["native"] is True
+
+    async def test_no_native_run_says_native_false(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`actorsup run` with ACTORSUP_NO_NATIVE=1 logs native: false in supervisor.started."""
+        monkeypatch.setenv("ACTORSUP_NO_NATIVE", "1")
+        config = tmp_path / "actorsup.toml"
+        config.write_text(f'[supervisor]\ncontrol_socket = "{tmp_path}/ctl.sock"\n')
+        with anyio.fail_after(30):
+            async with cli_supervisor(config) as cli:
+                started = await cli.log.wait_for("supervisor.started")
+                cli.process.send_signal(signal.SIGTERM)
+                assert await cli.process.wait() == 0
+        assert started[0]["native"] is False
 
 
 class TestSighup:

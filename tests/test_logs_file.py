@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -144,6 +147,95 @@ class TestFullDisk:
         errors = [e for e in logs if e["event"] == "logs.sink_error"]
         assert len(errors) == 1 and "No space left" in errors[0]["error"] and "hint" in errors[0]
         assert [e["count"] for e in logs if e["event"] == "logs.dropped"] == [4]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted in tmp_path (needs root): a disk that really fills up, and frees again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+class TestDiskFills:
+    @pytest.mark.anyio
+    async def test_lines_whole_count_exact_recovery_true(self, small_disk: Path) -> None:
+        """A disk that fills up: every line in the file is whole, written + dropped == emitted, one true recovery."""
+        path = small_disk / "a.jsonl"
+        filler = small_disk / "filler"
+        filler.write_bytes(b"f" * 40_000)  # about 24 KiB left for the log
+        clock = FakeClock()
+        emitted = 0
+        with structlog.testing.capture_logs() as logs:
+            sink = FileSink(SinkSpec(type="file", path=path, daily=False, max_bytes=1 << 40), clock=clock)
+            for _ in range(8):  # the disk fills in the second round; the sink retries every second
+                for _ in range(100):
+                    sink.write(_rec(emitted, 130))  # ~150 bytes: a page boundary falls mid-line
+                    emitted += 1
+                sink.drain()
+                await clock.advance(1.1)
+            while_full = len(logs)
+            filler.unlink()
+            for _ in range(50):
+                sink.write(_rec(emitted, 130))
+                emitted += 1
+            sink.drain()
+            await sink.aclose()
+        ids = _ids(path)  # json.loads of every line: a cut or glued line fails here
+        assert ids == sorted(set(ids)) and ids[-50:] == list(range(emitted - 50, emitted))
+        dropped = sum(e["count"] for e in logs if e["event"] == "logs.dropped")
+        assert len(ids) + dropped == emitted and dropped > 0
+        recovered = [i for i, e in enumerate(logs) if e["event"] == "logs.sink_recovered"]
+        assert len(recovered) == 1 and recovered[0] >= while_full  # only once a write succeeded again
+        assert [e["event"] for e in logs].count("logs.sink_error") == 1
+
+
+class TestRotationOffTheLoop:
+    @pytest.mark.anyio
+    async def test_rotation_with_many_backups_leaves_the_loop_free(self, tmp_path: Path) -> None:
+        """Renaming 5,000 backups (three times) runs on a worker thread: the loop keeps ticking, the lines keep their order."""
+        path = tmp_path / "a.jsonl"
+        backups = 5_000
+        for n in range(1, backups):
+            os.close(os.open(tmp_path / f"a.jsonl.{n}", os.O_WRONLY | os.O_CREAT))
+        sink = FileSink(SinkSpec(type="file", path=path, max_bytes=1000, backups=backups, daily=False))
+        gaps: list[float] = []
+        async with anyio.create_task_group() as tg:
+            await tg.start(sink.run)
+
+            async def ticker() -> None:
+                last = time.monotonic()
+                while True:
+                    await anyio.sleep(0.005)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            tg.start_soon(ticker)
+            await anyio.sleep(0.05)
+            sink.write(_rec(0, 900))
+            started = time.monotonic()
+            sink.write(_rec(1, 900))  # past max_bytes: the rotation starts
+            for i in range(2, 6):
+                sink.write(_rec(i, 300))  # held until the new file is open; 1 and 5 need one more rotation each
+            with anyio.fail_after(60):
+                while sink._held:
+                    await anyio.sleep(0.005)
+            took = time.monotonic() - started
+            tg.cancel_scope.cancel()
+        await sink.aclose()
+        assert [_ids(path.with_name(f"a.jsonl.{n}")) for n in (3, 2, 1)] + [_ids(path)] == [[0], [1], [2, 3, 4], [5]]
+        assert path.with_name(f"a.jsonl.{backups}").exists()
+        assert took > 0.1  # long enough to show
+        assert max(gaps) < took / 3, f"the loop stalled for {max(gaps):.3f}s of a {took:.3f}s rotation"
 
 
 class TestStalledDisk:

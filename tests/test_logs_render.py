@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.logs import _render
+from supervisor.logs import _native, _render
 from supervisor.logs._render import render_lines_py
 
 try:
@@ -142,6 +150,95 @@ class TestRenderLines:
             render_lines_c(b"a\n", 1, *PARTS, 0)
 
     @pytest.mark.skipif(os.environ.get("CI") != "true", reason="only CI guarantees a compiler")
+    @pytest.mark.skipif(not _native.allowed(), reason="ACTORSUP_NO_NATIVE is set")
     def test_built_in_ci(self) -> None:
         """In CI the C renderer is built and chosen: the pure-Python path is only a fallback."""
         assert _render.NATIVE and _render.render_lines is render_lines_c
+
+
+_PROBE = """
+from supervisor.logs import _native, _render, _writer
+print(_render.NATIVE, _render.render_lines is _render.render_lines_py,
+      _writer.NATIVE, type(_writer.new_writer()).__name__, _native.loaded())
+"""
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_no_native_switch_turns_both_off(value: str) -> None:
+    """ACTORSUP_NO_NATIVE=1 (any value but "" or "0") makes both C modules give way to their Python twins."""
+    env = {**os.environ, "ACTORSUP_NO_NATIVE": value}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False", "SyncWriter", "False"]
+
+
+@needs_c
+@pytest.mark.parametrize("value", ["", "0"])
+def test_native_is_used_unless_switched_off(value: str) -> None:
+    """With the switch unset (or "0") the built C modules are used and loaded() says so."""
+    env = {**os.environ, "ACTORSUP_NO_NATIVE": value}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "True", "Writer", "True"]
+
+
+def _compile_renderer(directory: Path, macro: str) -> ModuleType:
+    """_crender.c built with ``-Dmacro`` into ``directory`` and loaded from there."""
+    source = Path(_render.__file__).with_name("_crender.c")
+    target = directory / f"_crender{sysconfig.get_config_var('EXT_SUFFIX')}"
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI has no C compiler")
+        pytest.skip("no C compiler")
+    include = sysconfig.get_paths()["include"]
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-D{macro}", f"-I{include}", str(source), "-o", str(target)],
+                   check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location("_crender", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", params=[("CRENDER_SCAN_SWAR", "swar"), ("CRENDER_SCAN_BYTES", "bytes")],
+                ids=lambda p: p[1])
+def scan_variant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    macro, name = request.param
+    module = _compile_renderer(tmp_path_factory.mktemp(name), macro)
+    assert module.SCAN == name  # the macro did pick that scan
+    return module
+
+
+class TestScanPaths:
+    """The scans other platforms build (arm64 takes SWAR), forced on this one: same bytes as the twin."""
+
+    # Each byte class the scan must stop at, or step over.
+    SPECIALS = [b'"', b"\\", b"\t", b"\x01", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
+                b"\xff", b"\xc3", b"\r", b" ", b"~"]
+
+    def test_special_at_every_offset(self, scan_variant: ModuleType) -> None:
+        """A special byte at each offset of a word (0 to 40) is found exactly as the Python twin finds it."""
+        for special in self.SPECIALS:
+            for offset in range(41):
+                for after in (0, 1, 7, 8, 15, 16, 17):
+                    body = b"a" * offset + special + b"b" * after + b"\n" + b"c" * (offset % 9) + b"\n"
+                    c_rendered = scan_variant.render_lines(body, 7, *PARTS, 64)
+                    py_rendered = render_lines_py(body, 7, *PARTS, 64)
+                    assert (c_rendered is None) == (py_rendered is None), (special, offset, after)
+                    if c_rendered is not None and py_rendered is not None:
+                        assert b"".join(c_rendered[1]) == b"".join(py_rendered[1]), (special, offset, after)
+
+    def test_random_bodies(self, scan_variant: ModuleType) -> None:
+        """Thousands of random bodies of mixed bytes: the same decision and the same bytes as the twin."""
+        rng = random.Random(11)
+        alphabet = [b"x", b"y", b" ", b"%", b'"', b"\\", b"\t", b"\n", b"\xc3\xa9", b"\xe2\x82\xac", b"\x00", b"\xff"]
+        weights = [30, 30, 10, 2, 2, 2, 2, 6, 2, 2, 1, 1]
+        accepted = 0
+        for _ in range(3000):
+            body = b"".join(rng.choices(alphabet, weights, k=rng.randrange(1, 120))) + b"\n"
+            c_rendered = scan_variant.render_lines(body, 1, *PARTS, rng.choice([1, 64, 4096]))
+            py_rendered = render_lines_py(body, 1, *PARTS, 4096)
+            assert (c_rendered is None) == (py_rendered is None), body
+            if c_rendered is not None and py_rendered is not None:
+                accepted += 1
+                assert b"".join(c_rendered[1]) == b"".join(py_rendered[1]), body
+        assert 500 < accepted < 2900  # both outcomes were exercised

@@ -13,6 +13,8 @@ from structlog.testing import capture_logs
 
 from supervisor.core._bus import EventBus
 from supervisor.exceptions import SupervisorError, UnknownActor
+from supervisor.lifecycle._observers import BeatRecord, HealthRecord, TransitionRecord
+from supervisor.lifecycle._states import ActorState
 from supervisor.monitor import HeartbeatMonitor
 
 
@@ -342,3 +344,68 @@ class TestHeartbeatMonitor:
             HeartbeatMonitor(None, interval=0)
         with pytest.raises(ValueError, match=r"^threshold must be an integer >= 1 \(got 0\)$"):
             HeartbeatMonitor(None, failure_threshold=0)
+
+
+def _transition(actor: str, old: str, new: str, *, at: float, restarts: int = 0, error: str | None = None,
+                **fields: Any) -> TransitionRecord:
+    return TransitionRecord(actor, ActorState(old), ActorState(new), "actor.x", fields, restarts, error, at, 2.0)
+
+
+class TestReadModelOfActors:
+    """Supervised actors are fed in by their handles; the monitor only reports them."""
+
+    @pytest.mark.anyio
+    async def test_a_watched_actor_is_never_timed_out_or_restarted_by_the_monitor(self) -> None:
+        """Silence past the timeout leaves a watched actor healthy: its handle is the judge."""
+        clock = FakeClock()
+        bus = EventBus()
+        events: list[dict[str, Any]] = []
+        bus.add_callback(events.append)
+        monitor = HeartbeatMonitor(bus, interval=1.0, clock=clock)
+        monitor.on_transition(_transition("a", "starting", "running", at=clock.now()))
+        with capture_logs() as logs:
+            await monitor.tick()
+            await clock.advance(10.0)
+            await monitor.tick()
+        assert [e for e in logs if e["event"].startswith("component.")] == []
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown" and snap["status"] == "healthy"
+        assert _named(events, "component.status") == []
+
+    @pytest.mark.anyio
+    async def test_one_incident_is_one_error_and_restarts_agree(self) -> None:
+        """errored records the handle's error once; failed adds none; restarts follow the handle."""
+        clock = FakeClock()
+        monitor = HeartbeatMonitor(None, clock=clock)
+        now = clock.now()
+        monitor.on_transition(_transition("a", "starting", "running", at=now))
+        monitor.on_transition(_transition("a", "running", "errored", at=now, error="ValueError: x", reason="crash"))
+        monitor.on_transition(_transition("a", "errored", "failed", at=now, restarts=3, error="ValueError: x"))
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown"
+        assert [e["error"] for e in snap["errors"]] == ["ValueError: x"] and snap["error_count"] == 1
+        assert snap["status"] == "error" and snap["restarts"] == 3
+        monitor.on_transition(_transition("a", "failed", "starting", at=now, restarts=3))
+        monitor.on_transition(_transition("a", "starting", "running", at=now, restarts=3))
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown" and snap["status"] == "healthy" and snap["error_count"] == 1
+        monitor.on_transition(_transition("a", "running", "stopped", at=now))
+        assert monitor.get_component_status("a") == "unknown"
+
+    @pytest.mark.anyio
+    async def test_health_results_show_the_check_and_streaks(self) -> None:
+        """An actor that reports health has a health check; a failing streak is one error entry."""
+        clock = FakeClock()
+        monitor = HeartbeatMonitor(None, clock=clock)
+        monitor.on_transition(_transition("a", "starting", "running", at=clock.now()))
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown" and snap["has_health_check"] is False
+        for _ in range(3):
+            monitor.on_health(HealthRecord("a", clock.now(), False, "db down"))
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown" and snap["has_health_check"] is True and snap["status"] == "error"
+        assert [e["error"] for e in snap["errors"]] == ["health check failed: db down"]
+        monitor.on_health(HealthRecord("a", clock.now(), True, None))
+        monitor.on_beat(BeatRecord("a", clock.now(), 0, None))
+        snap = monitor.get_component_status("a")
+        assert snap != "unknown" and snap["status"] == "healthy" and snap["consecutive_failures"] == 0

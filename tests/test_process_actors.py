@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import anyio
 import psutil
@@ -32,7 +33,7 @@ class TestRestarts:
 
     async def test_sigkill_of_child_leads_to_restart(self) -> None:
         """A child killed by SIGKILL is logged with the signal's name and replaced."""
-        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (_sup, log):
             first = (await log.wait_for("actor.started", actor="s"))[0]["pid"]
             os.kill(first, signal.SIGKILL)
             second = (await log.wait_for("actor.started", actor="s", count=2))[1]["pid"]
@@ -45,17 +46,49 @@ class TestRestarts:
         """time.sleep() inside run() stops the beats; the actor is killed and restarted."""
         actors = {"b": {"target": T + "BlockLoop", "args": {"marker": str(tmp_path / "m")},
                         "heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}}
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors) as (_sup, log):
             await log.wait_for("blockloop.second_life")
             timeout = log.find("actor.heartbeat_timeout", actor="b")[0]
             assert 1.0 <= timeout["last_beat_age"] < 1.0 + 0.1 + 0.5  # timeout + one tick + slack
             assert log.find("actor.exited", actor="b")[0]["reason"] == "heartbeat_timeout"
 
+    async def test_one_hang_is_one_timeout_event(self, tmp_path) -> None:
+        """A hung actor gives exactly one timeout event (the handle's), never the monitor's as well."""
+        actors = {"b": {"target": T + "BlockLoop", "args": {"marker": str(tmp_path / "m")},
+                        "heartbeat_interval": 0.1, "heartbeat_timeout": 1.0,
+                        "backoff_initial": 1.0, "backoff_max": 1.0}}
+        async with running_supervisor(actors, heartbeat_interval=0.1) as (sup, log):
+            # The monitor ticks every 0.1 s through the >= 0.5 s backoff after the hang.
+            await log.wait_for("blockloop.second_life")
+            assert len(log.find("actor.heartbeat_timeout", actor="b")) == 1
+            assert log.find("component.heartbeat_timeout") == []
+            status = sup.heartbeat_status()["components"]["b"]
+            assert status["restarts"] == 1 == sup.status()[0]["restarts"]
+            assert [e["error"] for e in status["errors"]] == ["heartbeat_timeout (SIGKILL)"]
+
+    async def test_a_stalled_supervisor_kills_no_healthy_actor(self) -> None:
+        """3 s with the supervisor's loop blocked: beats wait in the channels, nobody is timed out."""
+        actors = {f"s{i}": {"target": T + "Steady", "heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
+                  for i in range(4)}
+        async with running_supervisor(actors) as (sup, log):
+            for name in actors:
+                await log.wait_for("steady.up", actor=name)
+            time.sleep(3)  # the supervisor's whole event loop stops here, as under SIGSTOP
+            (stalled,) = await log.wait_for("supervisor.stalled")
+            assert stalled["gap"] >= 2.5
+            with anyio.fail_after(5):  # fresh beats from every actor after the stall
+                while not all((b := h.beats) is not None and b.age(sup.clock.now()) < 0.3
+                              for h in sup.handles.values()):
+                    await anyio.sleep(0.05)
+            assert log.find("actor.heartbeat_timeout") == []
+            assert len(log.find("supervisor.stalled")) == 1
+            assert all(h.restarts == 0 for h in sup.handles.values())
+
     async def test_handshake_timeout_takes_the_restart_path(self) -> None:
         """A constructor slower than start_timeout is errored like a crash."""
         actors = {"slow": {"target": T + "SlowInit", "args": {"seconds": 30}, "start_timeout": 0.5,
                            "max_restarts": 0}}
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors) as (_sup, log):
             await log.wait_for("actor.failed", actor="slow")
             assert log.find("actor.errored", actor="slow")[0]["reason"] == "handshake_timeout"
 
@@ -73,7 +106,7 @@ class TestRestarts:
 
     async def test_transient_clean_exit_is_not_restarted(self) -> None:
         """A transient actor whose run() returns is stopped, not restarted."""
-        async with running_supervisor({"t": {"target": T + "Completes", "restart": "transient"}}) as (sup, log):
+        async with running_supervisor({"t": {"target": T + "Completes", "restart": "transient"}}) as (_sup, log):
             await log.wait_for("actor.stopped", actor="t")
             assert log.find("actor.restarting", actor="t") == []
             assert log.find("actor.exited", actor="t")[0]["reason"] == "completed"
@@ -88,13 +121,24 @@ class TestRestarts:
             assert log.find("actor.exited", actor="g")[0]["reason"] == "protocol_error"
             assert sup.handles["s"].state is ActorState.RUNNING
 
+    @pytest.mark.parametrize("channel_ring", ["128KiB", 0], ids=["ring", "socket"])
+    async def test_the_event_before_garbage_is_never_lost(self, channel_ring: str | int) -> None:
+        """Ten lives that each log an event and then write garbage: all ten events arrive."""
+        lives = 10
+        actors = {"g": {"target": T + "LogsThenGarbage", "max_restarts": lives, "backoff_initial": 0.01,
+                        "backoff_max": 0.01}}
+        async with running_supervisor(actors, channel_ring=channel_ring) as (_sup, log):
+            errors = await log.wait_for("actor.protocol_error", actor="g", count=lives)
+            events = log.find("garbage.next", actor="g")
+            assert {e["pid"] for e in errors} <= {e["pid"] for e in events}
+
     async def test_task_actor_crash_restarts_only_itself(self, tmp_path) -> None:
         """A kind=task actor that raises is restarted in-process; a process actor is undisturbed."""
         actors = {
             "t": {"target": T + "CrashOnce", "kind": "task", "args": {"marker": str(tmp_path / "m")}},
             "s": {"target": T + "Steady"},
         }
-        async with running_supervisor(actors) as (sup, log):
+        async with running_supervisor(actors) as (_sup, log):
             await log.wait_for("crashonce.second_life", actor="t")
             await log.wait_for("actor.started", actor="s")
             assert log.find("actor.started", actor="t")[1]["pid"] == os.getpid()
@@ -114,9 +158,21 @@ class TestStopping:
             assert log.find("actor.exited", actor="i")[0]["signal"] == "SIGKILL"
             assert sup.handles["i"].state is ActorState.STOPPED
 
+
+    async def test_a_stopped_actor_shows_no_stale_figures(self) -> None:
+        """After a stop, status() has no pid and no RSS of the process that is gone."""
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+            await log.wait_for("steady.up")
+            with anyio.fail_after(10):
+                while sup.status()[0]["rss"] is None:  # sampled on the first beat
+                    await anyio.sleep(0.05)
+            await sup.stop_actor("s")
+            row = sup.status()[0]
+            assert row["state"] == "stopped" and row["rss"] is None and row["pid"] is None
+
     async def test_grandchild_dies_with_its_actor(self) -> None:
         """Killing an actor also kills the grandchildren in its process group."""
-        async with running_supervisor({"g": {"target": T + "Grandparent"}}) as (sup, log):
+        async with running_supervisor({"g": {"target": T + "Grandparent"}}) as (_sup, log):
             started = (await log.wait_for("grandchild.started"))[0]
             grandchild = psutil.Process(started["grandchild"])
             os.kill(started["pid"], signal.SIGKILL)
@@ -136,7 +192,7 @@ class TestLosslessLogs:
         """
         n = 2000
         actors = {"l": {"target": T + "LinesThenExit", "args": {"n": n}, "restart": "temporary"}}
-        async with running_supervisor(actors, channel_ring=channel_ring) as (sup, log):
+        async with running_supervisor(actors, channel_ring=channel_ring) as (_sup, log):
             await log.wait_for("actor.stopped", actor="l")
             lines = log.find("line", actor="l")
             assert [e["i"] for e in lines] == list(range(n))

@@ -18,7 +18,7 @@ class TestFrameDecoder:
         """However the byte stream is cut into reads, the same frames come out in order."""
         decoder = FrameDecoder(ChildFrame)
         out, start = [], 0
-        for cut in sorted(set(cuts)) + [len(WIRE)]:
+        for cut in [*sorted(set(cuts)), len(WIRE)]:
             out += decoder.feed(WIRE[start:cut])
             start = cut
         assert out == FRAMES and decoder.pending == 0

@@ -57,7 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorsup",
-        description="Actor-style multiprocess supervisor: crash-isolated actors, heartbeats, restarts, cron, structured logs.",
+        description="Actor-style multiprocess supervisor: crash-isolated actors, heartbeats, "
+                    "restarts, cron, structured logs.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a supervisor in the foreground (no CONFIG: the embedded demo)")

@@ -6,7 +6,8 @@ server (and its tests) never depend on the process core.
 
 from __future__ import annotations
 
-from typing import Any, AsyncContextManager, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from anyio.abc import ObjectReceiveStream
 
@@ -47,10 +48,10 @@ class ControlTarget(Protocol):
     def log_tail(self, n: int | None, actor: str | None) -> list[bytes]:
         """The last ``n`` (all when None) buffered log lines, each one JSON object."""
 
-    def follow_logs(self, actor: str | None) -> AsyncContextManager[ObjectReceiveStream[bytes]]:
+    def follow_logs(self, actor: str | None) -> AbstractAsyncContextManager[ObjectReceiveStream[bytes]]:
         """A stream of new log lines (JSON objects as bytes), optionally of one actor."""
 
-    def subscribe_events(self) -> AsyncContextManager[ObjectReceiveStream[dict[str, Any]]]:
+    def subscribe_events(self) -> AbstractAsyncContextManager[ObjectReceiveStream[dict[str, Any]]]:
         """A stream of state-change events from the event bus."""
 
     def cron_list(self) -> list[dict[str, Any]]:

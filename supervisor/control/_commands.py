@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ __all__ = ["add_control_commands", "resolve_socket", "socket_path_for"]
 
 DEFAULT_CONFIG = "actorsup.toml"
 SOCKET_ENV = "ACTORSUP_SOCKET"
-_USAGE_CODES = {"bad_request", "bad_argument", "unknown_command"}
+_USAGE_CODES = {"bad_request", "bad_argument", "unknown_command", "duplicate_key"}
 
 Func = Callable[[argparse.Namespace], int]
 
@@ -114,32 +115,38 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 # --- commands ------------------------------------------------------------------
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
+    if not args.watch:
+        rows = _ask(args, path, "status")
+        _print_json(rows) if args.json else _console().print(status_table(rows))
+        return 0
+    return _watch(args, path)
+
+
+def _ask(args: argparse.Namespace, path: Path, cmd: str, **request: Any) -> Any:
     with _client(args, path) as client:
-        if not args.watch:
-            rows = client.request("status")
-            _print_json(rows) if args.json else _console().print(status_table(rows))
-            return 0
-        return _watch(client, args)
+        return client.request(cmd, **request)
 
 
-def _watch(client: ControlClient, args: argparse.Namespace) -> int:
+def _watch(args: argparse.Namespace, path: Path) -> int:
+    # One connection per refresh: the server closes a connection that stays
+    # silent longer than its idle timeout, and --interval may be longer.
     count = 0
     try:
         if args.json:
             while args.count is None or count < args.count:
-                _print_json(client.request("status"))
+                _print_json(_ask(args, path, "status"))
                 count += 1
                 if args.count is None or count < args.count:
                     time.sleep(args.interval)
             return 0
         from rich.live import Live
 
-        with Live(status_table(client.request("status")), console=_console(),
+        with Live(status_table(_ask(args, path, "status")), console=_console(),
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(client.request("status")), refresh=True)
+                live.update(status_table(_ask(args, path, "status")), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -250,11 +257,9 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
 
 @_command
 def cmd_shutdown(args: argparse.Namespace, path: Path) -> int:
-    with _client(args, path) as client:
-        try:
-            client.request("shutdown")
-        except NoReply:
-            pass  # the server went away before its reply: that is the shutdown we asked for
+    # The server may go away before its reply: that is the shutdown we asked for.
+    with _client(args, path) as client, suppress(NoReply):
+        client.request("shutdown")
     print(f"supervisor at {path} is shutting down")
     return 0
 

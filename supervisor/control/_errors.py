@@ -21,7 +21,7 @@ class NotListening(ControlError):
             + "; start one with `actorsup run CONFIG`, or point --socket / -c at a running one"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.path, self.reason))
 
 
@@ -34,7 +34,7 @@ class RequestFailed(ControlError):
         self.message = message
         super().__init__(message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
         return (type(self), (self.cmd, self.code, self.message))
 
 
@@ -51,7 +51,7 @@ class SocketInUse(ControlError):
             + f"{self.path}` or set another [supervisor] control_socket"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.path, self.reason))
 
 
@@ -64,5 +64,5 @@ class NoReply(ControlError):
         super().__init__(f"the supervisor at {self.path} closed the connection without replying "
                          f"to {cmd!r} (it may be shutting down)")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.path, self.cmd))

@@ -1,8 +1,11 @@
 """The control server: a Unix socket speaking line-delimited JSON.
 
 Every connection is its own task and holds no lock, so a slow or stuck client
-only ever stalls itself: its reads are bounded by ``idle_timeout`` and its
-writes by ``send_timeout``. Only the socket owner's uid may connect
+only ever stalls itself: each request must arrive whole within ``idle_timeout``
+(of connecting, or of the previous reply) and each write within
+``send_timeout``. Idle connections never lock others out: when every slot is
+taken, a newcomer evicts the longest-waiting idle connection, and streams may
+hold all slots but a reserve. Only the socket owner's uid may connect
 (SO_PEERCRED); the socket file is 0600 before it listens.
 """
 
@@ -14,7 +17,7 @@ import stat
 import struct
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +41,7 @@ PROTOCOL = 1
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the trailing NUL
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _BATCH = 256  # stream items coalesced into one write when they queue up
+_RESERVE = 16  # connection slots streams may never take: kept for request/reply clients
 _MUTATING = {"start", "stop", "restart", "reload", "shutdown", "cron_trigger"}
 _METHODS = {  # command -> ControlTarget method
     "status": "status", "heartbeat_status": "heartbeat_status", "start": "start_actor",
@@ -73,7 +77,7 @@ class ControlServer:
         *,
         max_request: int = MAX_REQUEST,
         max_connections: int = 256,
-        idle_timeout: float | None = 600.0,
+        idle_timeout: float | None = 5.0,
         send_timeout: float = 10.0,
         peercred: Callable[[socket.socket], PeerCred] = peer_credentials,
         allowed_uid: int | None = None,
@@ -91,6 +95,10 @@ class ControlServer:
         self._peercred = peercred
         self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self.connections = 0
+        self.streams = 0
+        # Connections waiting for a request, oldest first: the ones a newcomer may evict.
+        self._idle: dict[int, anyio.CancelScope] = {}
+        self._evicted: set[int] = set()
         self._identity: tuple[int, int] | None = None
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[Path] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -156,10 +164,8 @@ class ControlServer:
             with anyio.fail_after(2):
                 conn = await connect(self.path)
         except (ConnectionRefusedError, FileNotFoundError):
-            try:
+            with suppress(FileNotFoundError):
                 self.path.unlink()
-            except FileNotFoundError:
-                pass
             log.info("control.stale_socket_removed", path=str(self.path))
             return
         except TimeoutError:
@@ -193,7 +199,7 @@ class ControlServer:
                     "forbidden", f"peer uid {peer.uid} may not control this supervisor "
                     f"(only uid {self.allowed_uid}); run the command as that user"))
                 return
-            if self.connections >= self.max_connections:
+            if self.connections >= self.max_connections and not self._evict_idle():
                 log.warning("control.busy", peer_pid=peer.pid, connections=self.connections)
                 await self._try_send(conn, error_reply(
                     "busy", f"too many control connections ({self.max_connections}); retry later"))
@@ -208,20 +214,46 @@ class ControlServer:
             finally:
                 self.connections -= 1
 
+    def _evict_idle(self) -> bool:
+        """Close the connection that has waited longest for a request; False if none waits."""
+        if not self._idle:
+            return False
+        key = next(iter(self._idle))
+        self._evicted.add(key)
+        self._idle.pop(key).cancel()
+        return True
+
+    async def _next_request(self, reader: BufferedByteReceiveStream, peer: PeerCred) -> bytes | None:
+        """The next request line (b"" when too large); None when the connection should end."""
+        key = id(reader)
+        line: bytes | None = None
+        with anyio.move_on_after(self.idle_timeout if self.idle_timeout is not None else float("inf")) as idle:
+            self._idle[key] = idle
+            try:
+                line = await reader.receive_until(b"\n", self.max_request)
+            except anyio.IncompleteRead:
+                pass  # client hung up (possibly mid-line)
+            except anyio.DelimiterNotFound:
+                line = b""
+            finally:
+                self._idle.pop(key, None)
+        evicted = key in self._evicted
+        self._evicted.discard(key)
+        if idle.cancelled_caught:
+            if evicted:
+                log.info("control.evicted", peer_pid=peer.pid, connections=self.connections,
+                         reason="every slot taken; this connection had waited longest for a request")
+            else:
+                log.info("control.idle_timeout", peer_pid=peer.pid, timeout=self.idle_timeout)
+        return line
+
     async def _session(self, conn: UnixConnection, peer: PeerCred) -> None:
         reader = BufferedByteReceiveStream(conn)
         while True:
-            with anyio.move_on_after(self.idle_timeout if self.idle_timeout is not None else float("inf")) as idle:
-                try:
-                    line = await reader.receive_until(b"\n", self.max_request)
-                except anyio.IncompleteRead:
-                    return  # client hung up (possibly mid-line)
-                except anyio.DelimiterNotFound:
-                    line = None
-            if idle.cancelled_caught:
-                log.info("control.idle_timeout", peer_pid=peer.pid, timeout=self.idle_timeout)
+            line = await self._next_request(reader, peer)
+            if line is None:
                 return
-            if line is None or len(line) >= self.max_request:
+            if not line or len(line) >= self.max_request:
                 log.warning("control.request_too_large", peer_pid=peer.pid, limit=self.max_request)
                 await self._send(conn, error_reply(
                     "too_large", f"request exceeds {self.max_request} bytes (newline included); "
@@ -234,7 +266,7 @@ class ControlServer:
                 await self._send(conn, error_reply(exc.code, exc.message))
                 continue
             if COMMANDS[cmd].streaming or (isinstance(args, LogsArgs) and args.follow):
-                await self._stream(conn, reader, cmd, args, peer)
+                await self._open_stream(conn, reader, cmd, args, peer)
                 return
             await self._send(conn, await self._call(cmd, args, peer))
 
@@ -289,6 +321,21 @@ class ControlServer:
                                        "see the supervisor's log")
 
     # --- streams -----------------------------------------------------------------
+    async def _open_stream(self, conn: UnixConnection, reader: BufferedByteReceiveStream,
+                           cmd: str, args: Any, peer: PeerCred) -> None:
+        limit = self.max_connections - min(_RESERVE, self.max_connections // 4)
+        if self.streams >= limit:
+            log.warning("control.busy", peer_pid=peer.pid, streams=self.streams, cmd=cmd)
+            await self._send(conn, error_reply(
+                "busy", f"too many open streams ({limit}); the other connection slots are kept "
+                "for requests. Retry later"))
+            return
+        self.streams += 1
+        try:
+            await self._stream(conn, reader, cmd, args, peer)
+        finally:
+            self.streams -= 1
+
     async def _stream(self, conn: UnixConnection, reader: BufferedByteReceiveStream,
                       cmd: str, args: Any, peer: PeerCred) -> None:
         async with AsyncExitStack() as stack:
@@ -310,10 +357,9 @@ class ControlServer:
             render = _line if cmd == "logs" else encode
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_hangup, reader, tg.cancel_scope)
-                try:
+                # The client may go away mid-write.
+                with suppress(_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
                     await self._pump(conn, items, render)
-                except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                    pass  # the client went away mid-write
                 tg.cancel_scope.cancel()  # the source ended (or the client left): close
             log.info("control.stream_closed", cmd=cmd, peer_pid=peer.pid)
 
@@ -347,10 +393,8 @@ class ControlServer:
             raise _Drop
 
     async def _try_send(self, conn: UnixConnection, data: bytes) -> None:
-        try:
+        with suppress(_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await self._send(conn, data)
-        except (_Drop, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
 
 
 async def _cancel_on_hangup(reader: BufferedByteReceiveStream, scope: anyio.CancelScope) -> None:

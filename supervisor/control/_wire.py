@@ -8,6 +8,7 @@ names the argument. docs/CONTROL_PROTOCOL.md is the prose version of this file.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -113,6 +114,7 @@ def parse_request(line: bytes) -> tuple[str, msgspec.Struct]:
     except (msgspec.DecodeError, RecursionError, ValueError) as exc:
         raise BadRequest("bad_request", f"malformed JSON ({exc}); send one JSON object "
                          f"per line, such as {{\"cmd\": \"status\"}}") from None
+    _refuse_duplicate_keys(line)
     if not isinstance(data, dict):
         raise BadRequest("bad_request", f"a request must be a JSON object, got "
                          f"{_kind(data)}; for example {{\"cmd\": \"status\"}}")
@@ -128,6 +130,25 @@ def parse_request(line: bytes) -> tuple[str, msgspec.Struct]:
         return cmd, msgspec.convert(data, command.args)
     except msgspec.ValidationError as exc:
         raise BadRequest("bad_argument", _translate(cmd, command.args, str(exc), data)) from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise BadRequest("duplicate_key", f"duplicate key {_short(key)} in the request; "
+                             "send each key once (a repeated key is never resolved silently)")
+        seen.add(key)
+
+
+def _refuse_duplicate_keys(line: bytes) -> None:
+    # msgspec keeps the last of repeated keys, so {"cmd":"status","cmd":"shutdown"}
+    # would shut down; the stdlib parser reports every pair, at any depth.
+    try:
+        json.loads(line, object_pairs_hook=_unique_pairs)
+    except (RecursionError, ValueError) as exc:
+        raise BadRequest("bad_request", f"malformed JSON ({type(exc).__name__}); send one "
+                         "JSON object per line, such as {\"cmd\": \"status\"}") from None
 
 
 def _kind(value: Any) -> str:

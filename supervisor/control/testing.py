@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -55,10 +55,8 @@ class FakeTarget:
         self.logs.append(line)
         for want, send in self._followers:
             if want is None or want == actor:
-                try:
+                with suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     send.send_nowait(line)
-                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
         return line
 
     def end_streams(self) -> None:

@@ -71,6 +71,8 @@ async def run_on_handle(handle: ActorHandle, run: CronRun) -> RunResult:
         return RunResult(frame.outcome, frame.error)
     await _settled(handle)
     ended = handle.last_exit
+    if ended is not None and ended.reason == "stopped":
+        return RunResult("error", "the run was stopped gracefully: the supervisor shut down or the task was stopped")
     if ended is not None and ended.reason == "heartbeat_timeout":
         return RunResult("killed", "the run blocked the actor's event loop: heartbeat timeout, process killed")
     how = f"signal {ended.signal}" if ended and ended.signal else f"exit status {ended.exit_code if ended else '?'}"
@@ -81,20 +83,28 @@ async def run_on_handle(handle: ActorHandle, run: CronRun) -> RunResult:
 async def _settled(handle: ActorHandle) -> None:
     """Wait (bounded) until the handle has processed its child's exit."""
     with anyio.move_on_after(5):
-        while handle.state in (ActorState.RUNNING, ActorState.STOPPING):
-            await handle._changed()
+        await handle.wait_for(*(s for s in ActorState if s not in (ActorState.RUNNING, ActorState.STOPPING)))
 
 
 class ResidentExecutor:
     def __init__(self, handle: ActorHandle) -> None:
         self.handle = handle
+        self.closing = False
 
     def is_ready(self) -> bool:
-        return self.handle.state is ActorState.RUNNING and self.handle.child is not None
+        return not self.closing and self.handle.state is ActorState.RUNNING and self.handle.child is not None
+
+    async def shutdown(self) -> None:
+        """Start no new run; stop the child gracefully (a run in progress is cancelled, then stop_timeout)."""
+        self.closing = True
+        await self.handle.stop()
 
     async def wait_ready(self) -> None:
+        if self.closing:
+            await anyio.sleep_forever()
         while not self.is_ready():
-            await self.handle._changed()
+            await self.handle.wait_for(ActorState.RUNNING)
+            await anyio.lowlevel.checkpoint()  # the child may be gone again: look once more
 
     async def execute(self, run: CronRun) -> RunResult:
         return await run_on_handle(self.handle, run)
@@ -106,34 +116,48 @@ class PerRunExecutor:
     def __init__(self, make_handle: Callable[[], ActorHandle]) -> None:
         self._make_handle = make_handle
         self.current: ActorHandle | None = None
+        self.closing = False
 
     def is_ready(self) -> bool:
-        return True
+        return not self.closing
 
     async def wait_ready(self) -> None:
-        return None
+        if self.closing:
+            await anyio.sleep_forever()
+
+    async def shutdown(self) -> None:
+        """Start no new run; stop a run in progress gracefully."""
+        self.closing = True
+        if self.current is not None:
+            await self.current.stop()
 
     async def execute(self, run: CronRun) -> RunResult:
         handle = self._make_handle()
-        handle.spec = msgspec.structs.replace(handle.spec, restart="temporary")
+        handle.reconfigure(msgspec.structs.replace(handle.spec, restart="temporary"))
         self.current = handle
+        result = RunResult("error", "the run was cancelled")
+
+        async def live(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            # Shielded: a cancelled run must still see its child's exit, or stop() below
+            # would wait out its whole bound. close() ends it.
+            with anyio.CancelScope(shield=True):
+                await handle.run(task_status=task_status)
+
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(handle.run)
-                handle.start()
-                # A fresh handle starts out STOPPED: wait for a life to begin and run, or end.
-                while not (
-                    handle.state is ActorState.RUNNING
-                    or (handle.state in _DONE_STATES and handle.last_exit is not None)
-                ):
-                    await handle._changed()
+                await tg.start(live)
                 try:
+                    handle.start()
+                    # start() moved it to STARTING: wait until it runs, or its one life ended.
+                    await handle.wait_for(ActorState.RUNNING, *_DONE_STATES)
                     if handle.state is not ActorState.RUNNING:
-                        return RunResult("error", handle.last_error or "the run's process did not start")
-                    return await run_on_handle(handle, run)
+                        result = RunResult("error", handle.last_error or "the run's process did not start")
+                    else:
+                        result = await run_on_handle(handle, run)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(handle.spec.stop_timeout + 5):
                         await handle.stop()
-                    tg.cancel_scope.cancel()
+                    handle.close()
         finally:
             self.current = None
+        return result

@@ -22,11 +22,12 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..config import CronSpec
+from ..config import CronSpec, check_spec
 from ..core._clock import Clock, MonotonicClock
 from ..core._timer import Alarm, Timer
+from ..exceptions import ConfigError
 from ._errors import InvalidCronTask, TaskBusy, TaskNotRunning
-from ._expr import CronExpressionError, CronSchedule, resolve_timezone
+from ._expr import CronSchedule
 from ._history import HistoryStore
 from ._model import CronRun, RunExecutor, RunRecord, RunResult
 from ._timeline import CalendarTimeline, Due, IntervalTimeline, Timeline
@@ -35,7 +36,6 @@ __all__ = ["CronScheduler", "validate_spec"]
 
 log = structlog.get_logger()
 
-OVERLAP_POLICIES = ("skip", "queue", "replace")
 # A long outage of an every-second schedule must not walk millions of due times.
 _MAX_COUNTED_MISSES = 10_000
 # Wall-derived deadlines carry float rounding of Unix times (~0.2 us).
@@ -45,33 +45,12 @@ _run_ids = random.Random()
 
 
 def validate_spec(spec: CronSpec) -> CronSchedule | None:
-    """Check a spec's timing settings; return its parsed schedule, if it has one."""
-    def bad(problem: str) -> InvalidCronTask:
-        return InvalidCronTask(spec.name, problem)
-
-    if (spec.interval is None) == (spec.schedule is None):
-        raise bad('set either interval (seconds) or schedule (a cron expression), not both or neither')
-    if spec.interval is not None and not spec.interval > 0:
-        raise bad(f"interval must be > 0 (got {spec.interval})")
-    if spec.overlap not in OVERLAP_POLICIES:
-        raise bad(f"overlap must be one of skip, queue, replace (got {spec.overlap!r})")
-    for key in ("jitter", "misfire_grace"):
-        if not getattr(spec, key) >= 0:
-            raise bad(f"{key} must be >= 0 (got {getattr(spec, key)})")
-    if spec.timeout is not None and not spec.timeout > 0:
-        raise bad(f"timeout must be > 0 (got {spec.timeout})")
-    if spec.history_limit < 1:
-        raise bad(f"history_limit must be >= 1 (got {spec.history_limit})")
+    """Check a spec with the config's checks; return its parsed schedule, if it has one."""
     try:
-        if spec.schedule is None:
-            if spec.timezone is not None:
-                resolve_timezone(spec.timezone)  # an unknown zone is wrong even if unused
-            return None
-        schedule = CronSchedule(spec.schedule, spec.timezone)
-    except CronExpressionError as exc:
-        text = str(exc)
-        raise bad(text if text.startswith("unknown time zone") else f"{text}, got {spec.schedule!r}") from None
-    return schedule
+        check_spec(spec)
+    except ConfigError as exc:
+        raise InvalidCronTask(spec.name, f"{exc.path}: {exc.problem}" if exc.path else exc.problem) from None
+    return None if spec.schedule is None else CronSchedule(spec.schedule, spec.timezone)
 
 
 def _iso(wall: float) -> str:

@@ -1,26 +1,28 @@
-"""ActorHandle: one supervised actor's whole life, and its one state machine.
+"""ActorHandle: the I/O shell around one actor's pure lifecycle.
 
-The handle's ``run()`` loop starts the actor, supervises it, and on exit asks
-the restart policy what next. A crash, a heartbeat timeout, a handshake
-timeout, a protocol error and a failed health check all end up at the same
-place: :meth:`_after_exit`. Every state change goes through
-:meth:`_transition`, which emits one log event and publishes it on the bus.
+Every decision is made by :func:`~supervisor.lifecycle._machine.decide`; the
+handle turns what happens (a command, a Ready frame, a hang, an exit) into an
+event, feeds it in, and carries out the actions that come back: spawn a
+child, stop or kill it, arm the backoff timer, log, and tell its observers.
+Everything that lives and dies with one child sits in one :class:`_Run`.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import random
+import select
 import signal
-import traceback
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
 import structlog
 
-from actors._protocol import Beat, Exiting, Health, Init, Log, Ready, RunDone, encode
+from actors._protocol import Beat, Exiting, FrameError, Health, Init, Log, Ready, RunDone, encode
 
-from ..config import ActorSpec, import_target
+from ..config import ActorSpec
 from ..core._bus import EventBus
 from ..core._clock import Clock
 from ..exceptions import HandshakeTimeout, ProtocolError
@@ -28,13 +30,17 @@ from ..logs import LogRouter
 from ..logs._lines import LineAssembler
 from ..metrics import Metrics
 from ..monitor import HeartbeatMonitor
-from ..process._child import ChildProcess, signal_name, stop_process, wait_until
+from ..process._child import ChildProcess, stop_process, wait_until
 from ..process._resources import LimitChecker, ResourceSample, ResourceSampler
 from ..process._spawn import Spawner
+from . import _machine as m
 from ._health import HealthTracker
 from ._heartbeat import HeartbeatDeadline, wait_for_expiry
-from ._policy import Backoff, RestartIntensity, should_restart
-from ._states import ALLOWED, TRANSITION_EVENTS, ActorState, IllegalTransition
+from ._machine import Exit, Life, Policy, decide
+from ._observers import BeatRecord, BusPublisher, HealthRecord, Observer, TransitionRecord
+from ._stall import LoopWatch
+from ._states import TRANSITION_EVENTS, ActorState
+from ._task import run_task
 
 __all__ = ["ActorHandle", "Exit"]
 
@@ -42,20 +48,31 @@ log = structlog.get_logger()
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
 PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which partial output is released
 STATUS_SAMPLE_INTERVAL = 10.0  # psutil period when no limit or metric needs every beat (~0.5 ms a sample)
+_DRAIN_YIELDS = 50  # bound on letting the pump read beats that wait in the channel
+_LEVELS = {ActorState.ERRORED: "warning", ActorState.BACKOFF: "warning", ActorState.FAILED: "error"}
 
 
-@dataclass
-class Exit:
-    """How one run of an actor ended."""
+def _readable(sock: socket.socket) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed
+        return False
 
-    reason: str  # completed | exit | crash | heartbeat_timeout | handshake_timeout | ...
-    exit_code: int | None = None
-    signal: str | None = None
-    error: str | None = None
 
-    @property
-    def abnormal(self) -> bool:
-        return self.reason not in ("completed", "stopped")
+class _Run:
+    """One run of a child (or of a task actor): created at spawn, dropped at exit."""
+
+    __slots__ = ("beats", "child", "exiting", "handshake_over", "health", "limits", "ready", "stop")
+
+    def __init__(self, spec: ActorSpec) -> None:
+        self.child: ChildProcess | None = None
+        self.stop = anyio.Event()  # end the run gracefully (SIGTERM, or cancel a task)
+        self.ready = anyio.Event()
+        self.handshake_over = anyio.Event()  # Ready arrived, or a stop came first
+        self.beats: HeartbeatDeadline | None = None  # exists from Ready on
+        self.exiting: Exiting | None = None
+        self.health = HealthTracker(spec.health_failure_threshold)
+        self.limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
 
 
 class ActorHandle:
@@ -73,6 +90,9 @@ class ActorHandle:
         monitor: HeartbeatMonitor | None = None,
         sampler: ResourceSampler | None = None,
         metrics: Metrics | None = None,
+        observers: Iterable[Observer] = (),
+        loop_watch: LoopWatch | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -83,110 +103,145 @@ class ActorHandle:
         self._backend = backend
         self._base_dir = base_dir
         self.mode = mode
-        self._monitor = monitor
         self._sampler = sampler or ResourceSampler()
-        self._metrics = metrics
+        self._loop_watch = loop_watch
+        self._jitter = jitter
+        self.observers: list[Observer] = [BusPublisher(bus)]
+        self.observers += [o for o in (monitor, metrics) if o is not None]
+        self.observers += observers
+        self._policy = Policy.of(spec, jitter)
+        self.life = Life()
         self.resources: ResourceSample | None = None
         self._sampled_at = float("-inf")
-        self.state = ActorState.STOPPED
-        self.pid: int | None = None
-        self.child: ChildProcess | None = None
-        self.restarts = 0
-        self.started_at: float | None = None
-        self.beats: HeartbeatDeadline | None = None
-        self.last_error: str | None = None
-        self.last_exit: Exit | None = None
-        self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
-        self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
-        self._health = HealthTracker(spec.health_failure_threshold)
-        self._limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
-        self._want_running = False
-        self._stop_requested = anyio.Event()
-        self._wake = anyio.Event()
-        self._kill_reason: str | None = None
-        self._exiting: Exiting | None = None
+        self._run: _Run | None = None
+        self._todo: m.Spawn | m.StartTimer | None = None
+        self._kick = anyio.Event()
+        self._timer: anyio.CancelScope | None = None
         self.frame_listeners: list[Any] = []  # callables(frame) for cron executors
         self.closed = anyio.Event()
-        self._life = anyio.CancelScope()
+        self._life_scope = anyio.CancelScope()
         self._state_changed: anyio.Event | None = None
+
+    # --- what the outside reads -------------------------------------------------
+    @property
+    def state(self) -> ActorState:
+        return self.life.state
+
+    @property
+    def pid(self) -> int | None:
+        return self.life.pid
+
+    @property
+    def restarts(self) -> int:
+        return self.life.restarts
+
+    @property
+    def started_at(self) -> float | None:
+        return self.life.started_at
+
+    @property
+    def last_error(self) -> str | None:
+        return self.life.last_error
+
+    @property
+    def last_exit(self) -> Exit | None:
+        return self.life.last_exit
+
+    @property
+    def child(self) -> ChildProcess | None:
+        return self._run.child if self._run is not None else None
+
+    @property
+    def beats(self) -> HeartbeatDeadline | None:
+        return self._run.beats if self._run is not None else None
+
+    async def wait_for(self, *states: ActorState) -> ActorState:
+        """Return the state once the actor is in one of ``states``."""
+        while self.state not in states:
+            if self._state_changed is None:
+                self._state_changed = anyio.Event()
+            await self._state_changed.wait()
+        return self.state
 
     # --- commands --------------------------------------------------------------
     def reconfigure(self, spec: ActorSpec) -> None:
         """Adopt a changed spec (while stopped): fresh policy state, same restart count."""
         self.spec = spec
-        self._backoff = Backoff(spec.backoff_initial, spec.backoff_max, spec.backoff_reset)
-        self._intensity = RestartIntensity(spec.max_restarts, spec.restart_window)
-        self._health = HealthTracker(spec.health_failure_threshold)
-        self._limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
+        self._policy = Policy.of(spec, self._jitter)
+        self.life = dataclasses.replace(self.life, attempt=0, restart_times=())
 
     def start(self) -> None:
         """Ask for the actor to run (also revives a failed actor)."""
-        if self.state is ActorState.FAILED:
-            self._intensity.reset()
-            self._backoff.attempt = 0
-        self._want_running = True
-        self._wake.set()
+        self._feed(m.Start())
 
     async def stop(self) -> None:
         """Stop the actor and wait until it is stopped (or failed)."""
-        self._want_running = False
-        self._stop_requested.set()
-        self._wake.set()
-        while self.state not in (ActorState.STOPPED, ActorState.FAILED):
-            await self._changed()
+        self._feed(m.Stop())
+        await self.wait_for(ActorState.STOPPED, ActorState.FAILED)
+
+    def retire(self) -> None:
+        """A shutdown began: let the current run end, never start another (no restarts)."""
+        self._feed(m.Retire())
 
     async def restart(self) -> None:
         await self.stop()
         self.start()
 
-    async def _changed(self) -> None:
-        if self._state_changed is None:
-            self._state_changed = anyio.Event()
-        await self._state_changed.wait()
-
     def kill_now(self, reason: str) -> None:
         """SIGKILL the running child's group at once (a run that must not go on)."""
-        child = self.child
-        if child is not None:
-            if self._kill_reason is None:
-                self._kill_reason = reason
-            child.signal_group(signal.SIGKILL)
+        if self.child is not None:
+            self._feed(m.KillRun(reason))
 
     def request_kill(self, reason: str) -> None:
         """Restart the running child gracefully (unhealthy, resource limit)."""
-        if self.child is not None and self._kill_reason is None:
-            self._kill_reason = reason
-            self._stop_requested.set()
+        if self.child is not None:
+            self._feed(m.StopRun(reason))
 
-    # --- the state machine ------------------------------------------------------
-    def _transition(self, new: ActorState, **fields: Any) -> None:
-        old = self.state
-        if new not in ALLOWED[old]:
-            raise IllegalTransition(f"{self.name}: {old.value} -> {new.value}")
-        self.state = new
-        event = TRANSITION_EVENTS[new]
-        fields = {"actor": self.name, "state": new.value, "previous": old.value, **fields}
-        level = "warning" if new in (ActorState.ERRORED, ActorState.BACKOFF) else "info"
-        if new is ActorState.FAILED:
-            level = "error"
-        getattr(log, level)(event, **fields)
-        self._bus.publish({"event": event, **fields})
-        self._report(new)
-        changed, self._state_changed = self._state_changed, None
-        if changed is not None:
-            changed.set()
+    # --- feeding the machine ------------------------------------------------------
+    def _feed(self, event: m.Event) -> None:
+        self.life, actions = decide(self.life, event, self._policy, self._clock.now())
+        moved = False
+        for action in actions:
+            moved |= isinstance(action, m.Transition)
+            self._carry_out(action)
+        if moved:
+            changed, self._state_changed = self._state_changed, None
+            if changed is not None:
+                changed.set()
 
-    def _report(self, new: ActorState) -> None:
-        """Mirror a transition into the HeartbeatMonitor and the metrics."""
-        if self._monitor is not None:
-            if new is ActorState.RUNNING:
-                self._monitor.register_component(self.name, timeout=self.spec.heartbeat_timeout)
-            elif new is ActorState.STOPPED:
-                self._monitor.unregister_component(self.name)
-            elif new in (ActorState.ERRORED, ActorState.FAILED) and self._monitor.get_component_status(self.name) != "unknown":
-                self._monitor.mark_component_error(self.name, self.last_error or new.value)
-        if self._metrics is not None:
-            self._metrics.set_actor(self.name, new is ActorState.RUNNING, self.restarts)
+    def _carry_out(self, action: m.Action) -> None:
+        run = self._run
+        if isinstance(action, m.Transition):
+            self._announce(action)
+        elif isinstance(action, m.Emit):
+            fields = {"actor": self.name, **action.fields}
+            log.log(action.level, action.event, **fields)
+            if action.publish:
+                self._bus.publish({"event": action.event, **fields})
+        elif isinstance(action, m.Spawn | m.StartTimer):
+            self._todo = action
+            self._kick.set()
+        elif isinstance(action, m.CancelTimer):
+            self._todo = None
+            if self._timer is not None:
+                self._timer.cancel()
+        elif isinstance(action, m.StopChild):
+            if run is not None:
+                run.stop.set()
+                run.handshake_over.set()
+        elif isinstance(action, m.KillChild) and run is not None and run.child is not None:
+            run.child.signal_group(signal.SIGKILL)
+
+    def _announce(self, t: m.Transition) -> None:
+        event = TRANSITION_EVENTS[t.new]
+        fields = {"actor": self.name, "state": t.new.value, "previous": t.old.value, **t.fields}
+        getattr(log, _LEVELS.get(t.new, "info"))(event, **fields)
+        record = TransitionRecord(
+            self.name, t.old, t.new, event, fields, self.life.restarts, self.life.last_error,
+            self._clock.now(), self.spec.heartbeat_timeout,
+        )
+        for observer in self.observers:
+            observer.on_transition(record)
 
     # --- resources ----------------------------------------------------------------
     def sample(self, max_age: float = 1.0) -> ResourceSample | None:
@@ -200,22 +255,21 @@ class ActorHandle:
             self.resources = self._sampler.sample(child.pid, child.create_time)
         return self.resources
 
-    def _on_beat(self, now: float) -> None:
-        if self._monitor is not None and self.state is ActorState.RUNNING:  # registered then
-            self._monitor.update_component_heartbeat(self.name)
-        # Every beat when a limit or the metrics need it; otherwise status() only
+    def _on_beat(self, run: _Run, now: float) -> None:
+        # Every beat when a limit or an observer needs it; otherwise status() only
         # needs a recent figure, and psutil costs ~0.1 ms a process.
         every = self.spec.heartbeat_interval * 0.9
-        if not (self._limits.active or self._metrics is not None):
+        if not (run.limits.active or any(o.wants_samples for o in self.observers)):
             every = max(every, STATUS_SAMPLE_INTERVAL)
+        before = self._sampled_at
         sample = self.sample(max_age=every)
+        record = BeatRecord(self.name, now, self.restarts, sample if self._sampled_at != before else None)
+        for observer in self.observers:
+            observer.on_beat(record)
         if sample is None:
             return
-        if self._metrics is not None and self.beats is not None:
-            self._metrics.set_actor(self.name, True, self.restarts, beat_age=0.0, rss=sample.rss,
-                                    cpu_percent=sample.cpu_percent)
-        reason = self._limits.check(now, sample)
-        if reason is not None and self._kill_reason is None:
+        reason = run.limits.check(now, sample)
+        if reason is not None and self.life.kill_reason is None:
             log.warning(
                 "actor.resource_limit", actor=self.name, pid=self.pid, reason=reason, rss=sample.rss,
                 max_rss=self.spec.max_rss, max_cpu=self.spec.max_cpu, cpu_window=self.spec.cpu_window,
@@ -225,62 +279,85 @@ class ActorHandle:
     # --- the life loop ----------------------------------------------------------
     def close(self) -> None:
         """End the life loop for good (the actor was removed by a reload)."""
-        self._life.cancel()
+        self._life_scope.cancel()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
-            with self._life:
+            with self._life_scope:
                 await self._live()
         finally:
             self.closed.set()
 
     async def _live(self) -> None:
+        """Carry out the two long actions, a run and a backoff, one at a time."""
         while True:
-            if not self._want_running:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                continue
-            self._stop_requested = anyio.Event()
-            ended = await self._run_once()
-            await self._after_exit(ended)
+            todo, self._todo = self._todo, None
+            if todo is None:
+                self._kick = anyio.Event()
+                await self._kick.wait()
+            elif isinstance(todo, m.Spawn):
+                self._feed(await self._run_once())
+            else:
+                with anyio.CancelScope() as self._timer:
+                    await self._clock.sleep_until(todo.deadline)
+                cancelled, self._timer = self._timer.cancel_called, None
+                if not cancelled:
+                    self._feed(m.BackoffElapsed())
 
-    async def _run_once(self) -> Exit:
-        self._transition(ActorState.STARTING, attempt=self._backoff.attempt, kind=self.spec.kind)
-        self._kill_reason = None
-        self._exiting = None
-        self._health.reset()
-        self._limits.reset()
+    async def _run_once(self) -> m.ChildExited | m.TaskEnded | m.SpawnFailed:
+        run = self._run = _Run(self.spec)
         self.resources = None
         self._sampled_at = float("-inf")
-        if self.spec.kind == "task":
-            return await self._run_task()
         try:
-            child = await self._spawner.spawn(actor=self.name, start_timeout=self.spec.start_timeout)
-        except HandshakeTimeout as exc:
-            return Exit("handshake_timeout", error=str(exc))
-        except ProtocolError as exc:
-            return Exit("protocol_error", error=str(exc))
-        except OSError as exc:
-            return Exit("spawn_error", error=f"cannot start a child process: {exc}")
-        self.child = child
-        self.pid = child.pid
-        try:
-            return await self._supervise(child)
+            if self.spec.kind == "task":
+                return await run_task(
+                    self.spec, clock=self._clock, stop=run.stop,
+                    on_running=lambda pid: self._on_task_running(run, pid),
+                    on_beat=lambda now: self._on_task_beat(run, now),
+                )
+            try:
+                child = await self._spawner.spawn(actor=self.name, start_timeout=self.spec.start_timeout)
+            except HandshakeTimeout as exc:
+                return m.SpawnFailed("handshake_timeout", str(exc))
+            except ProtocolError as exc:
+                return m.SpawnFailed("protocol_error", str(exc))
+            except OSError as exc:
+                return m.SpawnFailed("spawn_error", f"cannot start a child process: {exc}")
+            run.child = child
+            self._feed(m.Spawned(child.pid))
+            try:
+                return await self._supervise(run, child)
+            finally:
+                run.child = None
+                self._sampler.forget(child.pid)
+                await child.aclose()
         finally:
-            self.child = None
-            self._sampler.forget(child.pid)
-            await child.aclose()
+            if self._loop_watch is not None and run.beats is not None:
+                self._loop_watch.discard(run.beats)
+            self._run = None
+            self.resources = None  # a stopped actor has no RSS
 
-    async def _supervise(self, child: ChildProcess) -> Exit:
+    def _on_task_running(self, run: _Run, pid: int) -> None:
+        run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
+        self._feed(m.Ready(pid))
+
+    def _on_task_beat(self, run: _Run, now: float) -> None:
+        # A task actor shares the supervisor's loop: its beat proves that loop runs.
+        if run.beats is not None:
+            run.beats.beat(now)
+        record = BeatRecord(self.name, now, self.restarts, None)
+        for observer in self.observers:
+            observer.on_beat(record)
+
+    async def _supervise(self, run: _Run, child: ChildProcess) -> m.ChildExited:
         readers_done = [anyio.Event() for _ in range(3)]
-        ready = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump_channel, child, ready, readers_done[0])
+            tg.start_soon(self._pump_channel, run, child, readers_done[0])
             tg.start_soon(self._pump_pipe, child, "stdout", readers_done[1])
             tg.start_soon(self._pump_pipe, child, "stderr", readers_done[2])
             watchers = anyio.CancelScope()
-            tg.start_soon(self._watch, child, ready, watchers)
+            tg.start_soon(self._watch, run, child, watchers)
             returncode = await child.wait()
             watchers.cancel()
             child.signal_group(signal.SIGKILL)  # grandchildren die with the actor
@@ -288,9 +365,10 @@ class ActorHandle:
                 for done in readers_done:
                     await done.wait()
             tg.cancel_scope.cancel()
-        return self._exit_for(returncode)
+        exiting = run.exiting
+        return m.ChildExited(returncode, exiting.reason if exiting else None, exiting.error if exiting else None)
 
-    async def _watch(self, child: ChildProcess, ready: anyio.Event, scope: anyio.CancelScope) -> None:
+    async def _watch(self, run: _Run, child: ChildProcess, scope: anyio.CancelScope) -> None:
         with scope:
             init = Init(
                 name=self.name,
@@ -306,92 +384,123 @@ class ActorHandle:
             )
             if not await child.send(encode(init)):
                 return
-            if not await wait_until(ready.wait, self._clock, self._clock.now() + self.spec.start_timeout):
-                self._kill_reason = "handshake_timeout"
+            deadline = self._clock.now() + self.spec.start_timeout
+            if not await wait_until(run.handshake_over.wait, self._clock, deadline):
                 log.warning(
                     "actor.handshake_timeout", actor=self.name, pid=child.pid,
                     start_timeout=self.spec.start_timeout,
                     hint="the actor's import or constructor took too long; raise start_timeout",
                 )
-                child.signal_group(signal.SIGKILL)
+                self._feed(m.KillRun("handshake_timeout"))
                 return
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_heartbeat, child)
-                await self._stop_requested.wait()
-                if self._kill_reason is None:
-                    self._transition(ActorState.STOPPING, pid=child.pid)
+                if run.ready.is_set():
+                    tg.start_soon(self._watch_heartbeat, run, child)
+                await run.stop.wait()
                 await stop_process(child, stop_timeout=self.spec.stop_timeout, clock=self._clock, actor=self.name)
 
-    async def _watch_heartbeat(self, child: ChildProcess) -> None:
-        assert self.beats is not None
-        age = await wait_for_expiry(self.beats, self._clock)
-        self._kill_reason = "heartbeat_timeout"
+    async def _watch_heartbeat(self, run: _Run, child: ChildProcess) -> None:
+        beats = run.beats
+        assert beats is not None
+        while True:
+            age = await wait_for_expiry(beats, self._clock)
+            if not await self._excused(child, beats):
+                break
         log.warning(
             "actor.heartbeat_timeout", actor=self.name, pid=child.pid,
-            last_beat_age=round(age, 6), heartbeat_timeout=self.beats.timeout,
+            last_beat_age=round(age, 6), heartbeat_timeout=beats.timeout,
         )
         self._bus.publish({"event": "actor.heartbeat_timeout", "actor": self.name, "pid": child.pid})
-        child.signal_group(signal.SIGKILL)  # a hung loop cannot handle SIGTERM
+        self._feed(m.KillRun("heartbeat_timeout"))  # a hung loop cannot handle SIGTERM
 
-    async def _pump_channel(self, child: ChildProcess, ready: anyio.Event, done: anyio.Event) -> None:
+    async def _excused(self, child: ChildProcess, beats: HeartbeatDeadline) -> bool:
+        """True if a missed deadline is the supervisor's fault, not the actor's.
+
+        Beats that arrived while the supervisor was busy are read first (the
+        channel pump runs once the socket stays readable), and a stall of the
+        supervisor's own loop moves every deadline by its length.
+        """
+        if self._loop_watch is not None:
+            self._loop_watch.observe(self._clock.now())
+        for _ in range(_DRAIN_YIELDS):
+            if not beats.expired(self._clock.now()) or not _readable(child.channel):
+                break
+            await anyio.sleep(0)
+        return not beats.expired(self._clock.now())
+
+    async def _pump_channel(self, run: _Run, child: ChildProcess, done: anyio.Event) -> None:
         try:
             while True:
                 try:
                     frames = await child.receive_frames()
                 except ValueError as exc:
+                    # What arrived before the garbage is delivered before the verdict.
+                    if isinstance(exc, FrameError) and exc.frames:
+                        self._on_frames(run, exc.frames)
                     self._protocol_error(child, str(exc))
                     return
                 if not frames:
                     return
-                self._on_frames(child, frames, ready)
+                self._on_frames(run, frames)
         finally:
             done.set()
 
-    def _on_frames(self, child: ChildProcess, frames: list[Any], ready: anyio.Event) -> None:
+    def _on_frames(self, run: _Run, frames: list[Any]) -> None:
         """The frames of one read, in order; runs of Log frames go to the router as blocks."""
+        assert run.child is not None
+        pid = run.child.pid
         logs: list[Log] = []
         for frame in frames:
             if type(frame) is Log:
                 logs.append(frame)
                 continue
             if logs:
-                self._router.emit_child_many(logs, actor=self.name, pid=child.pid, restarts=self.restarts)
+                self._router.emit_child_many(logs, actor=self.name, pid=pid, restarts=self.restarts)
                 logs = []
-            self._on_frame(child, frame, ready)
+            self._on_frame(run, frame)
         if logs:
-            self._router.emit_child_many(logs, actor=self.name, pid=child.pid, restarts=self.restarts)
+            self._router.emit_child_many(logs, actor=self.name, pid=pid, restarts=self.restarts)
 
-    def _on_frame(self, child: ChildProcess, frame: Any, ready: anyio.Event) -> None:
+    def _on_frame(self, run: _Run, frame: Any) -> None:
+        child = run.child
+        assert child is not None
         if isinstance(frame, Log):
             self._router.emit_child(frame.level, frame.body, actor=self.name, pid=child.pid, restarts=self.restarts)
-        elif self.beats is not None and not isinstance(frame, Ready):
+        elif run.beats is not None and not isinstance(frame, Ready):
             now = self._clock.now()
-            self.beats.beat(now)  # any frame proves the loop is alive
+            run.beats.beat(now)  # any frame proves the loop is alive
             if isinstance(frame, Beat):
-                self._on_beat(now)
+                self._on_beat(run, now)
             elif isinstance(frame, Health):
-                self._on_health(frame)
+                self._on_health(run, frame)
             elif isinstance(frame, Exiting):
-                self._exiting = frame
+                run.exiting = frame
             elif isinstance(frame, RunDone):
                 for listener in list(self.frame_listeners):
                     listener(frame)
         elif isinstance(frame, Ready):
             # Beats and the actor's first log lines may follow in the same read: the
             # deadline must exist, and actor.started be logged, before them.
-            self.started_at = self._clock.now()
-            self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self.started_at)
-            self._transition(ActorState.RUNNING, pid=child.pid, kind=self.spec.kind, restarts=self.restarts)
-            ready.set()
+            run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
+            if self._loop_watch is not None:
+                self._loop_watch.add(run.beats)
+            self._feed(m.Ready(child.pid))
+            run.ready.set()
+            run.handshake_over.set()
         elif isinstance(frame, Exiting):
-            self._exiting = frame  # failed before Ready (import error)
+            run.exiting = frame  # failed before Ready (import error)
         else:
             self._protocol_error(child, f"unexpected {type(frame).__name__} frame before Ready")
 
-    def _on_health(self, frame: Health) -> None:
-        if self._health.record(frame.ok, frame.error):
-            log.warning("actor.unhealthy", actor=self.name, pid=self.pid, failures=self._health.failures, error=frame.error)
-            self._bus.publish({"event": "actor.unhealthy", "actor": self.name, "failures": self._health.failures})
+    def _on_health(self, run: _Run, frame: Health) -> None:
+        record = HealthRecord(self.name, self._clock.now(), frame.ok, frame.error)
+        for observer in self.observers:
+            observer.on_health(record)
+        if run.health.record(frame.ok, frame.error):
+            log.warning(
+                "actor.unhealthy", actor=self.name, pid=self.pid, failures=run.health.failures, error=frame.error
+            )
+            self._bus.publish({"event": "actor.unhealthy", "actor": self.name, "failures": run.health.failures})
             self.request_kill("unhealthy")
 
     def _protocol_error(self, child: ChildProcess, reason: str) -> None:
@@ -399,9 +508,7 @@ class ActorHandle:
             "actor.protocol_error", actor=self.name, pid=child.pid, error=reason,
             hint="the child wrote something that is not a channel frame to the channel fd; it is restarted",
         )
-        if self._kill_reason is None:
-            self._kill_reason = "protocol_error"
-        child.signal_group(signal.SIGKILL)
+        self._feed(m.KillRun("protocol_error"))
 
     async def _pump_pipe(self, child: ChildProcess, stream_name: str, done: anyio.Event) -> None:
         stream = getattr(child.process, stream_name)
@@ -438,107 +545,3 @@ class ActorHandle:
         finally:
             assembler.close()
             done.set()
-
-    def _exit_for(self, returncode: int) -> Exit:
-        sig = signal_name(-returncode) if returncode < 0 else None
-        code = returncode if returncode >= 0 else None
-        error = self._exiting.error if self._exiting else None
-        if self._kill_reason is not None:
-            ended = Exit(self._kill_reason, code, sig, error)
-        elif self._stop_requested.is_set():
-            ended = Exit("stopped", code, sig)
-        elif self._exiting is not None and self._exiting.reason == "completed" and returncode == 0:
-            ended = Exit("completed", code)
-        elif returncode == 0:
-            ended = Exit("exit", code, error="exited with status 0 without returning from run()")
-        else:
-            ended = Exit("crash", code, sig, error)
-        fields: dict[str, Any] = {"exit_code": code} if sig is None else {"signal": sig}
-        log.log(
-            20 if not ended.abnormal else 30,
-            "actor.exited", actor=self.name, pid=self.pid, reason=ended.reason, **fields,
-        )
-        self._bus.publish({"event": "actor.exited", "actor": self.name, "pid": self.pid, "reason": ended.reason, **fields})
-        return ended
-
-    # --- in-process task actors --------------------------------------------------
-    async def _run_task(self) -> Exit:
-        try:
-            cls = import_target(self.spec.target, None)
-            actor = cls(**self.spec.args)
-            actor._bind(self.name, structlog.get_logger().bind(actor=self.name, pid=os.getpid()))
-        except Exception as exc:
-            return Exit("crash", error="".join(traceback.format_exception(exc)))
-        self.pid = os.getpid()
-        self.started_at = self._clock.now()
-        self.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
-        self._transition(ActorState.RUNNING, pid=self.pid, kind="task", restarts=self.restarts)
-        ended: Exit | None = None
-        async with anyio.create_task_group() as tg:
-
-            async def body() -> None:
-                nonlocal ended
-                try:
-                    await actor.run()
-                    ended = Exit("completed")
-                except Exception as exc:
-                    error = "".join(traceback.format_exception(exc))
-                    log.error("actor.run_failed", actor=self.name, pid=self.pid, error=error)
-                    ended = Exit("crash", error=error)
-                tg.cancel_scope.cancel()
-
-            async def beat() -> None:
-                # A task actor shares the supervisor's loop: its beat proves that loop runs.
-                while True:
-                    if self.beats is not None:
-                        self.beats.beat(self._clock.now())
-                    if self._monitor is not None:
-                        self._monitor.update_component_heartbeat(self.name)
-                    await self._clock.sleep_until(self._clock.now() + self.spec.heartbeat_interval)
-
-            tg.start_soon(body)
-            tg.start_soon(beat)
-            await self._stop_requested.wait()
-            if self._kill_reason is None:
-                self._transition(ActorState.STOPPING, pid=self.pid)
-            tg.cancel_scope.cancel()
-        if ended is None:
-            ended = Exit(self._kill_reason or "stopped")
-        log.info("actor.exited", actor=self.name, pid=self.pid, reason=ended.reason)
-        return ended
-
-    # --- what next ---------------------------------------------------------------
-    async def _after_exit(self, ended: Exit) -> None:
-        self.last_exit = ended
-        ran_for = self._clock.now() - self.started_at if self.started_at is not None else 0.0
-        self.started_at = None
-        self.beats = None
-        self.pid = None
-        if ended.error:
-            self.last_error = ended.error.strip().splitlines()[-1][:500]
-        elif ended.abnormal:
-            self.last_error = ended.reason + (f" ({ended.signal})" if ended.signal else "")
-        stopping = not self._want_running or ended.reason == "stopped"
-        if stopping or not should_restart(self.spec.restart, ended.abnormal):
-            if ended.abnormal and not stopping:
-                self._transition(ActorState.ERRORED, reason=ended.reason)
-            self._want_running = False
-            self._transition(ActorState.STOPPED, reason=ended.reason)
-            return
-        self._transition(ActorState.ERRORED, reason=ended.reason, exit_code=ended.exit_code, signal=ended.signal)
-        now = self._clock.now()
-        if not self._intensity.allow(now):
-            self._want_running = False
-            self._transition(
-                ActorState.FAILED, restarts=self.restarts, window=self.spec.restart_window,
-                max_restarts=self.spec.max_restarts,
-                hint="restart intensity exceeded; fix the actor, then `actorsup start NAME`",
-            )
-            return
-        delay = self._backoff.next_delay(ran_for)
-        self.restarts += 1
-        self._transition(ActorState.BACKOFF, attempt=self._backoff.attempt, delay=round(delay, 6), reason=ended.reason)
-        self._stop_requested = anyio.Event()
-        if await wait_until(self._stop_requested.wait, self._clock, now + delay):
-            self._want_running = False
-            self._transition(ActorState.STOPPED, reason="stopped")

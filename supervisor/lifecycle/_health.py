@@ -19,7 +19,7 @@ from ..core._clock import Clock, MonotonicClock
 
 __all__ = ["HealthCheck", "HealthProbe", "HealthResult", "HealthTracker"]
 
-HealthCheck = Callable[[], "bool | None | Awaitable[bool | None]"]
+HealthCheck = Callable[[], "bool | Awaitable[bool | None] | None"]
 HealthResult = tuple[bool, "str | None"]
 
 
@@ -69,7 +69,7 @@ class HealthProbe:
         self.timeout = timeout
         self._clock = clock or MonotonicClock()
         self._is_async = inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(
-            getattr(check, "__call__", None)
+            type(check).__call__  # an object whose __call__ is async
         )
         self._thread_busy = False
         self.answered = False  # the last call returned or raised (no timeout, not busy)

@@ -19,6 +19,10 @@ class HeartbeatDeadline:
         self.last_beat = max(self.last_beat, now)
         self.beats += 1
 
+    def extend(self, gap: float) -> None:
+        """Move the deadline by ``gap`` (the supervisor was not running for that long)."""
+        self.last_beat += gap
+
     @property
     def deadline(self) -> float:
         return self.last_beat + self.timeout

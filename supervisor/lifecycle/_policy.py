@@ -6,10 +6,9 @@ Pure logic on explicit times, so tests drive it exactly.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 
-__all__ = ["Backoff", "RestartIntensity", "should_restart"]
+__all__ = ["Backoff", "RestartIntensity", "backoff_delay", "intensity_allows", "should_restart"]
 
 
 def should_restart(restart: str, abnormal: bool) -> bool:
@@ -19,6 +18,20 @@ def should_restart(restart: str, abnormal: bool) -> bool:
     if restart == "transient":
         return abnormal
     return False
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float) -> float:
+    """Attempt ``attempt`` (1-based) waits in [d/2, d], d = initial * 2**(attempt-1), capped."""
+    ceiling: float = min(maximum, initial * 2.0 ** min(attempt - 1, 62))
+    return ceiling * (0.5 + 0.5 * jitter)
+
+
+def intensity_allows(
+    times: tuple[float, ...], now: float, max_restarts: int, window: float
+) -> tuple[bool, tuple[float, ...]]:
+    """Record a restart at ``now`` in ``times``: (still allowed, the times left in the window)."""
+    kept = tuple(t for t in (*times, now) if t > now - window)
+    return len(kept) <= max_restarts, kept
 
 
 class Backoff:
@@ -47,8 +60,7 @@ class Backoff:
         if ran_for >= self.reset_after:
             self.attempt = 0
         self.attempt += 1
-        ceiling = min(self.maximum, self.initial * 2 ** min(self.attempt - 1, 62))
-        return ceiling * (0.5 + 0.5 * self._rng())
+        return backoff_delay(self.attempt, self.initial, self.maximum, self._rng())
 
 
 class RestartIntensity:
@@ -57,17 +69,15 @@ class RestartIntensity:
     def __init__(self, max_restarts: int, window: float) -> None:
         self.max_restarts = max_restarts
         self.window = window
-        self._times: deque[float] = deque()
+        self._times: tuple[float, ...] = ()
 
     def allow(self, now: float) -> bool:
         """Record a restart at ``now``; False once the intensity is exceeded."""
-        self._times.append(now)
-        while self._times and self._times[0] <= now - self.window:
-            self._times.popleft()
-        return len(self._times) <= self.max_restarts
+        allowed, self._times = intensity_allows(self._times, now, self.max_restarts, self.window)
+        return allowed
 
     def reset(self) -> None:
-        self._times.clear()
+        self._times = ()
 
     @property
     def recent(self) -> int:

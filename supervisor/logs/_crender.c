@@ -30,8 +30,14 @@ static const char TB_MARK[] = "Traceback (most recent call last):";
 #define MAX_LINES 4096 /* lines measured per piece before it is filled */
 
 /* The first byte in [p, end) that is below 0x20, '"', '\\' or above 0x7f,
- * else end: where a line ends, or needs an escape or a UTF-8 check. */
-#if defined(__SSE2__)
+ * else end: where a line ends, or needs an escape or a UTF-8 check.
+ *
+ * Three versions; SCAN names the one built. CRENDER_SCAN_SWAR (or
+ * CRENDER_SCAN_BYTES) forces a slower one on x86-64, so that CI tests the
+ * path an arm64 (or big-endian) build takes: tests/test_logs_render.py
+ * compiles them. */
+#if defined(__SSE2__) && !defined(CRENDER_SCAN_SWAR) && !defined(CRENDER_SCAN_BYTES)
+#define SCAN "sse2"
 #include <emmintrin.h>
 /* Sixteen bytes a step (SSE2 is part of x86-64): the scan was half the
  * renderer's time with eight-byte words. */
@@ -53,7 +59,8 @@ next_special(const char *p, const char *end)
         p++;
     return p;
 }
-#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(CRENDER_SCAN_BYTES)
+#define SCAN "swar"
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
@@ -77,6 +84,7 @@ next_special(const char *p, const char *end)
     return p;
 }
 #else
+#define SCAN "bytes"
 static inline const char *
 next_special(const char *p, const char *end)
 {
@@ -402,5 +410,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__crender(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddStringConstant(m, "SCAN", SCAN) < 0)
+        Py_CLEAR(m);
+    return m;
 }

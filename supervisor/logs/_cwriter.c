@@ -22,7 +22,8 @@
  * Memory is bounded: submit() waits, with the GIL released, while `limit`
  * bytes are queued or being written. A failed write is kept with its errno and
  * the bytes that reached the file; take_failures() turns them into
- * (errno, lines lost), exactly.
+ * (errno, lines lost), exactly. A line cut short by the failure (a full disk)
+ * is cut from the file too: every line in it stays whole.
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -94,6 +95,26 @@ preallocate(int fd, Py_ssize_t size)
 #endif
 }
 
+/* A write that stopped inside a line left part of it in the file: cut the
+ * file back to the end of the last whole line, so that the next write starts
+ * a line of its own (the cut line is among the lines counted as lost). Not a
+ * regular file (a pipe): nothing can be cut. */
+static void
+cut_partial_line(const Entry *e)
+{
+    Py_ssize_t left = e->written, partial = 0; /* bytes after the last newline written */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e->pieces) && left > 0; i++) {
+        PyObject *piece = PyTuple_GET_ITEM(e->pieces, i);
+        Py_ssize_t len = PyBytes_GET_SIZE(piece) < left ? PyBytes_GET_SIZE(piece) : left;
+        const char *nl = memrchr(PyBytes_AS_STRING(piece), '\n', (size_t)len);
+        partial = nl != NULL ? len - (nl - PyBytes_AS_STRING(piece)) - 1 : partial + len;
+        left -= len;
+    }
+    struct stat st;
+    if (partial > 0 && fstat(e->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= partial)
+        (void)ftruncate(e->fd, st.st_size - partial);
+}
+
 static void
 write_entry(Entry *e)
 {
@@ -113,6 +134,7 @@ write_entry(Entry *e)
             continue;
         if (w <= 0) {
             e->error = w < 0 ? errno : EIO;
+            cut_partial_line(e);
             return;
         }
         e->written += w;
@@ -129,10 +151,12 @@ write_entry(Entry *e)
     }
 }
 
+/* On CLOCK_MONOTONIC (the `work` condition is set up so, in Writer_init): a
+ * step of the wall clock must not delay queued lines. */
 static void
 deadline_after(struct timespec *ts, double seconds)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     long ns = ts->tv_nsec + (long)(seconds * 1e9);
     ts->tv_sec += ns / 1000000000L;
     ts->tv_nsec = ns % 1000000000L;
@@ -274,7 +298,11 @@ Writer_init(Writer *self, PyObject *args, PyObject *kwargs)
     self->wake = wake;
     self->delay = delay;
     pthread_mutex_init(&self->lock, NULL);
-    pthread_cond_init(&self->work, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&self->work, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     pthread_cond_init(&self->room, NULL);
     self->failures = PyList_New(0);
     if (self->failures == NULL)

@@ -6,13 +6,18 @@ or slow (or once anything is spooled, so order holds). One background task
 connects with exponential backoff and sends, in this order: the replay window,
 the memory queue, the spool.
 
-Plain TCP has no acknowledgements: bytes an aggregator had not read when it
-died are lost although our ``send()`` succeeded. So the last ``replay_bytes``
-of sent frames are kept and sent again after a reconnect (at-least-once); each
-event carries a unique ``id`` so the duplicates (at most that window) can be
-dropped downstream. At shutdown, a half-close that the peer answers with EOF
-proves everything was read; frames that are still unconfirmed then go to the
-front of the spool for the next run.
+Plain TCP has no application acknowledgements, but the kernel knows how many
+sent bytes the peer's TCP has not acknowledged yet (``SIOCOUTQ``). Every frame
+taken for sending is kept with its end offset in the connection's byte stream
+until the peer's TCP has acknowledged it; when the connection breaks, only the
+frames not acknowledged are sent again, first, on the next one. So a flapping
+aggregator still gets new events on every connection, and duplicates are at
+most what was in flight (each event carries a unique ``id`` to drop them
+downstream). Bytes the peer's TCP acknowledged but the aggregator itself never
+read are beyond what TCP can tell; the ``relp`` sink closes that gap with
+acknowledgements per event. At shutdown, a half-close that the peer answers
+with EOF proves everything was read; frames that are still unconfirmed then
+go to the front of the spool for the next run.
 
 The socket is driven directly (non-blocking ``send`` plus ``wait_writable``),
 so a cancelled sender always knows exactly how many bytes went out.
@@ -20,9 +25,13 @@ so a cancelled sender always knows exactly how many bytes went out.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import os
 import socket
+import struct
+import termios
 from collections import deque
 from typing import Any
 
@@ -35,6 +44,7 @@ from ..core._clock import Clock, MonotonicClock
 from ._framing import Framer, ndjson_framer, syslog_framer
 from ._record import LogRecord
 from ._sinks import describe
+from ._spool import MEMORY_BYTES as SPOOL_MEMORY_BYTES
 from ._spool import Spool
 
 __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
@@ -42,7 +52,7 @@ __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
 log = structlog.get_logger("actorsup.logs")
 
 BATCH_BYTES = 256 * 1024
-REPLAY_BYTES = 8 * 1024 * 1024
+REPLAY_BYTES = 8 * 1024 * 1024  # at most this much unacknowledged data is kept for a replay
 SYNC_INTERVAL = 1.0  # seconds between spool flushes (and fsyncs, policy "batch")
 DROP_REPORT_INTERVAL = 1.0
 
@@ -59,6 +69,7 @@ class NetworkSink:
         replay_bytes: int = REPLAY_BYTES,
         connect_timeout: float = 5.0,
         close_timeout: float = 3.0,
+        spool_memory_bytes: int = SPOOL_MEMORY_BYTES,
     ) -> None:
         if spec.address is None:
             raise ValueError(f"a {spec.type} sink needs an address")
@@ -76,8 +87,12 @@ class NetworkSink:
         self._queue_max = spec.queue_size
         self._queue: deque[bytes] = deque()
         self._replay: deque[bytes] = deque()  # frames to send again first
-        self._sent: deque[bytes] = deque()  # taken for sending, maybe not yet read by the peer
+        # Taken for sending and not yet confirmed by the peer, in order, each with its
+        # mark: the end offset in this connection's stream (TCP), or the txnr (RELP).
+        self._sent: deque[tuple[int, bytes]] = deque()
         self._sent_bytes = 0
+        self._stream_sent = 0  # bytes the kernel took on this connection
+        self._stream_end = 0  # stream offset at the end of the last frame taken
         self._out: memoryview | None = None  # unsent rest of the current batch
         self._sock: socket.socket | None = None
         self._connected = False
@@ -94,7 +109,9 @@ class NetworkSink:
         self._spool: Spool | None = None
         if spec.spool_dir is not None:
             try:
-                self._spool = Spool(spec.spool_dir, spec.spool_max_bytes, spec.spool_fsync)
+                self._spool = Spool(spec.spool_dir, spec.spool_max_bytes, spec.spool_fsync,
+                                    memory_bytes=spool_memory_bytes, name=self.name,
+                                    on_dropped=self._report_dropped)
             except OSError as exc:
                 log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(spec.spool_dir),
                           hint="cannot use the spool folder; events wait in memory only until it is fixed")
@@ -106,15 +123,9 @@ class NetworkSink:
         frame = self._frame(record)
         spool = self._spool
         if spool is not None and (not self._connected or spool.records or len(self._queue) >= self._queue_max):
-            try:
-                dropped = spool.append(frame)
-            except OSError as exc:
-                self._spool_failed(exc)
-            else:
-                if dropped:
-                    self._report_dropped(dropped, "spool_max_bytes reached: oldest spooled events dropped")
-                self._poke()
-                return
+            spool.append(frame)  # drops (cap, disk full) are reported by the spool
+            self._poke()
+            return
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()  # no spool: the oldest waiting event gives way
             self._queue_dropped += 1
@@ -126,17 +137,6 @@ class NetworkSink:
             self._idle = False
             assert self._wake is not None
             self._wake.set()
-
-    def _spool_failed(self, exc: OSError) -> None:
-        log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(self.spec.spool_dir),
-                  hint="the spool is not writable (disk full?); events wait in memory only")
-        spool, self._spool = self._spool, None
-        if spool is not None:
-            try:
-                self._queue.extend(spool.read(1 << 62))  # keep what can still be read, in order
-                spool.close()
-            except OSError:
-                pass
 
     def _report_dropped(self, count: int, reason: str) -> None:
         self.dropped += count
@@ -187,10 +187,8 @@ class NetworkSink:
                 sock = socket.socket(family, kind, proto)
                 try:
                     sock.setblocking(False)
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         sock.connect(addr)
-                    except BlockingIOError:
-                        pass
                     await anyio.wait_writable(sock)
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
@@ -205,6 +203,7 @@ class NetworkSink:
 
     def _up(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._stream_sent = self._stream_end = 0
         self._connected = True
         self._error = None
         if self._failed_since is not None:
@@ -215,6 +214,7 @@ class NetworkSink:
 
     def _down(self, exc: BaseException, retry_in: float) -> None:
         if self._sock is not None:
+            self._settle(self._sock)
             self._close_socket()
         self._connected = False
         self._requeue()
@@ -228,13 +228,24 @@ class NetworkSink:
             )
 
     def _requeue(self) -> None:
-        # Everything the peer may not have read goes first on the next connection.
+        # Everything the peer may not have received goes first on the next connection.
         if self._sent:
             self.replayed += len(self._sent)
-            self._replay = deque(itertools.chain(self._sent, self._replay))
+            self._replay = deque(itertools.chain((frame for _, frame in self._sent), self._replay))
             self._sent.clear()
             self._sent_bytes = 0
         self._out = None
+
+    def _settle(self, sock: socket.socket) -> None:
+        """Forget the frames the peer's TCP has acknowledged (also after a reset)."""
+        try:
+            unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
+        except OSError:
+            return  # no answer: everything kept is sent again
+        acked = self._stream_sent - unacked
+        sent = self._sent
+        while sent and sent[0][0] <= acked:
+            self._sent_bytes -= len(sent.popleft()[1])
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -282,11 +293,15 @@ class NetworkSink:
             out = self._out
             while out:
                 try:
-                    out = out[sock.send(out) :]
+                    n = sock.send(out)
                 except BlockingIOError:
                     self._out = out
                     await anyio.wait_writable(sock)
+                    continue
+                self._stream_sent += n
+                out = out[n:]
             self._out = None
+            self._settle(sock)
             self._trim_window()
 
     def _take_batch(self) -> bytes | None:
@@ -298,19 +313,18 @@ class NetworkSink:
             elif self._queue:
                 frame = self._queue.popleft()
             elif self._spool is not None and self._spool.records:
-                try:
-                    frames = self._spool.read(BATCH_BYTES - size)
-                except OSError as exc:
-                    self._spool_failed(exc)
-                    continue
+                frames = self._spool.read(BATCH_BYTES - size)
+                for frame in frames:
+                    self._stream_end += len(frame)
+                    self._sent.append((self._stream_end, frame))
                 parts.extend(frames)
-                self._sent.extend(frames)
                 size += sum(map(len, frames))
                 continue
             else:
                 break
             parts.append(frame)
-            self._sent.append(frame)
+            self._stream_end += len(frame)
+            self._sent.append((self._stream_end, frame))
             size += len(frame)
         if not parts:
             return None
@@ -318,9 +332,10 @@ class NetworkSink:
         return b"".join(parts)
 
     def _trim_window(self) -> None:
+        # A memory bound only: the kernel's send buffer holds far less unacknowledged data.
         sent, limit = self._sent, self.replay_bytes
-        while sent and self._sent_bytes - len(sent[0]) >= limit:
-            self._sent_bytes -= len(sent.popleft())
+        while sent and self._sent_bytes - len(sent[0][1]) >= limit:
+            self._sent_bytes -= len(sent.popleft()[1])
 
     async def _housekeeping(self) -> None:
         """Flush (and fsync) the spool, and report memory-queue drops, about once a second."""
@@ -328,12 +343,13 @@ class NetworkSink:
             await anyio.sleep(SYNC_INTERVAL)
             self._flush_drops()
             if self._spool is not None:
-                try:
-                    fd = self._spool.flush()
-                    if fd is not None:
+                fd = self._spool.flush()  # also retries a spool the disk refused
+                if fd is not None:
+                    try:
                         await anyio.to_thread.run_sync(Spool.sync_fd, fd)
-                except OSError as exc:
-                    self._spool_failed(exc)
+                    except OSError as exc:
+                        log.error("logs.sink_error", sink=self.name, error=str(exc),
+                                  spool_dir=str(self.spec.spool_dir), hint="fsync of the spool failed")
 
     def _flush_drops(self) -> None:
         if self._queue_dropped:
@@ -361,6 +377,8 @@ class NetworkSink:
         if confirmed:
             self._sent.clear()
             self._sent_bytes = 0
+        elif self._sock is not None:
+            self._settle(self._sock)
         self._requeue()
         leftover = list(self._replay) + list(self._queue)
         self._replay.clear()
@@ -368,15 +386,12 @@ class NetworkSink:
         self._close_socket()
         self._flush_drops()
         if self._spool is not None:
-            try:
-                self._spool.prepend(leftover)
-                if self._spool.records:
-                    log.info("logs.spooled", sink=self.name, count=self._spool.records,
-                             spool_dir=str(self.spec.spool_dir), hint="sent at the next start")
-                self._spool.close()
-                return
-            except OSError as exc:
-                log.error("logs.sink_error", sink=self.name, error=str(exc), hint="the spool is not writable")
+            self._spool.prepend(leftover)  # what the disk refuses is reported dropped
+            self._spool.close()
+            if self._spool.records:
+                log.info("logs.spooled", sink=self.name, count=self._spool.records,
+                         spool_dir=str(self.spec.spool_dir), hint="sent at the next start")
+            return
         if leftover:
             self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
 

@@ -3,12 +3,15 @@
 Every line becomes ``head + seq + mid + seq + event + escape(line) + tail``:
 the router builds the four constant parts once per chunk, so no line needs a
 dict or an encoder call. :func:`render_lines` is the C extension
-``_crender`` when it was built (``pip install`` compiles it), else
-:func:`render_lines_py`; the two give the same bytes and decline the same
-chunks, which the tests check on random input.
+``_crender`` when it was built (``pip install`` compiles it) and
+``ACTORSUP_NO_NATIVE`` is not set, else :func:`render_lines_py`; the two
+give the same bytes and decline the same chunks, which the tests check on
+random input.
 """
 
 from __future__ import annotations
+
+from ._native import allowed
 
 __all__ = ["NATIVE", "TB_MARK", "render_lines", "render_lines_py"]
 
@@ -74,8 +77,10 @@ def render_lines_py(
 
 
 try:
+    if not allowed():
+        raise ImportError("ACTORSUP_NO_NATIVE is set")
     from ._crender import render_lines
-except ImportError:  # not built (no compiler at install time): same output, slower
+except ImportError:  # not built (no compiler at install time), or turned off: same output, slower
     render_lines = render_lines_py
     NATIVE = False
 else:

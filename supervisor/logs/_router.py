@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from ..config import SinkSpec
+from ._follow import Follower
 from ._record import LogRecord
 from ._render import render_lines
 from ._sinks import Sink
@@ -78,7 +79,7 @@ class LogRouter:
         self._ring: deque[LogRecord | _Block] = deque()
         self._ring_size = ring_size
         self._ring_count = 0
-        self._followers: list[Any] = []
+        self._followers: list[Follower] = []
         self._dispatching = False
         self._pending: deque[LogRecord | _Block] = deque()
         self._crashed: set[int] = set()
@@ -100,14 +101,20 @@ class LogRouter:
     ) -> None:
         """Route one event rendered by a child (a JSON object as bytes)."""
         seq, _ = self._stamp()
-        line = self._child_head(actor, pid, restarts) % (seq, seq) + _after_head(body)
+        own_pid = body.startswith(_OWN_PID)
+        line = self._child_head(actor, None if own_pid else pid, restarts) % (seq, seq) + _after_head(body)
         self._dispatch(LogRecord(level, actor, line))
 
-    def _child_head(self, actor: str, pid: int, restarts: int) -> bytes:
-        """'{"seq":%d,"id":"<prefix>%d","host":..,"actor":..,"pid":..,"restarts":..' as a %-template."""
+    def _child_head(self, actor: str, pid: int | None, restarts: int) -> bytes:
+        """'{"seq":%d,"id":"<prefix>%d","host":..,"actor":..,"pid":..,"restarts":..' as a %-template.
+
+        Without ``pid`` when the event carries its own (a process the actor forked).
+        """
+        fields: dict[str, object] = {"host": self.host, "actor": actor, "pid": pid, "restarts": restarts}
+        if pid is None:
+            del fields["pid"]
         return b'{"seq":%d,"id":"' + self._id_prefix.encode().replace(b"%", b"%%") + b'%d",' + (
-            _json.encode({"host": self.host, "actor": actor, "pid": pid, "restarts": restarts})[1:-1]
-            .replace(b"%", b"%%")
+            _json.encode(fields)[1:-1].replace(b"%", b"%%")
         )
 
     def emit_child_many(
@@ -134,7 +141,9 @@ class LogRouter:
                 if event.level != level:
                     break
                 seq += 1
-                append(head % (seq, seq) + _after_head(event.body))
+                own = event.body.startswith(_OWN_PID)  # from a fork: keep its pid
+                line_head = self._child_head(actor, None, restarts) if own else head
+                append(line_head % (seq, seq) + _after_head(event.body))
             start += len(lines)
             lines.append(b"")  # every line, the last one too, ends in a newline
             self._seq = seq
@@ -217,11 +226,8 @@ class LogRouter:
                 sink.write(record)
             except Exception as exc:  # a sink must never take the supervisor down
                 self._sink_crashed(sink, exc)
-        for send in self._followers:
-            try:
-                send.send_nowait(record)
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+        for follower in self._followers:
+            follower.offer(record)
 
     def _route_block(self, block: _Block) -> None:
         self._ring.append(block)
@@ -237,12 +243,9 @@ class LogRouter:
                 self._sink_crashed(sink, exc)
         if self._followers:
             records = block.records()
-            for send in self._followers:
-                try:
-                    for record in records:
-                        send.send_nowait(record)
-                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
+            for follower in self._followers:
+                for record in records:
+                    follower.offer(record)
 
     def _trim_ring(self) -> None:
         ring, keep = self._ring, self._ring_size
@@ -275,14 +278,16 @@ class LogRouter:
         return records if n is None else records[-n:]
 
     @asynccontextmanager
-    async def follow(self, buffer: int = 10000) -> AsyncIterator[Any]:
+    async def follow(self, buffer: int = 10000, actor: str | None = None) -> AsyncIterator[Any]:
+        """New records (of ``actor`` only, if given); a ``logs.skipped`` line counts any dropped."""
         send, receive = anyio.create_memory_object_stream[LogRecord](buffer)
-        self._followers.append(send)
+        follower = Follower(send, actor)
+        self._followers.append(follower)
         try:
             async with send, receive:
                 yield receive
         finally:
-            self._followers.remove(send)
+            self._followers.remove(follower)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every sink's background delivery until cancelled."""
@@ -302,6 +307,9 @@ class LogRouter:
         for sink in self.sinks:
             with anyio.CancelScope(shield=True):
                 await sink.aclose()
+
+
+_OWN_PID = b'{"pid":'  # a child's event that names its own process (see actors/_channel.py)
 
 
 def _after_head(body: bytes) -> bytes:

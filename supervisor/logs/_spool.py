@@ -2,10 +2,17 @@
 
 Each record is a 4-byte big-endian length and the framed bytes. Records are
 appended to the newest segment and read from the oldest; a segment is deleted
-once fully read. At ``max_bytes`` whole oldest segments are dropped and the
-number of records lost is returned, so that the caller can report it exactly.
-Segments left by an earlier run are picked up again at start (a torn last
-record is cut off).
+once fully read. Segments left by an earlier run are picked up again at start
+(a torn last record is cut off).
+
+Nothing is lost silently. New records wait in a small memory buffer and are
+written in chunks with ``os.write``, so a failed write (ENOSPC, EIO) is seen
+at once: the segment is cut back to its last whole record, the records stay in
+memory (up to ``memory_bytes``; past that the oldest give way), and the write
+is retried at every :meth:`Spool.flush` until the disk takes them again. Every
+record dropped (``max_bytes`` reached, memory bound while the disk fails, an
+unreadable segment, a failed shutdown write) goes to ``on_dropped`` with its
+count and reason.
 
 fsync policy: ``never`` (the OS decides), ``batch`` (the sink calls
 :meth:`Spool.sync_fd` off the event loop about once a second), ``always``
@@ -17,14 +24,23 @@ from __future__ import annotations
 import os
 import struct
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import structlog
+
 __all__ = ["Spool"]
+
+log = structlog.get_logger("actorsup.logs")
 
 _LEN = struct.Struct(">I")
 _FIRST_ID = 10**12  # room below for segments prepended at shutdown
 _READ_CHUNK = 1 << 20
+_WRITE_CHUNK = 1 << 16
+MEMORY_BYTES = 16 << 20  # records kept in memory while the disk refuses them
+
+DropReport = Callable[[int, str], None]
 
 
 class _Segment:
@@ -38,21 +54,42 @@ class _Segment:
         self.offset = 0  # bytes already read
 
 
+def _ignore(count: int, reason: str) -> None:
+    pass
+
+
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, fsync: str = "batch", segment_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        fsync: str = "batch",
+        segment_bytes: int | None = None,
+        *,
+        memory_bytes: int = MEMORY_BYTES,
+        name: str = "spool",
+        on_dropped: DropReport = _ignore,
+    ) -> None:
         if fsync not in ("never", "batch", "always"):
             raise ValueError(f'fsync must be "never", "batch" or "always" (got {fsync!r})')
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.segment_bytes = segment_bytes or max(1 << 16, min(max_bytes // 8, 16 << 20))
+        self.memory_bytes = min(memory_bytes, max_bytes)
+        self.name = name
+        self._on_dropped = on_dropped
+        self._write_chunk = min(_WRITE_CHUNK, self.segment_bytes)
         self._segments: deque[_Segment] = deque()
-        self._writer: BinaryIO | None = None  # appends to self._segments[-1]
+        self._fd: int | None = None  # appends to self._segments[-1]
         self._reader: BinaryIO | None = None  # reads self._segments[0]
         self._read_buf = b""
+        self._pending: deque[bytes] = deque()  # newer than everything on disk, not yet written
+        self._pending_bytes = 0
         self._unsynced = False
-        self.records = 0  # records not yet read, over all segments
-        self.bytes = 0  # bytes on disk, over all segments
+        self.error: OSError | None = None  # set while writes fail; cleared by the next one that succeeds
+        self.records = 0  # records not yet read: on disk and pending
+        self.bytes = 0  # bytes on disk plus pending, over all segments
         self.directory.mkdir(parents=True, exist_ok=True)
         self._recover()
 
@@ -75,58 +112,138 @@ class Spool:
 
     # --- writing -------------------------------------------------------------
     def append(self, frame: bytes) -> int:
-        """Spool one frame; return how many of the oldest records were dropped for it."""
+        """Spool one frame; return how many records were dropped for it (also reported)."""
         size = _LEN.size + len(frame)
-        dropped = 0
         if size > self.max_bytes:
+            self._dropped(1, "event larger than spool_max_bytes: dropped")
             return 1  # can never fit: this record itself is the one dropped
-        while self.bytes + size > self.max_bytes and self._segments:
+        dropped = 0
+        while self.bytes + size > self.max_bytes and (self._segments or self._pending):
             dropped += self._drop_oldest()
-        writer = self._writer
-        if writer is None or self._segments[-1].size >= self.segment_bytes:
-            writer = self._new_segment()
-        writer.write(_LEN.pack(len(frame)))
-        writer.write(frame)
-        seg = self._segments[-1]
-        seg.records += 1
-        seg.size += size
+        if dropped:
+            self._dropped(dropped, "spool_max_bytes reached: oldest spooled events dropped")
+        self._pending.append(frame)
+        self._pending_bytes += size
         self.records += 1
         self.bytes += size
+        if self.error is not None:
+            over = 0
+            while self._pending_bytes > self.memory_bytes:
+                self._pop_pending()
+                over += 1
+            if over:
+                self._dropped(over, f"spool not writable and {self.memory_bytes} bytes waiting in memory: "
+                              "oldest waiting events dropped")
+            return dropped + over
         if self.fsync == "always":
-            writer.flush()
-            os.fsync(writer.fileno())
-        else:
-            self._unsynced = True
+            if self._write_out() and self._fd is not None:
+                self._sync(self._fd)
+        elif self._pending_bytes >= self._write_chunk:
+            self._write_out()
         return dropped
 
     def prepend(self, frames: list[bytes]) -> None:
-        """Store frames that are older than everything spooled (shutdown)."""
+        """Store frames that are older than everything spooled (shutdown); a failure is reported."""
         if not frames:
             return
         seg_id = (self._segments[0].id if self._segments else _FIRST_ID) - 1
         path = self.directory / f"{seg_id:016d}.seg"
         data = b"".join(_LEN.pack(len(f)) + f for f in frames)
-        with open(path, "wb") as file:
-            file.write(data)
-            if self.fsync != "never":
-                file.flush()
-                os.fsync(file.fileno())
+        try:
+            with open(path, "wb") as file:
+                file.write(data)
+                if self.fsync != "never":
+                    file.flush()
+                    os.fsync(file.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            self._dropped(len(frames), f"spool not writable at shutdown ({exc.strerror or exc})")
+            return
         self._close_reader()
         self._segments.appendleft(_Segment(seg_id, path, len(frames), len(data)))
         self.records += len(frames)
         self.bytes += len(data)
 
-    def _new_segment(self) -> BinaryIO:
+    def _write_out(self) -> bool:
+        """Write every pending record; False (with the records kept) if the disk refuses."""
+        while self._pending:
+            try:
+                fd = self._writable_fd()
+            except OSError as exc:
+                self._write_failed(exc)
+                return False
+            seg = self._segments[-1]
+            chunk: list[bytes] = []
+            size = 0
+            for frame in self._pending:
+                if chunk and (size >= self._write_chunk or seg.size + size >= self.segment_bytes):
+                    break
+                chunk.append(_LEN.pack(len(frame)))
+                chunk.append(frame)
+                size += _LEN.size + len(frame)
+            data = memoryview(b"".join(chunk))
+            written = 0
+            error: OSError | None = None
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError as exc:
+                error = exc
+            whole = self._commit(seg, written)
+            if whole != written:  # never leave a torn record behind for the next write to follow
+                try:
+                    os.ftruncate(fd, seg.size)
+                except OSError as exc:
+                    error = error or exc
+                    self._close_writer()  # a torn tail: the next write starts a new segment
+            if error is not None:
+                self._write_failed(error)
+                return False
+        if self.error is not None:
+            log.info("logs.sink_recovered", sink=self.name, spool_dir=str(self.directory),
+                     spooled=self.records, hint="the spool is writable again")
+            self.error = None
+        return True
+
+    def _commit(self, seg: _Segment, written: int) -> int:
+        """Move the pending records that reached the disk whole into ``seg``; return their bytes."""
+        done = 0
+        while self._pending:
+            size = _LEN.size + len(self._pending[0])
+            if done + size > written:
+                break
+            self._pending.popleft()
+            self._pending_bytes -= size
+            seg.records += 1
+            done += size
+        seg.size += done
+        if done:
+            self._unsynced = True
+        return done
+
+    def _write_failed(self, exc: OSError) -> None:
+        if self.error is None:
+            log.error("logs.sink_error", sink=self.name, error=str(exc), spool_dir=str(self.directory),
+                      hint=f"the spool is not writable (disk full?); up to {self.memory_bytes} bytes of events "
+                      "wait in memory and the write is retried every second")
+        self.error = exc
+
+    def _writable_fd(self) -> int:
+        if self._fd is not None and self._segments[-1].size < self.segment_bytes:
+            return self._fd
         self._close_writer()
         seg_id = self._segments[-1].id + 1 if self._segments else _FIRST_ID
         path = self.directory / f"{seg_id:016d}.seg"
-        self._writer = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - kept open
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._segments.append(_Segment(seg_id, path))
-        return self._writer
+        return self._fd
 
     def _drop_oldest(self) -> int:
+        if not self._segments:
+            self._pop_pending()
+            return 1
         seg = self._segments.popleft()
-        if len(self._segments) == 0:
+        if not self._segments:
             self._close_writer()
         self._close_reader()
         self.records -= seg.records
@@ -134,72 +251,99 @@ class Spool:
         seg.path.unlink(missing_ok=True)
         return seg.records
 
+    def _pop_pending(self) -> bytes:
+        frame = self._pending.popleft()
+        size = _LEN.size + len(frame)
+        self._pending_bytes -= size
+        self.records -= 1
+        self.bytes -= size
+        return frame
+
+    def _dropped(self, count: int, reason: str) -> None:
+        self._on_dropped(count, reason)
+
     # --- reading -------------------------------------------------------------
     def read(self, max_bytes: int) -> list[bytes]:
-        """Take up to about ``max_bytes`` of the oldest records, in order."""
+        """Take up to about ``max_bytes`` of the oldest records, in order (never raises)."""
         out: list[bytes] = []
         taken = 0
-        while self._segments and taken < max_bytes:
+        while self.records > len(self._pending) and taken < max_bytes:
             seg = self._segments[0]
             if seg.records == 0:
-                if len(self._segments) == 1:
-                    break  # the writer's segment, drained
                 self._finish_head()
                 continue
-            if len(self._segments) == 1 and self._writer is not None:
-                self._writer.flush()
-            if self._reader is None:
-                self._reader = open(seg.path, "rb")  # noqa: SIM115 - kept open
-                self._reader.seek(seg.offset)
-                self._read_buf = b""
-            buf = self._read_buf
-            pos = 0
-            while seg.records and taken < max_bytes:
-                if len(buf) - pos < _LEN.size:
-                    buf = buf[pos:] + self._reader.read(_READ_CHUNK)
-                    pos = 0
-                (length,) = _LEN.unpack_from(buf, pos)
-                end = pos + _LEN.size + length
-                while len(buf) < end:
-                    more = self._reader.read(max(_READ_CHUNK, end - len(buf)))
-                    if not more:
-                        raise OSError(f"spool segment {seg.path} is shorter than its records")
-                    buf += more
-                out.append(buf[pos + _LEN.size : end])
-                taken += length
-                seg.offset += end - pos
-                pos = end
-                seg.records -= 1
-                self.records -= 1
-            self._read_buf = buf[pos:]
-            if seg.records == 0 and len(self._segments) > 1:
+            try:
+                taken += self._read_segment(seg, out, max_bytes - taken)
+            except OSError as exc:
+                lost = seg.records
+                self.records -= lost
+                seg.records = 0
                 self._finish_head()
-        if self.records == 0 and self._segments and self._writer is not None:
-            self._finish_all()
+                self._dropped(lost, f"spool segment {seg.path.name} unreadable ({exc}): its events dropped")
+                continue
+            if seg.records == 0:
+                self._finish_head()
+        if self.records == len(self._pending):
+            self._finish_all()  # the disk part is drained: new records start a fresh segment
+        while self._pending and taken < max_bytes:
+            frame = self._pop_pending()
+            out.append(frame)
+            taken += len(frame)
         return out
+
+    def _read_segment(self, seg: _Segment, out: list[bytes], max_bytes: int) -> int:
+        if self._reader is None:
+            self._reader = open(seg.path, "rb")  # noqa: SIM115 - kept open
+            self._reader.seek(seg.offset)
+            self._read_buf = b""
+        buf = self._read_buf
+        pos = taken = 0
+        while seg.records and taken < max_bytes:
+            if len(buf) - pos < _LEN.size:
+                buf = buf[pos:] + self._reader.read(_READ_CHUNK)
+                pos = 0
+                if len(buf) < _LEN.size:
+                    raise OSError(f"spool segment {seg.path} is shorter than its records")
+            (length,) = _LEN.unpack_from(buf, pos)
+            end = pos + _LEN.size + length
+            while len(buf) < end:
+                more = self._reader.read(max(_READ_CHUNK, end - len(buf)))
+                if not more:
+                    raise OSError(f"spool segment {seg.path} is shorter than its records")
+                buf += more
+            out.append(buf[pos + _LEN.size : end])
+            taken += length
+            seg.offset += end - pos
+            pos = end
+            seg.records -= 1
+            self.records -= 1
+        self._read_buf = buf[pos:]
+        return taken
 
     def _finish_head(self) -> None:
         self._close_reader()
         seg = self._segments.popleft()
+        if not self._segments:
+            self._close_writer()
         self.bytes -= seg.size
         seg.path.unlink(missing_ok=True)
 
     def _finish_all(self) -> None:
-        # Everything was read: start the next record in a fresh segment.
-        self._close_writer()
         while self._segments:
             self._finish_head()
 
     # --- durability ------------------------------------------------------------
     def flush(self) -> int | None:
-        """Flush userspace buffers; return a dup'ed fd to fsync if a sync is due."""
-        if self._writer is None:
-            return None
-        self._writer.flush()
-        if self.fsync != "batch" or not self._unsynced:
+        """Write what is pending (retrying a failed disk); return a dup'ed fd to fsync if a sync is due."""
+        if self._pending:
+            self._write_out()
+        if self._fd is None or self.fsync != "batch" or not self._unsynced:
             return None
         self._unsynced = False
-        return os.dup(self._writer.fileno())
+        try:
+            return os.dup(self._fd)
+        except OSError:
+            return None
 
     @staticmethod
     def sync_fd(fd: int) -> None:
@@ -209,17 +353,28 @@ class Spool:
         finally:
             os.close(fd)
 
+    def _sync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._write_failed(exc)
+
     def close(self) -> None:
+        """Write what is pending and close; records the disk refuses now are reported dropped."""
         self._close_reader()
-        if self._writer is not None and self.fsync != "never":
-            self._writer.flush()
-            os.fsync(self._writer.fileno())
+        if self._pending and not self._write_out():
+            lost = len(self._pending)
+            while self._pending:
+                self._pop_pending()
+            self._dropped(lost, f"spool not writable at shutdown ({self.error}): events dropped")
+        if self._fd is not None and self.fsync != "never":
+            self._sync(self._fd)
         self._close_writer()
 
     def _close_writer(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def _close_reader(self) -> None:
         if self._reader is not None:

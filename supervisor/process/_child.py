@@ -9,16 +9,18 @@ doorbell frames on the socket to wake the reader.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
 import psutil
 import structlog
 
-from actors._protocol import ChildFrame, Doorbell, FrameDecoder, Hello
+from actors._protocol import ChildFrame, Doorbell, FrameDecoder, FrameError, Hello
 from actors._ring import SharedRing
 
 from ..core._clock import Clock
@@ -55,6 +57,8 @@ class ChildProcess:
         self.ring_decoder = FrameDecoder(ChildFrame)
         self.backlog: list[Any] = []  # frames decoded along with the Hello
         self.hello: Hello | None = None
+        self.token = ""  # its tree cookie (see _reaper.py)
+        self.on_exit: Callable[[], None] | None = None  # once, when it has been reaped
         try:
             self.create_time: float | None = psutil.Process(self.pid).create_time()
         except psutil.NoSuchProcess:
@@ -96,8 +100,8 @@ class ChildProcess:
     async def receive_frames(self) -> list[Any]:
         """Frames from the channel (and its ring); an empty list means EOF."""
         if self.backlog:
-            frames, self.backlog = self.backlog, []
-            return frames
+            backlog, self.backlog = self.backlog, []
+            return backlog
         # A raw non-blocking socket: read first, wait only when empty. This is the
         # per-beat hot path, and skipping the stream wrapper halves its cost.
         waited = False
@@ -112,7 +116,10 @@ class ChildProcess:
                 except OSError:  # reset by a dying child: same as EOF
                     data = b""
                 if data:
-                    frames = [f for f in self.decoder.feed(data) if type(f) is not Doorbell]  # ValueError on garbage
+                    try:
+                        frames = [f for f in self.decoder.feed(data) if type(f) is not Doorbell]
+                    except FrameError as exc:
+                        raise self._salvage(exc) from None
                 eof = data == b""
             if self.ring_mode:
                 # Socket frames here are doorbells, or come from a forked grandchild.
@@ -145,6 +152,15 @@ class ChildProcess:
                 await anyio.wait_readable(self.channel)
                 waited = True
 
+    def _salvage(self, exc: FrameError) -> FrameError:
+        """Garbage on the socket: keep what arrived before it (the ring first, as always)."""
+        ring_frames: list[Any] = []
+        if self.ring_mode:
+            with contextlib.suppress(ValueError):  # a broken ring too: the socket's frames still count
+                ring_frames = self._drain_ring()
+        good = [f for f in exc.frames if type(f) is not Doorbell]
+        return FrameError(str(exc), ring_frames + good)
+
     def _drain_ring(self) -> list[Any]:
         assert self.ring is not None
         data = self.ring.read()  # RingError (a ValueError) if the child scribbled on it
@@ -163,9 +179,19 @@ class ChildProcess:
         return True
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        code = await self.process.wait()
+        self._exited()  # what it left outside its group goes now, not after the pipes drain
+        return code
+
+    def _exited(self) -> None:
+        on_exit = self.on_exit
+        self.on_exit = None
+        if on_exit is not None:
+            on_exit()
 
     async def aclose(self) -> None:
+        if self.process.poll() is not None:
+            self._exited()
         self.channel.close()
         if self.ring is not None:
             self.ring.close()

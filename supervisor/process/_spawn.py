@@ -30,6 +30,7 @@ from ..core._clock import Clock, MonotonicClock
 from ..exceptions import HandshakeTimeout, ProtocolError
 from ._child import REAP_TIMEOUT, ChildProcess, wait_until
 from ._popen import AsyncPopen
+from ._reaper import Reaper
 
 __all__ = ["ColdSpawner", "Spawner", "WarmSpawner"]
 
@@ -42,11 +43,20 @@ RING_SIZE = 128 * 1024
 
 
 class Spawner(Protocol):
+    """How the supervisor gets a child; all a new backend (a fork server) must provide.
+
+    ``run`` is started before the first ``spawn`` and cancelled after the last
+    child has been stopped. A backend must start each child in its own process
+    group, with PR_SET_PDEATHSIG=SIGKILL towards the supervisor and with the
+    tree cookie of :class:`Reaper` in its environment, and must set the
+    returned child's ``token`` and ``on_exit`` (see :meth:`Reaper.track`).
+    """
+
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         """A running child that has completed the Hello handshake."""
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
-        """Background work (keeping a pool warm); returns when cancelled."""
+        """Background work (the reaper, keeping a pool warm); returns when cancelled."""
 
 
 class ColdSpawner:
@@ -76,12 +86,14 @@ class ColdSpawner:
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.env = env
+        self.reaper = Reaper()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        await self.reaper.run(task_status=task_status)
 
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        token = self.reaper.new_token()
         ring_fd = create_ring_fd(self.ring_size) if self.ring_size and ring_supported() else None
         ring: SharedRing | None = None
         fds = (child_end.fileno(),) if ring_fd is None else (child_end.fileno(), ring_fd)
@@ -89,7 +101,8 @@ class ColdSpawner:
             if ring_fd is not None:
                 ring = SharedRing(ring_fd)
             process = AsyncPopen(
-                [self.python, "-m", "actors._runtime", *map(str, fds)], pass_fds=fds, env=self.env,
+                [self.python, "-m", "actors._runtime", *map(str, fds)],
+                pass_fds=fds, env=self.reaper.child_env(self.env, token),
             )
         except BaseException:
             parent_end.close()
@@ -101,6 +114,7 @@ class ColdSpawner:
             if ring_fd is not None:
                 os.close(ring_fd)
         child = ChildProcess(process, parent_end, ring)
+        self.reaper.track(child, token, actor)
         try:
             await self._await_hello(child, actor, start_timeout)
         except BaseException:
@@ -153,9 +167,10 @@ class WarmSpawner(ColdSpawner):
         self._taken = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        try:
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+            await tg.start(super().run)
+            task_status.started()
+            try:
                 while True:
                     while len(self._pool) < self.spares:
                         try:
@@ -168,10 +183,10 @@ class WarmSpawner(ColdSpawner):
                         tg.start_soon(self._watch_spare, child)
                     self._taken = anyio.Event()
                     await self._taken.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                while self._pool:
-                    await _discard(self._pool.popleft())
+            finally:
+                with anyio.CancelScope(shield=True):
+                    while self._pool:
+                        await _discard(self._pool.popleft())
 
     async def _watch_spare(self, child: ChildProcess) -> None:
         """Reap a spare that dies while it waits in the pool, and refill the pool."""
@@ -193,6 +208,7 @@ class WarmSpawner(ColdSpawner):
                 watcher.cancel()
             self._taken.set()
             if child.process.poll() is None and child.is_ours():
+                self.reaper.owned_by(child.token, actor)
                 return child
             log.warning("spawner.spare_died", pid=child.pid, exit_code=child.returncode)
             await _discard(child)

@@ -1,0 +1,1 @@
+"""Command actors: any program as a supervised component (argv, sd_notify, probes, capture)."""

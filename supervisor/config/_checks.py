@@ -1,0 +1,104 @@
+"""Checks across the fields of one built spec: what a field's type cannot say.
+
+Each check raises :class:`~._types.Invalid` with the key it blames; the loader
+adds the table's path and the file name. :data:`CHECKS` maps a spec class to
+its check, for the converter's nested tables and for specs built in code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ._schema import ActorSpec, CronSpec, SinkSpec, SupervisorSettings
+from ._types import Invalid, show
+
+__all__ = ["CHECKS", "MAX_SOCKET_PATH", "check_actor", "check_cron", "check_sink", "check_supervisor"]
+
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the trailing NUL
+
+
+def _timeout_above_interval(interval: float, timeout: float) -> None:
+    if timeout <= interval:
+        raise Invalid(
+            f"must be greater than heartbeat_interval ({interval:g}), got {timeout:g}",
+            ("heartbeat_timeout",),
+        )
+
+
+def check_supervisor(spec: SupervisorSettings) -> None:
+    _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
+    ring = spec.channel_ring
+    if ring and (ring < 4096 or ring & (ring - 1)):
+        raise Invalid(
+            f'must be 0 (frames on the socket) or a power of two >= 4096 such as "128KiB", got {ring}',
+            ("channel_ring",),
+        )
+    path = spec.socket_path
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        limit = f"a Unix socket path holds at most {MAX_SOCKET_PATH} bytes"
+        if spec.control_socket is not None:
+            raise Invalid(
+                f"resolves to a {size}-byte path, but {limit}: choose a shorter path, got {show(str(path))}",
+                ("control_socket",),
+            )
+        raise Invalid(
+            f"puts the control socket at a {size}-byte path, but {limit}: set a shorter state_dir "
+            f"or a control_socket, got {show(str(spec.state_dir))}",
+            ("state_dir",),
+        )
+
+
+def check_actor(spec: ActorSpec) -> None:
+    _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
+    for key, value in spec.env.items():  # what exec() refuses
+        if not key or "=" in key or "\0" in key:
+            raise Invalid(f"a variable name may not be empty or hold '=' or NUL, got {show(key)}", ("env", key))
+        if "\0" in value:
+            raise Invalid(f"a value may not hold NUL, got {show(value)}", ("env", key))
+    if spec.backoff_max < spec.backoff_initial:
+        raise Invalid(
+            f"must be >= backoff_initial ({spec.backoff_initial:g}), got {spec.backoff_max:g}",
+            ("backoff_max",),
+        )
+
+
+def check_cron(spec: CronSpec) -> None:
+    if spec.interval is not None and spec.schedule is not None:
+        raise Invalid("set either interval or schedule, not both")
+    if spec.interval is None and spec.schedule is None:
+        raise Invalid('set interval (seconds) or schedule (a cron expression such as "*/5 * * * *")')
+    if spec.timezone is not None:
+        try:
+            ZoneInfo(spec.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Invalid(
+                f'unknown time zone {show(spec.timezone)} (use an IANA name such as "Europe/Berlin")',
+                ("timezone",),
+            ) from None
+    if spec.schedule is not None:
+        from ..cron._expr import CronExpressionError, validate_expression
+
+        try:
+            validate_expression(spec.schedule)
+        except CronExpressionError as exc:
+            raise Invalid(f"{exc}, got {show(spec.schedule)}", ("schedule",)) from None
+    check_actor(spec)
+
+
+def check_sink(spec: SinkSpec) -> None:
+    if spec.type in ("tcp", "syslog") and spec.address is None:
+        raise Invalid(f'required for type "{spec.type}" (for example "127.0.0.1:5140")', ("address",))
+    if spec.type == "file" and spec.path is None:
+        raise Invalid('required for type "file"', ("path",))
+
+
+CHECKS: dict[type, Callable[[Any], None]] = {
+    SupervisorSettings: check_supervisor,
+    ActorSpec: check_actor,
+    CronSpec: check_cron,
+    SinkSpec: check_sink,
+}

@@ -1,0 +1,143 @@
+"""Load a TOML config, once, into the frozen specs of ``_schema``.
+
+Every problem becomes one :class:`~supervisor.exceptions.ConfigError` line,
+``file: key.path: problem, got VALUE``: the converter and the checks raise
+:class:`~._types.Invalid` with the path inside the document, and only this
+module knows the file's name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..exceptions import ConfigError
+from ._checks import CHECKS
+from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
+from ._schema import ActorSpec, Config, CronSpec, LogsSettings, SupervisorSettings
+from ._targets import check_runnable
+from ._types import NAME, Invalid, show
+
+__all__ = ["check_spec", "load_config", "parse_config"]
+
+# The tables of a config file; each is read by a function below.
+SECTIONS = ("supervisor", "actors", "cron", "logs")
+# Actor keys that, when unset, come from [supervisor].
+INHERITED = ("heartbeat_interval", "heartbeat_timeout", "start_timeout", "stop_timeout")
+_DEFAULTS = SupervisorSettings()
+
+S = TypeVar("S", bound=ActorSpec)
+
+
+def load_config(path: str | Path, *, import_targets: bool = True) -> Config:
+    """Read, parse and validate ``path``; raise :class:`ConfigError` on any problem.
+
+    ``import_targets=False`` skips importing the actors' modules and looking at
+    the file system for ``cwd`` (a CLI client must not run user code just to
+    find the control socket).
+    """
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(label, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(label, "", f"cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(label, "", f"invalid TOML: {exc}") from None
+    except RecursionError:  # the parser recurses once per level of [ or {
+        raise ConfigError(
+            label, "", f"invalid TOML: arrays or tables nested too deeply (at most {MAX_DEPTH} levels are accepted)"
+        ) from None
+    return parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
+
+
+def parse_config(
+    data: dict[str, Any],
+    *,
+    source: Path | None = None,
+    label: str = "<config>",
+    import_targets: bool = True,
+) -> Config:
+    """Validate an already-parsed TOML document."""
+    base_dir = source.parent if source else Path.cwd()
+    try:
+        return _document(data, source, base_dir, import_targets)
+    except Invalid as exc:
+        raise ConfigError(label, _dotted(exc.path), exc.problem) from None
+
+
+def check_spec(spec: ActorSpec) -> None:
+    """Check a spec built in code (not read from a file) as the loader would.
+
+    Raise :class:`ConfigError` whose ``path`` is the key inside the spec.
+    """
+    given = {key: getattr(spec, key) for key in keys_of(type(spec))}
+    try:
+        read_keys(given, type(spec), Path.cwd())
+        CHECKS[type(spec)](spec)
+    except Invalid as exc:
+        raise ConfigError(f"<{type(spec).__name__} {spec.name!r}>", _dotted(exc.path), exc.problem) from None
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_targets: bool) -> Config:
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise Invalid(UNKNOWN_KEY, (key,))
+        if not isinstance(value, dict):
+            raise Invalid(f"expected a table, got {show(value)}", (key,))
+    sup = at("supervisor", _supervisor, data.get("supervisor", {}), base_dir)
+
+    def named(section: str, cls: type[S], base_class: str) -> tuple[S, ...]:
+        specs = []
+        for name, raw in data.get(section, {}).items():
+            try:
+                spec = _actor(cls, name, read_keys(raw, cls, base_dir), sup)
+                if import_targets:
+                    check_runnable(spec, base_class, base_dir)
+            except Invalid as exc:
+                raise exc.within(name).within(section) from None
+            specs.append(spec)
+        return tuple(specs)
+
+    actors = named("actors", ActorSpec, "Actor")
+    cron = named("cron", CronSpec, "CronTask")
+    for spec in cron:
+        if any(a.name == spec.name for a in actors):
+            raise Invalid(f"name already used by actors.{spec.name}", ("cron", spec.name))
+    logs = at("logs", _logs, data.get("logs", {}), base_dir)
+    return Config(source=source, supervisor=sup, actors=actors, cron=cron, logs=logs)
+
+
+def _supervisor(raw: Any, base_dir: Path) -> SupervisorSettings:
+    given = read_keys(raw, SupervisorSettings, base_dir)
+    given.setdefault("heartbeat_timeout", 2 * given.get("heartbeat_interval", _DEFAULTS.heartbeat_interval))
+    given.setdefault("state_dir", base_dir / ".actorsup")
+    settings: SupervisorSettings = build(SupervisorSettings, given)
+    return settings
+
+
+def _actor(cls: type[S], name: str, given: dict[str, Any], sup: SupervisorSettings) -> S:
+    if not NAME.holds(name):
+        raise Invalid("names may hold letters, digits, '_', '.' and '-' only")
+    inherited = {key: getattr(sup, key) for key in INHERITED}
+    if "heartbeat_interval" in given:
+        inherited["heartbeat_timeout"] = 2 * given["heartbeat_interval"]
+    spec: S = build(cls, {"name": name, **inherited, **given})
+    return spec
+
+
+def _logs(raw: Any, base_dir: Path) -> LogsSettings:
+    given = read_keys(raw, LogsSettings, base_dir)
+    if not given.get("sinks"):
+        return LogsSettings()
+    logs: LogsSettings = build(LogsSettings, given)
+    return logs

@@ -1,0 +1,162 @@
+"""The config schema: frozen typed specs, one class per TOML table.
+
+Each field is one config key: its annotation says what is accepted (see
+``_types``) and its default is the key's default. Fields named in
+``_not_keys`` are filled in by the loader, not read from the file. Checks
+across fields live in ``_checks``, next door.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from ._types import (
+    Address,
+    AtLeastOne,
+    Count,
+    Folder,
+    Level,
+    Name,
+    NonNegative,
+    Port,
+    Positive,
+    Range,
+    Size,
+    SomePath,
+    Target,
+)
+
+__all__ = [
+    "ActorSpec",
+    "Config",
+    "CronSpec",
+    "LogsSettings",
+    "SinkSpec",
+    "SupervisorSettings",
+]
+
+# Bounds past which `run` cannot work (or would walk millions of files).
+MAX_SPARE_PROCESSES = 64
+MAX_BACKUPS = 1000
+
+
+class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``[supervisor]``."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset()
+
+    heartbeat_interval: Positive = 30.0
+    heartbeat_timeout: Positive = 60.0  # unset: 2 x heartbeat_interval
+    start_timeout: Positive = 10.0
+    stop_timeout: NonNegative = 5.0
+    control_socket: SomePath | None = None  # unset: state_dir / "actorsup.sock"
+    state_dir: SomePath = Path(".actorsup")  # unset: .actorsup in the config's folder
+    backend: Literal["trio", "asyncio"] = "trio"
+    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1
+    metrics_port: Port | None = None
+    log_buffer: Count = 1000
+    channel_ring: Size = 128 * 1024
+
+    @property
+    def socket_path(self) -> Path:
+        """Where the control socket listens."""
+        return self.control_socket or self.state_dir / "actorsup.sock"
+
+
+class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str  # the table key
+    target: Target
+    kind: Literal["process", "task"] = "process"
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    # These four, when unset, come from [supervisor] (heartbeat_timeout: from
+    # 2 x this table's heartbeat_interval if that is set).
+    heartbeat_interval: Positive = 30.0
+    heartbeat_timeout: Positive = 60.0
+    start_timeout: Positive = 10.0
+    stop_timeout: NonNegative = 5.0
+    max_restarts: Count = 5
+    restart_window: Positive = 60.0
+    backoff_initial: NonNegative = 0.1
+    backoff_max: NonNegative = 30.0
+    backoff_reset: Positive = 30.0
+    args: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    cwd: Folder | None = None
+    health_interval: Positive = 10.0
+    health_timeout: Positive = 5.0
+    health_failure_threshold: AtLeastOne = 3
+    max_rss: Size | None = None
+    max_cpu: Positive | None = None
+    cpu_window: Positive = 10.0
+
+
+class CronSpec(ActorSpec, frozen=True, kw_only=True):
+    """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "kind", "restart"})
+
+    interval: Positive | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+    jitter: NonNegative = 0.0
+    overlap: Literal["skip", "queue", "replace"] = "skip"
+    timeout: Positive | None = None
+    misfire_grace: NonNegative = 1.0
+    catch_up: bool = False
+    isolation: Literal["resident", "per-run"] = "resident"
+    history_limit: AtLeastOne = 100
+
+
+class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``[[logs.sinks]]`` entry."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset()
+
+    type: Literal["stdout", "file", "tcp", "syslog"]
+    path: SomePath | None = None
+    max_bytes: Size = 10 * 1024**2
+    backups: Annotated[int, Range(ge=0, le=MAX_BACKUPS)] = 5
+    daily: bool = True
+    address: Address | None = None
+    spool_dir: SomePath | None = None
+    spool_max_bytes: Size = 256 * 1024**2
+    spool_fsync: Literal["never", "batch", "always"] = "batch"
+    queue_size: AtLeastOne = 10000
+    level: Level = 10
+    actors: frozenset[Name] | None = None
+    app_name: str = "actorsup"
+
+
+class LogsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``[logs]``; no sinks configured means one stdout sink."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset()
+
+    sinks: tuple[SinkSpec, ...] = (SinkSpec(type="stdout"),)
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole validated config file."""
+
+    source: Path | None
+    supervisor: SupervisorSettings = SupervisorSettings()
+    actors: tuple[ActorSpec, ...] = ()
+    cron: tuple[CronSpec, ...] = ()
+    logs: LogsSettings = LogsSettings()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def spec(self, name: str) -> ActorSpec | None:
+        for spec in (*self.actors, *self.cron):
+            if spec.name == name:
+                return spec
+        return None

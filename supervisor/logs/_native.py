@@ -1,0 +1,25 @@
+"""The switch of the log pipeline's C modules (``_crender``, ``_cwriter``).
+
+``ACTORSUP_NO_NATIVE=1`` in the environment turns both off: their
+pure-Python twins serve instead (same output, slower). CI runs the
+log-pipeline tests a second time so, and it is the first thing to try when
+a C module is suspected of a fault.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["allowed", "loaded"]
+
+
+def allowed() -> bool:
+    """False when ``ACTORSUP_NO_NATIVE`` is set to anything but ``""`` or ``"0"``."""
+    return os.environ.get("ACTORSUP_NO_NATIVE", "") in ("", "0")
+
+
+def loaded() -> bool:
+    """True when both C modules are built and in use (``supervisor.started`` logs it as ``native``)."""
+    from . import _render, _writer  # they import this module
+
+    return _render.NATIVE and _writer.NATIVE

@@ -1,0 +1,281 @@
+"""Finds and kills what an actor leaves behind outside its process group.
+
+Killing an actor's process group misses descendants that called ``setsid()``
+or ``setpgid()``, and daemons that double-forked. Three pieces catch them:
+
+- **A tree cookie.** Each child is started with ``ACTORSUP_TREE=PREFIX.N`` in
+  its environment (appended, space-separated, to one it inherited), and every
+  descendant inherits it, whatever session or group it moves to. ``PREFIX``
+  names this supervisor, ``N`` the child: ownership is read from the process
+  itself, with no tracking of forks (Jenkins finds a build's processes the
+  same way).
+- **A child subreaper.** With ``PR_SET_CHILD_SUBREAPER`` an orphan is
+  reparented to the supervisor instead of init, so everything an actor left
+  behind is found among the supervisor's own children. When a child exits,
+  and every few seconds, :meth:`Reaper.sweep` reads those children; one that
+  carries a cookie of a child that has exited is SIGKILLed through a pidfd
+  (never a reused pid). Its own orphans are reparented here in turn and go in
+  the next sweep. Adopted processes are reaped (no zombies); the supervisor's
+  other children (those of a host application) are never touched.
+- **The last reaper** (:mod:`._deathwatch`): a tiny process that reads a pipe
+  from the supervisor. When the supervisor dies, even by SIGKILL, the pipe
+  reads EOF and it kills every process carrying this supervisor's cookie.
+
+What is guaranteed, and what is not, is in docs/GUARANTEES.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._child import ChildProcess
+from ._deathwatch import tree_tokens
+
+__all__ = ["ENV_KEY", "Reaper", "own_children"]
+
+log = structlog.get_logger("actorsup.reaper")
+
+ENV_KEY = "ACTORSUP_TREE"
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+SWEEP_INTERVAL = 2.0  # bounds how long an exited double-forked daemon stays a zombie here
+_CLOSE_TIMEOUT = 5.0
+_DEATHWATCH = str(Path(__file__).with_name("_deathwatch.py"))
+
+
+def _prctl(option: int, value: int | ctypes.c_int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        arg = ctypes.byref(value) if isinstance(value, ctypes.c_int) else value
+        return bool(libc.prctl(option, arg, 0, 0, 0) == 0)
+    except (OSError, AttributeError):  # not Linux
+        return False
+
+
+def own_children() -> list[int]:
+    """Pids of this process's children (of every thread: orphans land on any)."""
+    found: list[int] = []
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                found.extend(map(int, f.read().split()))
+        except OSError:  # a thread that just ended
+            continue
+    return found
+
+
+def cookie_of(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return tree_tokens(f.read())
+    except OSError:
+        return []
+
+
+class _Adopted:
+    __slots__ = ("killed", "pidfd", "token")
+
+    def __init__(self, pidfd: int, token: str) -> None:
+        self.pidfd = pidfd
+        self.token = token
+        self.killed = False
+
+
+_OWNERS_KEPT = 4096  # names of exited children remembered for the log of a late orphan
+
+
+class Reaper:
+    """Tree cookies for this supervisor's children, and the kill of what they leave behind."""
+
+    def __init__(self) -> None:
+        self.prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._serial = 0
+        self._live: dict[str, int] = {}  # token -> pid of a child not yet reaped
+        self._owners: dict[str, tuple[str, int]] = {}  # token -> (actor, pid), for the log
+        self._adopted: dict[int, _Adopted] = {}
+        self._active = False
+        self._tg: TaskGroup | None = None
+        self._watch: subprocess.Popen[bytes] | None = None
+        self._pipe = -1
+
+    # --- one child ---------------------------------------------------------------
+    def new_token(self) -> str:
+        self._serial += 1
+        return f"{self.prefix}.{self._serial}"
+
+    def child_env(self, env: dict[str, str], token: str) -> dict[str, str]:
+        """``env`` with ``token`` appended to the cookie (a nested supervisor keeps the outer one)."""
+        return {**env, ENV_KEY: " ".join(filter(None, (env.get(ENV_KEY, ""), token)))}
+
+    def track(self, child: ChildProcess, token: str, actor: str) -> None:
+        """``child`` was started with ``token``; kill its leftovers once it has been reaped."""
+        child.token = token
+        child.on_exit = lambda: self.exited(token)
+        self._live[token] = child.pid
+        self._owners[token] = (actor, child.pid)
+        if len(self._owners) > _OWNERS_KEPT + len(self._live):
+            for old in list(self._owners)[: len(self._owners) // 4]:
+                if old not in self._live:
+                    del self._owners[old]
+
+    def owned_by(self, token: str, actor: str) -> None:
+        """A warm spare's token now belongs to ``actor``."""
+        if token in self._live:
+            self._owners[token] = (actor, self._live[token])
+
+    def exited(self, token: str) -> None:
+        """The child with ``token`` was reaped: its orphans are here now, kill them."""
+        if self._live.pop(token, None) is not None:
+            self.sweep()
+
+    # --- the sweep ---------------------------------------------------------------
+    def sweep(self, *, everything: bool = False) -> None:
+        """Adopt marked orphans; SIGKILL those whose owner has exited (all, with ``everything``)."""
+        if not self._active:
+            return
+        for pid in self._adopt_new():
+            if self._tg is not None:
+                self._tg.start_soon(self._reap_adopted, pid)
+        for pid, adopted in self._adopted.items():
+            if adopted.killed or (adopted.token in self._live and not everything):
+                continue
+            adopted.killed = True
+            try:
+                signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
+            except OSError:
+                continue
+            actor, owner_pid = self._owners.get(adopted.token, (None, None))
+            log.info(
+                "reaper.killed", actor=actor, pid=pid, owner_pid=owner_pid,
+                reason="shutdown" if everything else "owner_exited",
+            )
+
+    def _adopt_new(self) -> list[int]:
+        ours = set(self._live.values())
+        if self._watch is not None:
+            ours.add(self._watch.pid)
+        new = []
+        for pid in own_children():
+            if pid in ours or pid in self._adopted:
+                continue
+            token = next((t for t in cookie_of(pid) if t.partition(".")[0] == self.prefix), None)
+            if token is None:
+                continue  # not from our children (a host's own child): none of our business
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            self._adopted[pid] = _Adopted(pidfd, token)
+            new.append(pid)
+        return new
+
+    async def _reap_adopted(self, pid: int) -> None:
+        await anyio.wait_readable(self._adopted[pid].pidfd)  # cancelled: _close collects it
+        if self._collect(pid):
+            self.sweep()  # its children were reparented here before it became reapable
+
+    def _collect(self, pid: int) -> bool:
+        """Reap ``pid`` if it has exited; True if it is gone."""
+        adopted = self._adopted[pid]
+        try:
+            if os.waitid(os.P_PIDFD, adopted.pidfd, os.WEXITED | os.WNOHANG) is None:
+                return False
+        except ChildProcessError:  # reaped by someone else (a host's waitpid(-1))
+            pass
+        os.close(adopted.pidfd)
+        del self._adopted[pid]
+        return True
+
+    # --- lifetime ----------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Be the subreaper and keep the last reaper running; on cancel, kill every leftover."""
+        was = ctypes.c_int(0)
+        _prctl(_PR_GET_CHILD_SUBREAPER, was)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        self._active = True
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._keep_deathwatch)
+                task_status.started()
+                while True:
+                    await anyio.sleep(SWEEP_INTERVAL)
+                    self.sweep()
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self._close()
+            self._active = False
+            _prctl(_PR_SET_CHILD_SUBREAPER, was.value)
+
+    async def _close(self) -> None:
+        """Kill every marked leftover and reap it (bounded), then stop the last reaper."""
+        with anyio.move_on_after(_CLOSE_TIMEOUT):
+            while True:
+                self.sweep(everything=True)
+                for pid in list(self._adopted):
+                    self._collect(pid)
+                if not self._adopted:
+                    break
+                await anyio.sleep(0.01)
+        for adopted in self._adopted.values():
+            os.close(adopted.pidfd)
+        self._adopted.clear()
+        await self._stop_deathwatch()
+
+    async def _keep_deathwatch(self) -> None:
+        """Start the last reaper; start a new one if it dies while we run."""
+        while True:
+            read, self._pipe = os.pipe()  # non-inheritable: no child may hold the write end
+            try:
+                self._watch = subprocess.Popen(
+                    [sys.executable, "-I", "-S", _DEATHWATCH, self.prefix],
+                    stdin=read, stdout=subprocess.DEVNULL, start_new_session=True,
+                )
+            except OSError as exc:
+                os.close(self._pipe)
+                self._pipe = -1
+                log.warning("reaper.deathwatch_failed", error=str(exc))
+                return
+            finally:
+                os.close(read)
+            await _wait(self._watch)
+            log.warning("reaper.deathwatch_died", pid=self._watch.pid, exit_code=self._watch.returncode)
+            os.close(self._pipe)
+            self._pipe = -1
+            await anyio.sleep(1.0)
+
+    async def _stop_deathwatch(self) -> None:
+        if self._pipe >= 0:
+            os.close(self._pipe)  # EOF: it sweeps once (nothing is left) and exits
+            self._pipe = -1
+        if self._watch is not None and self._watch.returncode is None:
+            with anyio.move_on_after(_CLOSE_TIMEOUT):
+                await _wait(self._watch)
+            if self._watch.returncode is None:
+                self._watch.kill()
+                self._watch.wait()
+
+
+async def _wait(process: subprocess.Popen[bytes]) -> None:
+    """Await a child's exit through a pidfd, from the loop (no thread, no SIGCHLD)."""
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        while process.poll() is None:
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)

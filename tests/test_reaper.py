@@ -1,0 +1,161 @@
+"""No child outlives the supervisor: an actor inside C code, and descendants that left its process group."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+from supervisor.process._reaper import ENV_KEY, Reaper
+from tests.harness import cli_supervisor, running_supervisor
+
+pytestmark = pytest.mark.anyio
+
+T = "tests.sample_actors:"
+GONE_WITHIN = 10.0  # seconds; the kernel and the last reaper take milliseconds
+
+
+def _procs(pids: list[int]) -> list[psutil.Process]:
+    return [psutil.Process(pid) for pid in pids]
+
+
+async def _all_gone(procs: list[psutil.Process]) -> dict[int, str]:
+    """Wait (bounded) for the processes to end; the survivors that are not zombies."""
+    _, alive = await anyio.to_thread.run_sync(lambda: psutil.wait_procs(procs, timeout=GONE_WITHIN))
+    survivors = {}
+    for proc in alive:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                survivors[proc.pid] = " ".join(proc.cmdline())
+                proc.kill()  # only what this test started: do not leave it for the next test
+        except psutil.NoSuchProcess:
+            pass
+    return survivors
+
+
+def _deathwatch_of(pid: int) -> psutil.Process:
+    (watch,) = [p for p in psutil.Process(pid).children() if any("_deathwatch" in a for a in p.cmdline())]
+    return watch
+
+
+def _config(tmp_path: Path, target: str) -> Path:
+    path = tmp_path / "actorsup.toml"
+    path.write_text(textwrap.dedent(f"""
+        [supervisor]
+        heartbeat_interval = 0.2
+        heartbeat_timeout = 120
+        control_socket = "ctl.sock"
+
+        [actors.a]
+        target = "{T}{target}"
+    """))
+    return path
+
+
+class TestSupervisorKilled:
+    @pytest.mark.slow
+    async def test_actor_inside_a_c_call_dies_with_a_sigkilled_supervisor(self, tmp_path: Path) -> None:
+        """An actor in sum(range(10**13)) dies with a SIGKILLed supervisor: PDEATHSIG is the kernel's SIGKILL.
+
+        The last reaper is frozen first, so the kernel alone must do it.
+        """
+        async with cli_supervisor(_config(tmp_path, "BusyInC")) as cli:
+            (event,) = await cli.log.wait_for("busy.computing", actor="a")
+            actor = psutil.Process(event["pid"])
+            watch = _deathwatch_of(cli.process.pid)
+            watch.suspend()
+            try:
+                await anyio.sleep(0.2)  # well inside the C call by now
+                assert actor.status() == psutil.STATUS_RUNNING
+                cli.process.kill()
+                await cli.process.wait()
+                assert await _all_gone([actor]) == {}
+            finally:
+                watch.kill()
+
+    @pytest.mark.slow
+    async def test_escapees_die_with_a_sigkilled_supervisor(self, tmp_path: Path) -> None:
+        """A setsid child and a double-forked daemon of an actor die with a SIGKILLed supervisor (the last reaper)."""
+        async with cli_supervisor(_config(tmp_path, "Escapees")) as cli:
+            (event,) = await cli.log.wait_for("escapees.started", actor="a")
+            procs = _procs([event["pid"], event["session_child"], event["daemon"]])
+            cli.process.kill()
+            await cli.process.wait()
+            assert await _all_gone(procs) == {}
+
+
+class TestActorStopped:
+    async def test_escapees_die_when_their_actor_is_stopped(self) -> None:
+        """`stop NAME`: a setsid child and a double-forked setsid daemon go with the actor."""
+        async with running_supervisor({"a": {"target": T + "Escapees"}}) as (sup, log):
+            (event,) = await log.wait_for("escapees.started", actor="a")
+            procs = _procs([event["session_child"], event["daemon"]])
+            assert all(p.is_running() for p in procs)
+            await sup.stop_actor("a")
+            assert await _all_gone(procs) == {}
+            killed = {e["pid"] for e in log.find("reaper.killed", actor="a", reason="owner_exited")}
+            assert killed == {event["session_child"], event["daemon"]}
+
+    async def test_escapees_die_when_their_actor_crashes(self) -> None:
+        """An actor SIGKILLed from outside leaves nothing behind, and its next life is untouched."""
+        async with running_supervisor({"a": {"target": T + "Escapees"}}) as (_sup, log):
+            (first,) = await log.wait_for("escapees.started", actor="a")
+            procs = _procs([first["session_child"], first["daemon"]])
+            os.kill(first["pid"], 9)
+            assert await _all_gone(procs) == {}
+            second = (await log.wait_for("escapees.started", actor="a", count=2))[1]
+            assert all(p.is_running() for p in _procs([second["session_child"], second["daemon"]]))
+
+    async def test_escapees_die_at_shutdown(self) -> None:
+        """A graceful shutdown leaves no escaped descendant."""
+        procs: list[psutil.Process] = []
+        async with running_supervisor({"a": {"target": T + "Escapees"}}) as (_sup, log):
+            (event,) = await log.wait_for("escapees.started", actor="a")
+            procs = _procs([event["session_child"], event["daemon"]])
+        assert await _all_gone(procs) == {}
+
+
+class TestReaper:
+    async def test_a_hosts_own_children_are_left_alone(self) -> None:
+        """A child the host application started itself (no cookie) is never adopted or killed."""
+        reaper = Reaper()
+        own = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(reaper.run)
+                reaper.sweep(everything=True)
+                tg.cancel_scope.cancel()
+            assert own.poll() is None
+        finally:
+            own.kill()
+            own.wait()
+
+    async def test_cookie_appends_to_an_inherited_one(self) -> None:
+        """A nested supervisor keeps the outer cookie, so the outer reaper still finds its descendants."""
+        reaper = Reaper()
+        token = reaper.new_token()
+        env: dict[str, Any] = reaper.child_env({ENV_KEY: "outer-1.7", "PATH": "/bin"}, token)
+        assert env[ENV_KEY] == f"outer-1.7 {token}"
+        assert reaper.child_env({}, token)[ENV_KEY] == token
+
+    async def test_a_killed_last_reaper_is_replaced(self) -> None:
+        """The last reaper is restarted if it dies while the supervisor runs."""
+        reaper = Reaper()
+        async with anyio.create_task_group() as tg:
+            await tg.start(reaper.run)
+            with anyio.fail_after(10):
+                while reaper._watch is None:
+                    await anyio.sleep(0.01)
+                first = reaper._watch
+                first.kill()
+                while reaper._watch is first:
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert reaper._watch is not None and reaper._watch.returncode is not None
