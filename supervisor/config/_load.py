@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..exceptions import ConfigError
+from ..tree._validate import StructureError, check_tables
 from ._checks import CHECKS
 from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
-from ._schema import ActorSpec, Config, CronSpec, LogsSettings, SupervisorSettings
+from ._schema import ActorSpec, Config, CronSpec, GroupSpec, LogsSettings, SupervisorSettings
 from ._targets import check_runnable
 from ._types import NAME, Invalid, show
 
 __all__ = ["check_spec", "load_config", "parse_config"]
 
 # The tables of a config file; each is read by a function below.
-SECTIONS = ("supervisor", "actors", "cron", "logs")
+SECTIONS = ("supervisor", "groups", "actors", "cron", "logs")
 # Actor keys that, when unset, come from [supervisor].
 INHERITED = ("heartbeat_interval", "heartbeat_timeout", "start_timeout", "stop_timeout")
 _DEFAULTS = SupervisorSettings()
@@ -113,8 +114,20 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
     for spec in cron:
         if any(a.name == spec.name for a in actors):
             raise Invalid(f"name already used by actors.{spec.name}", ("cron", spec.name))
+    groups = []
+    for name, raw in data.get("groups", {}).items():
+        try:
+            if not NAME.holds(name):
+                raise Invalid("names may hold letters, digits, '_', '.' and '-' only")
+            groups.append(build(GroupSpec, {"name": name, **read_keys(raw, GroupSpec, base_dir)}))
+        except Invalid as exc:
+            raise exc.within(name).within("groups") from None
+    try:  # across tables: group names, nesting, depends_on, instances
+        check_tables(data.get("groups", {}), data.get("actors", {}))
+    except StructureError as exc:
+        raise Invalid(exc.problem, exc.path) from None
     logs = at("logs", _logs, data.get("logs", {}), base_dir)
-    return Config(source=source, supervisor=sup, actors=actors, cron=cron, logs=logs)
+    return Config(source=source, supervisor=sup, actors=actors, cron=cron, groups=tuple(groups), logs=logs)
 
 
 def _supervisor(raw: Any, base_dir: Path) -> SupervisorSettings:
