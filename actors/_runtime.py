@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     log = actor_logger(init.name)
     try:
         actor = _load(init.target)(**init.args)
-        actor._bind(init.name, log)
+        actor._bind(init.name, log, init.instance)
     except BaseException as exc:
         error = "".join(traceback.format_exception(exc))
         log.error("actor.init_failed", target=init.target, error=error)

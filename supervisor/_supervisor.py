@@ -1,8 +1,9 @@
 """The Supervisor: owns the actor handles, the spawner and the log router.
 
-It starts every actor in config order, serves commands (start, stop,
-restart, reload, shutdown) and, on shutdown, stops the actors in reverse
-start order before it returns.
+It starts the actors in dependency order (each once what it ``depends_on``
+runs; independent ones at once), lets the supervision tree (``tree/``) restart
+groups, serves commands (start, stop, restart, scale, reload, shutdown) and,
+on shutdown, stops every actor concurrently, each after what depends on it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -22,7 +24,7 @@ from .core._bus import EventBus
 from .core._clock import Clock, MonotonicClock
 from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
-from .exceptions import ControlError, UnknownActor
+from .exceptions import ConfigError, ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
@@ -32,6 +34,9 @@ from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
 from .process._spawn import Spawner, WarmSpawner
+from .tree._instances import scale_plan
+from .tree._order import DependencyError
+from .tree._shell import TreeRunner, leaf_specs, tree_of
 
 __all__ = ["Supervisor"]
 
@@ -75,12 +80,14 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self.started_at: float | None = None
         self.closed = anyio.Event()
+        self.exit_status = 0  # 3 once something critical gave up
+        self.tree = TreeRunner(config, self.handles, self.bus, self.clock.now, self._give_up)
 
     # --- lifetime ------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown`; then stop every actor in reverse start order."""
         cfg = self.config
-        names = [s.name for s in (*cfg.actors, *cfg.cron)]
+        names = [s.name for s in (*leaf_specs(cfg.actors), *cfg.cron)]
         try:
             await self._run(cfg, names, task_status)
         finally:
@@ -97,8 +104,11 @@ class Supervisor:
                 log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
-            for spec in cfg.actors:
-                await self._add(spec)
+            await tg.start(self.tree.run)
+            leaves = leaf_specs(cfg.actors)
+            for spec in leaves:
+                await self._add(spec, start=False)
+            tg.start_soon(self.tree.start_all, [spec.name for spec in leaves])
             for cron_spec in cfg.cron:
                 await self._add_cron(cron_spec)
             tg.start_soon(self._notify_ready)
@@ -115,6 +125,7 @@ class Supervisor:
             await self._shutdown.wait()
             self.notifier.stopping()
             log.info("supervisor.stopping", actors=list(self._order))
+            self.tree.close()  # no group restarts from here on
             for handle in self.handles.values():
                 handle.retire()  # nothing restarts from here on
             # Cron runs in progress get the graceful stop before their schedulers go.
@@ -147,15 +158,17 @@ class Supervisor:
             sampler=self.sampler,
             metrics=self.metrics,
             loop_watch=self.loop_watch,
+            observers=[self.tree],
         )
 
-    async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
+    async def _add(self, spec: ActorSpec, mode: str = "actor", start: bool = True) -> ActorHandle:
         assert self._tg is not None
         handle = self._new_handle(spec, mode)
         self.handles[spec.name] = handle
         self._order.append(spec.name)
         await self._tg.start(handle.run)
-        handle.start()
+        if start:
+            handle.start()
         return handle
 
     async def _add_cron(self, spec: CronSpec) -> None:
@@ -172,8 +185,12 @@ class Supervisor:
         await self.cron.start_task(spec.name)
 
     async def _stop_all(self) -> None:
-        for name in reversed(self._order):
-            await self.handles[name].stop()
+        await self.tree.stop_all(list(self.handles.values()))
+
+    def _give_up(self) -> None:
+        """Something critical gave up (supervisor.give_up is logged): stop everything, exit 3."""
+        self.exit_status = 3
+        self.shutdown_nowait()
 
     def shutdown_nowait(self) -> None:
         self._shutdown.set()
@@ -188,14 +205,63 @@ class Supervisor:
         except KeyError:
             raise UnknownActor(name) from None
 
+    def leaves(self, name: str) -> list[str]:
+        """The actors ``name`` stands for: a group's leaves, an actor's instances, or itself."""
+        tree = self.tree.tree
+        if name in tree.groups:
+            return list(tree.leaves_of(name))
+        instances = [leaf for leaf in tree.instances_of(name) if leaf != name]
+        if instances:
+            return instances
+        self.handle(name)
+        return [name]
+
     async def start_actor(self, name: str) -> None:
-        self.handle(name).start()
+        """Start an actor, an actor's instances or a group (in start order)."""
+        leaves = self.leaves(name)
+        self.tree.state.started_by_user(name)
+        if len(leaves) == 1:
+            self.handle(leaves[0]).start()
+        else:
+            await self.tree.start_leaves(leaves)
 
     async def stop_actor(self, name: str) -> None:
-        await self.handle(name).stop()
+        """Stop them (in stop order); group restarts leave them stopped until started again."""
+        leaves = self.leaves(name)
+        self.tree.state.stopped_by_user(name)
+        await self.tree.stop_leaves(leaves)
 
     async def restart_actor(self, name: str) -> None:
-        await self.handle(name).restart()
+        leaves = self.leaves(name)
+        await self.tree.stop_leaves(leaves)
+        self.tree.state.started_by_user(name)
+        await self.tree.start_leaves(leaves)
+
+    async def scale(self, name: str, count: int) -> dict[str, list[str]]:
+        """Run ``count`` instances of actor ``name``: start the new ones, stop the highest."""
+        spec = next((a for a in self.config.actors if a.name == name), None)
+        if spec is None:
+            raise UnknownActor(name)
+        if spec.instances is None:
+            raise ControlError(f"{name} has no instances key; set instances = 1 in its table to scale it")
+        plan = scale_plan(name, spec.instances, count)
+        actors = tuple(msgspec.structs.replace(a, instances=count) if a is spec else a for a in self.config.actors)
+        await self.reload(msgspec.structs.replace(self.config, actors=actors))
+        log.info("supervisor.scaled", actor=name, instances=count, started=list(plan.start), stopped=list(plan.stop))
+        return {"started": list(plan.start), "stopped": list(plan.stop)}
+
+    async def add_actor(self, spec: ActorSpec) -> None:
+        """Add a child at run time (a dynamic child): it starts once its dependencies run."""
+        if any(a.name == spec.name for a in (*self.config.actors, *self.config.cron)):
+            raise ControlError(f"an actor named {spec.name} exists already; remove it first")
+        await self.reload(msgspec.structs.replace(self.config, actors=(*self.config.actors, spec)))
+
+    async def remove_actor(self, name: str) -> None:
+        """Stop and forget a child added in code or read from the config."""
+        if not any(a.name == name for a in self.config.actors):
+            raise UnknownActor(name)
+        actors = tuple(a for a in self.config.actors if a.name != name)
+        await self.reload(msgspec.structs.replace(self.config, actors=actors))
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
@@ -212,17 +278,25 @@ class Supervisor:
                 if self.config.source is None:
                     raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
                 config = load_config(self.config.source)
-            old = {s.name: s for s in (*self.config.actors, *self.config.cron)}
-            new = {s.name: s for s in (*config.actors, *config.cron)}
+            try:  # a bad tree (a config built in code) raises before anything changes
+                tree_of(config.groups, config.actors)
+            except DependencyError as exc:
+                raise ConfigError("<config>", f"actors.{exc.actor}.depends_on", str(exc)) from None
+            old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
+            new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
             added = [n for n in new if n not in old]
             removed = [n for n in old if n not in new]
             changed = [n for n in new if n in old and new[n] != old[n]]
             self.notifier.reloading()
+            gone = [n for n in (*removed, *changed) if n in self.handles]
+            await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
+            self.tree.retree(config)  # raises on a bad tree before anything else changed
             self.config = config
             for name in (*removed, *changed):
                 await self._remove(name)
             for name in (*changed, *added):
                 await self._add_spec(new[name])
+            self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
             log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
             self.notifier.ready()
             return {"added": added, "removed": removed, "changed": changed}
@@ -231,7 +305,14 @@ class Supervisor:
         if isinstance(spec, CronSpec):
             await self._add_cron(spec)
         else:
-            await self._add(spec)
+            await self._add(spec, start=False)
+
+    def _cron_names(self) -> set[str]:
+        return {spec.name for spec in self.config.cron}
+
+    def _tg_start_all(self, leaves: list[str]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self.tree.start_all, leaves)
 
     async def _remove(self, name: str) -> None:
         """Stop and forget one actor or cron task (its scheduler and its process)."""
@@ -258,6 +339,7 @@ class Supervisor:
             rows.append(
                 {
                     "name": name,
+                    "group": h.spec.group,
                     "kind": "cron" if h.mode == "cron" else h.spec.kind,
                     "state": h.state.value,
                     "pid": h.pid,

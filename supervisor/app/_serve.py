@@ -20,7 +20,8 @@ log = structlog.get_logger()
 
 
 async def serve(config: Config, socket_override: Path | None = None) -> int:
-    """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`; exit status 0."""
+    """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`: exit status 0, or 3 once
+    something critical gave up (``supervisor.give_up``)."""
     router = LogRouter(build_sinks(config.logs.sinks), ring_size=config.supervisor.log_buffer)
     configure_supervisor_logging(router)
     try:
@@ -40,7 +41,7 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
             tg.cancel_scope.cancel()
     finally:
         await router.aclose()
-    return 0
+    return supervisor.exit_status
 
 
 async def _handle_signals(supervisor: Supervisor, router: LogRouter) -> None:

@@ -385,6 +385,7 @@ class ActorHandle:
                 backend=self._backend,
                 env=self.spec.env,
                 cwd=self.spec.cwd,
+                instance=self.spec.instance,
             )
             if not await child.send(encode(init)):
                 return

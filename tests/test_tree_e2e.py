@@ -1,0 +1,217 @@
+"""Supervision trees with real child processes: group restarts, order, concurrent stop, escalation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from harness import CaptureSink
+
+from supervisor._supervisor import Supervisor
+from supervisor.config import parse_config
+from supervisor.exceptions import ConfigError
+from supervisor.lifecycle._states import ActorState
+from supervisor.logs import LogRouter, configure_supervisor_logging
+
+pytestmark = pytest.mark.anyio
+T = "tests.sample_actors:"
+FAST = {"backoff_initial": 0.05, "backoff_max": 0.1}
+
+
+@asynccontextmanager
+async def tree_supervisor(
+    groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, Any]]
+) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
+    sink = CaptureSink()
+    router = LogRouter([sink])
+    configure_supervisor_logging(router)
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0}
+    config = parse_config({"supervisor": settings, "groups": groups, "actors": actors}, label="test.toml")
+    sup = Supervisor(config, router=router)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        try:
+            yield sup, sink
+        finally:
+            with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                sup.shutdown_nowait()
+                await sup.closed.wait()
+
+
+def at(sink: CaptureSink, event: str, actor: str, after: str = "") -> str:
+    """The timestamp of the first ``event`` of ``actor`` later than ``after`` (ISO strings sort)."""
+    return min(e["timestamp"] for e in sink.find(event, actor=actor) if e["timestamp"] > after)
+
+
+async def running(sup: Supervisor, *names: str) -> None:
+    with anyio.fail_after(30):
+        for name in names:
+            await sup.wait_for_state(name, ActorState.RUNNING)
+
+
+async def test_one_for_all_restarts_every_member_in_order() -> None:
+    """One crash in a one_for_all group of three: the others stop in reverse order, all start in order."""
+    actors = {n: {"target": T + "Steady", "group": "g", **FAST} for n in ("a", "b", "c")}
+    async with tree_supervisor({"g": {"strategy": "one_for_all"}}, actors) as (sup, sink):
+        await running(sup, "a", "b", "c")
+        pids = {n: sup.handle(n).pid for n in "abc"}
+        crash = sink.events[-1]["timestamp"]
+        assert pids["b"] is not None
+        os.kill(pids["b"], signal.SIGKILL)
+        (restarting,) = await sink.wait_for("group.restarting", group="g")
+        assert restarting["strategy"] == "one_for_all" and restarting["trigger"] == "b"
+        for name in "abc":
+            await sink.wait_for("actor.started", actor=name, count=2)
+        await running(sup, "a", "b", "c")
+        assert all(sup.handle(n).pid != pids[n] for n in "abc")
+        assert at(sink, "actor.stopped", "c", crash) < at(sink, "actor.stopped", "a", crash)
+        t = {n: at(sink, "actor.started", n, restarting["timestamp"]) for n in "abc"}
+        assert t["a"] < t["b"] < t["c"]
+        assert at(sink, "actor.stopped", "a", crash) < t["a"]  # all down before any comes up
+
+
+async def test_rest_for_one_leaves_earlier_members_alone() -> None:
+    """rest_for_one: a crash of the middle member restarts it and the last, not the first."""
+    actors = {n: {"target": T + "Steady", "group": "g", **FAST} for n in ("a", "b", "c")}
+    async with tree_supervisor({"g": {"strategy": "rest_for_one"}}, actors) as (sup, sink):
+        await running(sup, "a", "b", "c")
+        pids = {n: sup.handle(n).pid for n in "abc"}
+        os.kill(pids["b"], signal.SIGKILL)  # type: ignore[arg-type]
+        await sink.wait_for("group.restarting", group="g", trigger="b")
+        await sink.wait_for("actor.started", actor="c", count=2)
+        await running(sup, "a", "b", "c")
+        assert sup.handle("a").pid == pids["a"]
+        assert sup.handle("c").pid != pids["c"]
+
+
+async def test_depends_on_orders_start_and_stop() -> None:
+    """web starts after cache after db, and stops before them (from the event timestamps)."""
+    actors = {
+        "web": {"target": T + "Steady", "depends_on": ["cache"]},
+        "cache": {"target": T + "Steady", "depends_on": ["db"]},
+        "db": {"target": T + "Steady"},
+    }
+    sink: CaptureSink
+    async with tree_supervisor({}, actors) as (sup, sink):
+        await running(sup, "db", "cache", "web")
+        assert at(sink, "actor.started", "db") < at(sink, "actor.starting", "cache")
+        assert at(sink, "actor.started", "cache") < at(sink, "actor.starting", "web")
+    assert at(sink, "actor.stopped", "web") < at(sink, "actor.stopping", "cache")
+    assert at(sink, "actor.stopped", "cache") < at(sink, "actor.stopping", "db")
+
+
+async def test_independent_actors_stop_concurrently() -> None:
+    """Six independent actors that each take 1 s to stop all stop in about 1 s, not 6."""
+    actors = {f"s{i}": {"target": T + "SlowStop"} for i in range(6)}
+    sink: CaptureSink
+    async with tree_supervisor({}, actors) as (sup, sink):
+        for name in actors:
+            await sink.wait_for("slowstop.up", actor=name)
+        with anyio.fail_after(30):
+            before = anyio.current_time()
+            sup.shutdown_nowait()
+            await sup.closed.wait()
+            took = anyio.current_time() - before
+    assert len(sink.find("actor.stopped")) == 6
+    assert 1.0 <= took < 3.0, took
+
+
+async def test_top_level_group_gives_up_and_leaves_members_failed() -> None:
+    """A group past its intensity emits group.failed and its members end up failed."""
+    actors = {
+        "bad": {"target": T + "ExitsAtOnce", "group": "g", **FAST},
+        "ok": {"target": T + "Steady", "group": "g"},
+    }
+    async with tree_supervisor({"g": {"max_restarts": 1}}, actors) as (sup, sink):
+        await sink.wait_for("group.failed", group="g")
+        with anyio.fail_after(30):
+            await sup.wait_for_state("ok", ActorState.FAILED)
+            await sup.wait_for_state("bad", ActorState.FAILED)
+
+
+async def test_instances_and_scale() -> None:
+    """instances = 2 runs NAME.0 and NAME.1 with self.instance; scale starts NAME.2, then stops the highest."""
+    actors = {"r": {"target": T + "Instance", "instances": 2}}
+    async with tree_supervisor({}, actors) as (sup, sink):
+        await running(sup, "r.0", "r.1")
+        await sink.wait_for("instance.up", actor="r.1", instance=1)
+        assert await sup.scale("r", 3) == {"started": ["r.2"], "stopped": []}
+        await running(sup, "r.2")
+        pid0 = sup.handle("r.0").pid
+        assert await sup.scale("r", 1) == {"started": [], "stopped": ["r.2", "r.1"]}
+        assert sorted(sup.handles) == ["r.0"]
+        assert sup.handle("r.0").pid == pid0  # the survivor was not restarted
+
+
+async def test_stop_signal_is_the_first_signal_of_a_stop() -> None:
+    """stop_signal = "SIGINT" is what a graceful stop sends first."""
+    async with tree_supervisor({}, {"a": {"target": T + "Steady", "stop_signal": "SIGINT"}}) as (sup, sink):
+        await running(sup, "a")
+        await sup.stop_actor("a")
+        assert sink.find("actor.signalled", actor="a")[-1]["signal"] == "SIGINT"
+
+
+async def test_failed_retry_after_starts_a_failed_actor_again() -> None:
+    """A failed actor with failed_retry_after starts again after that long."""
+    actors = {"a": {"target": T + "ExitsAtOnce", "max_restarts": 0, "failed_retry_after": 0.3}}
+    async with tree_supervisor({}, actors) as (_sup, sink):
+        (failed,) = await sink.wait_for("actor.failed", actor="a")
+        again = await sink.wait_for("actor.starting", actor="a", count=2)
+        assert again[1]["timestamp"] > failed["timestamp"]
+
+
+async def test_dynamic_children() -> None:
+    """add_actor starts a child on a running supervisor; remove_actor stops and forgets it."""
+    async with tree_supervisor({}, {"a": {"target": T + "Steady"}}) as (sup, _sink):
+        await running(sup, "a")
+        both = {"a": {"target": T + "Steady"}, "b": {"target": T + "Steady", "depends_on": ["a"]}}
+        spec = parse_config({"actors": both}, label="x").actors[1]
+        bad = msgspec.structs.replace(spec, name="c", depends_on=("nope",))
+        with pytest.raises(ConfigError, match=r"^<config>: actors.c.depends_on: unknown actor or group 'nope'$"):
+            await sup.add_actor(bad)
+        assert "c" not in sup.handles
+        await sup.add_actor(spec)
+        await running(sup, "b")
+        await sup.remove_actor("b")
+        assert "b" not in sup.handles
+
+
+def test_critical_actor_makes_run_exit_3(tmp_path: Path) -> None:
+    """A critical actor that gives up: supervisor.give_up, a graceful stop, and `actorsup run` exits 3."""
+    config = tmp_path / "critical.toml"
+    config.write_text(textwrap.dedent(f"""
+        [supervisor]
+        heartbeat_interval = 0.2
+        control_socket = "{tmp_path / 'sock'}"
+        [actors.writer]
+        target = "{T}ExitsAtOnce"
+        critical = true
+        max_restarts = 1
+        backoff_initial = 0.05
+        [actors.other]
+        target = "{T}Steady"
+    """))
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", str(config)], capture_output=True, text=True, timeout=60,
+        cwd=root, env=env,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    (give_up,) = [e for e in events if e["event"] == "supervisor.give_up"]
+    assert give_up["actor"] == "writer" and give_up["exit_status"] == 3
+    names = [e["event"] for e in events]
+    assert names.index("supervisor.give_up") < names.index("supervisor.stopped")
+    assert any(e["event"] == "actor.stopped" and e.get("actor") == "other" for e in events)
