@@ -26,6 +26,7 @@ target = "tests.sample_actors:Steady"
 
 [actors.second]
 target = "tests.sample_actors:Grandparent"
+depends_on = ["first"]
 """
 
 
@@ -78,7 +79,7 @@ class TestCheck:
 class TestRun:
     @pytest.mark.anyio
     async def test_sigterm_stops_everything_in_reverse_order_and_exits_zero(self, tmp_path) -> None:
-        """SIGTERM stops all actors (reverse start order), logs supervisor.stopped and exits 0."""
+        """SIGTERM stops all actors (a dependent before its dependency), logs supervisor.stopped and exits 0."""
         async with cli_supervisor(_write(tmp_path)) as cli:
             await cli.log.wait_for("actor.started", actor="first")
             await cli.log.wait_for("actor.started", actor="second")
