@@ -8,6 +8,7 @@ on shutdown, stops every actor concurrently, each after what depends on it.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -206,8 +207,17 @@ class Supervisor:
             raise UnknownActor(name) from None
 
     def leaves(self, name: str) -> list[str]:
-        """The actors ``name`` stands for: a group's leaves, an actor's instances, or itself."""
+        """The actors ``name`` stands for: ``all``, a glob (``'reader*'``), a group's leaves,
+        an actor's instances, or itself; raise :class:`UnknownActor` if it names nothing."""
         tree = self.tree.tree
+        if name == "all":
+            return list(self._order)
+        if any(c in name for c in "*?["):
+            names = [*self._order, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
+            found = [leaf for n in names if fnmatch.fnmatchcase(n, name) for leaf in self.leaves(n)]
+            if not found:
+                raise UnknownActor(name)
+            return list(dict.fromkeys(found))
         if name in tree.groups:
             return list(tree.leaves_of(name))
         instances = [leaf for leaf in tree.instances_of(name) if leaf != name]
@@ -216,10 +226,14 @@ class Supervisor:
         self.handle(name)
         return [name]
 
+    def _in_tree(self, leaves: list[str]) -> list[str]:
+        return [leaf for leaf in leaves if leaf in self.tree.tree.leaves]
+
     async def start_actor(self, name: str) -> None:
-        """Start an actor, an actor's instances or a group (in start order)."""
+        """Start an actor, an actor's instances, a group or a glob's matches (in start order)."""
         leaves = self.leaves(name)
-        self.tree.state.started_by_user(name)
+        for leaf in self._in_tree(leaves):
+            self.tree.state.started_by_user(leaf)
         if len(leaves) == 1:
             self.handle(leaves[0]).start()
         else:
@@ -228,13 +242,15 @@ class Supervisor:
     async def stop_actor(self, name: str) -> None:
         """Stop them (in stop order); group restarts leave them stopped until started again."""
         leaves = self.leaves(name)
-        self.tree.state.stopped_by_user(name)
+        for leaf in self._in_tree(leaves):
+            self.tree.state.stopped_by_user(leaf)
         await self.tree.stop_leaves(leaves)
 
     async def restart_actor(self, name: str) -> None:
         leaves = self.leaves(name)
         await self.tree.stop_leaves(leaves)
-        self.tree.state.started_by_user(name)
+        for leaf in self._in_tree(leaves):
+            self.tree.state.started_by_user(leaf)
         await self.tree.start_leaves(leaves)
 
     async def scale(self, name: str, count: int) -> dict[str, list[str]]:

@@ -16,11 +16,11 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from harness import CaptureSink
+from harness import CaptureSink, cli_supervisor
 
 from supervisor._supervisor import Supervisor
 from supervisor.config import parse_config
-from supervisor.exceptions import ConfigError
+from supervisor.exceptions import ConfigError, UnknownActor
 from supervisor.lifecycle._states import ActorState
 from supervisor.logs import LogRouter, configure_supervisor_logging
 
@@ -215,3 +215,60 @@ def test_critical_actor_makes_run_exit_3(tmp_path: Path) -> None:
     names = [e["event"] for e in events]
     assert names.index("supervisor.give_up") < names.index("supervisor.stopped")
     assert any(e["event"] == "actor.stopped" and e.get("actor") == "other" for e in events)
+
+
+async def test_names_groups_globs_and_all() -> None:
+    """stop/start take a group, an actor with instances, `all` or a glob; a glob that matches nothing is unknown."""
+    actors = {
+        "reader": {"target": T + "Steady", "group": "g", "instances": 2},
+        "writer": {"target": T + "Steady", "group": "g"},
+        "cache": {"target": T + "Steady"},
+    }
+    async with tree_supervisor({"g": {"strategy": "rest_for_one"}}, actors) as (sup, _sink):
+        await running(sup, "reader.0", "reader.1", "writer", "cache")
+        assert sup.leaves("g") == ["reader.0", "reader.1", "writer"]
+        assert sup.leaves("reader") == ["reader.0", "reader.1"]
+        assert sup.leaves("read*") == ["reader.0", "reader.1"]
+        assert sup.leaves("all") == ["reader.0", "reader.1", "writer", "cache"]
+        with pytest.raises(UnknownActor):
+            sup.leaves("nothing*")
+        await sup.stop_actor("g")
+        assert {sup.handle(n).state for n in ("reader.0", "reader.1", "writer")} == {ActorState.STOPPED}
+        assert sup.handle("cache").state is ActorState.RUNNING
+        await sup.start_actor("w*")
+        await running(sup, "writer")
+        assert sup.handle("reader.0").state is ActorState.STOPPED
+
+
+async def test_cli_scale_and_several_names(tmp_path: Path) -> None:
+    """`actorsup scale NAME N` and `actorsup stop A B` against a real `actorsup run`."""
+    config = tmp_path / "actorsup.toml"
+    config.write_text(textwrap.dedent(f"""
+        [supervisor]
+        heartbeat_interval = 0.2
+        control_socket = "ctl.sock"
+        [actors.w]
+        target = "{T}Steady"
+        instances = 1
+        [actors.x]
+        target = "{T}Steady"
+    """))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+    async def cli(*args: str) -> str:
+        done = await anyio.run_process([sys.executable, "-m", "supervisor", *args, "-c", str(config)],
+                                       check=False, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    async with cli_supervisor(config) as run:
+        await run.log.wait_for("actor.started", actor="w.0")
+        await run.log.wait_for("actor.started", actor="x")
+        assert "started ['w.1', 'w.2']" in await cli("scale", "w", "3")
+        await run.log.wait_for("actor.started", actor="w.2")
+        assert await cli("stop", "w.2", "x") == "stopped w.2\nstopped x\n"
+        rows = {r["name"]: r["state"] for r in json.loads(await cli("status", "--json"))}
+        assert rows["w.2"] == "stopped" and rows["x"] == "stopped" and rows["w.1"] == "running"
+        run.process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await run.process.wait() == 0

@@ -130,3 +130,10 @@ class TestBadGraphs:
         """An actor cannot depend on a group that contains it."""
         with pytest.raises(SelfDependency, match=r"^an actor cannot depend on group 'outer', which contains it$"):
             graph(G("outer"), G("inner", group="outer"), A("x", group="inner", depends_on=("outer",)))
+
+
+def test_names_outside_the_graph_go_first() -> None:
+    """A name the graph does not know (a cron task's handle) has no order: first wave."""
+    g = graph(A("db"), A("web", depends_on=("db",)))
+    assert g.start_waves(["web", "cron1", "db"]) == (("cron1", "db"), ("web",))
+    assert g.stop_waves(["cron1", "db", "web"]) == (("cron1", "web"), ("db",))

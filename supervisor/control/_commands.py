@@ -170,8 +170,9 @@ def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
-            client.request(cmd, name=args.name)
-        print(f"{done} {args.name}")
+            for name in args.names:  # each: an actor, a group, `all` or a glob
+                client.request(cmd, name=name)
+                print(f"{done} {name}")
         return 0
 
     run.__name__ = f"cmd_{cmd}"
@@ -181,6 +182,18 @@ def _lifecycle(cmd: str, done: str) -> Func:
 cmd_start = _lifecycle("start", "started")
 cmd_stop = _lifecycle("stop", "stopped")
 cmd_restart = _lifecycle("restart", "restarted")
+
+
+@_command
+def cmd_scale(args: argparse.Namespace, path: Path) -> int:
+    with _client(args, path) as client:
+        result = client.request("scale", name=args.name, count=args.count)
+    if getattr(args, "json", False):
+        _print_json(result)
+    else:
+        print(f"scaled {args.name} to {args.count}: started {result['started'] or 'none'}, "
+              f"stopped {result['stopped'] or 'none'}")
+    return 0
 
 
 @_command
@@ -299,12 +312,18 @@ def add_control_commands(subparsers: Any) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_heartbeat_status)
 
-    for name, func, text in (("start", cmd_start, "start a stopped actor"),
-                             ("stop", cmd_stop, "stop an actor (it stays stopped)"),
-                             ("restart", cmd_restart, "restart an actor")):
+    for name, func, text in (("start", cmd_start, "start stopped actors"),
+                             ("stop", cmd_stop, "stop actors (they stay stopped)"),
+                             ("restart", cmd_restart, "restart actors")):
         p = subparsers.add_parser(name, parents=common, help=text)
-        p.add_argument("name", metavar="NAME")
+        p.add_argument("names", metavar="NAME", nargs="+",
+                       help="an actor, a group, `all`, or a shell-style glob such as 'reader*'")
         p.set_defaults(func=func)
+
+    p = subparsers.add_parser("scale", parents=common, help="change the number of instances of an actor")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("count", metavar="N", type=int)
+    p.set_defaults(func=cmd_scale)
 
     p = subparsers.add_parser("logs", parents=common, help="buffered log lines, then -f follows")
     p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor")

@@ -84,11 +84,12 @@ class Graph:
         self, before: Mapping[str, frozenset[str]], names: Collection[str] | None
     ) -> tuple[tuple[str, ...], ...]:
         chosen = set(self.order if names is None else names)
-        pending = [name for name in self.order if name in chosen]
+        # names outside the graph (cron tasks) have no order: they go in the first wave
+        pending = [*(n for n in names or () if n not in self.needs), *(n for n in self.order if n in chosen)]
         waves: list[tuple[str, ...]] = []
         done: set[str] = set()
         while pending:
-            wave = tuple(n for n in pending if all(b in done or b not in chosen for b in before[n]))
+            wave = tuple(n for n in pending if all(b in done or b not in chosen for b in before.get(n, ())))
             if not wave:  # build_graph refuses cycles; this guards graphs built by hand
                 raise DependencyCycle(tuple(pending), ())
             waves.append(wave)
