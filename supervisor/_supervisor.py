@@ -347,27 +347,55 @@ class Supervisor:
 
     # --- views ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
+        """One row per actor and cron task, in tree order: a group's row (``kind: "group"``,
+        its ``strategy`` and ``members``) comes before its members; ``depth`` is the nesting."""
         now = self.clock.now()
-        rows = []
-        for name in self._order:
-            h = self.handles[name]
-            sample = h.resources  # sampled on the beat; never psutil on a request
-            rows.append(
-                {
-                    "name": name,
-                    "group": h.spec.group,
-                    "kind": "cron" if h.mode == "cron" else h.spec.kind,
-                    "state": h.state.value,
-                    "pid": h.pid,
-                    "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
-                    "restarts": h.restarts,
-                    "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
-                    "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
-                    "rss": sample.rss if sample else None,
-                    "last_error": h.last_error,
-                }
-            )
+        rows: list[dict[str, Any]] = []
+        tree = self.tree.tree
+
+        def visit(name: str, depth: int) -> None:
+            if name in tree.groups:
+                rows.append(self._group_row(name, depth))
+                for member in tree.groups[name].members:
+                    visit(member, depth + 1)
+            elif name in self.handles:
+                rows.append(self._actor_row(name, depth, now))
+
+        for name in tree.top:
+            visit(name, 0)
+        shown = {row["name"] for row in rows}
+        rows += [self._actor_row(name, 0, now) for name in self._order if name not in shown]
         return rows
+
+    def _group_row(self, name: str, depth: int) -> dict[str, Any]:
+        group = self.tree.tree.groups[name]
+        states = {self.handles[leaf].state for leaf in self.tree.tree.leaves_of(name) if leaf in self.handles}
+        state = ("failed" if name in self.tree.state.failed
+                 else next(iter(states)).value if len(states) == 1 else "partial" if states else "stopped")
+        return {
+            "name": name, "kind": "group", "state": state, "group": group.parent, "depth": depth,
+            "strategy": group.strategy, "members": list(group.members), "critical": group.critical,
+            "restarts": self.tree.state.intensity[name].recent, "max_restarts": group.max_restarts,
+            "restart_window": group.restart_window,
+        }
+
+    def _actor_row(self, name: str, depth: int, now: float) -> dict[str, Any]:
+        h = self.handles[name]
+        sample = h.resources  # sampled on the beat; never psutil on a request
+        return {
+            "name": name,
+            "kind": "cron" if h.mode == "cron" else h.spec.kind,
+            "state": h.state.value,
+            "pid": h.pid,
+            "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
+            "restarts": h.restarts,
+            "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
+            "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
+            "rss": sample.rss if sample else None,
+            "last_error": h.last_error,
+            "group": h.spec.group,
+            "depth": depth,
+        }
 
     def heartbeat_status(self) -> dict[str, Any]:
         """The origin document's get_system_status, over every running actor."""

@@ -20,6 +20,7 @@ from harness import CaptureSink, cli_supervisor
 
 from supervisor._supervisor import Supervisor
 from supervisor.config import parse_config
+from supervisor.control._commands import select_rows
 from supervisor.exceptions import ConfigError, UnknownActor
 from supervisor.lifecycle._states import ActorState
 from supervisor.logs import LogRouter, configure_supervisor_logging
@@ -232,6 +233,11 @@ async def test_names_groups_globs_and_all() -> None:
         assert sup.leaves("all") == ["reader.0", "reader.1", "writer", "cache"]
         with pytest.raises(UnknownActor):
             sup.leaves("nothing*")
+        rows = sup.status()
+        assert [(r["name"], r["depth"]) for r in rows] == [
+            ("cache", 0), ("g", 0), ("reader.0", 1), ("reader.1", 1), ("writer", 1)]
+        assert rows[1]["kind"] == "group" and rows[1]["strategy"] == "rest_for_one"
+        assert rows[1]["state"] == "running" and rows[1]["members"] == ["reader.0", "reader.1", "writer"]
         await sup.stop_actor("g")
         assert {sup.handle(n).state for n in ("reader.0", "reader.1", "writer")} == {ActorState.STOPPED}
         assert sup.handle("cache").state is ActorState.RUNNING
@@ -272,3 +278,12 @@ async def test_cli_scale_and_several_names(tmp_path: Path) -> None:
         run.process.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await run.process.wait() == 0
+
+
+def test_status_names_select_rows_and_group_members() -> None:
+    """`status NAME...` keeps the rows a name or glob matches, and a matching group's members."""
+    rows = [{"name": "cache", "group": None}, {"name": "g", "group": None}, {"name": "inner", "group": "g"},
+            {"name": "r.0", "group": "inner"}, {"name": "w", "group": "g"}]
+    assert [r["name"] for r in select_rows(rows, ["g"])] == ["g", "inner", "r.0", "w"]
+    assert [r["name"] for r in select_rows(rows, ["r.*", "cache"])] == ["cache", "r.0"]
+    assert select_rows(rows, []) == rows

@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 no supervisor or the request failed, 2 usage or config err
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -116,10 +117,26 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
-        rows = _ask(args, path, "status")
+        rows = select_rows(_ask(args, path, "status"), getattr(args, "names", None) or [])
         _print_json(rows) if args.json else _console().print(status_table(rows))
         return 0
     return _watch(args, path)
+
+
+def select_rows(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The rows that ``names`` (names or globs) match, with everything inside a matching group."""
+    if not names:
+        return rows
+    parent = {row["name"]: row.get("group") for row in rows}
+
+    def matches(name: str | None) -> bool:
+        while name is not None:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in names):
+                return True
+            name = parent.get(name)
+        return False
+
+    return [row for row in rows if matches(row["name"])]
 
 
 def _ask(args: argparse.Namespace, path: Path, cmd: str, **request: Any) -> Any:
@@ -297,7 +314,8 @@ def add_control_commands(subparsers: Any) -> None:
     """Add status, heartbeat, start, stop, restart, logs, events, cron, reload, shutdown."""
     common = [_common()]
 
-    p = subparsers.add_parser("status", parents=common, help="show every actor and cron task")
+    p = subparsers.add_parser("status", parents=common, help="show the tree of groups, actors and cron tasks")
+    p.add_argument("names", metavar="NAME", nargs="*", help="only these (names or globs; a group with its members)")
     _json_flag(p)
     p.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
