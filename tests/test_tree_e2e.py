@@ -287,3 +287,37 @@ def test_status_names_select_rows_and_group_members() -> None:
     assert [r["name"] for r in select_rows(rows, ["g"])] == ["g", "inner", "r.0", "w"]
     assert [r["name"] for r in select_rows(rows, ["r.*", "cache"])] == ["cache", "r.0"]
     assert select_rows(rows, []) == rows
+
+
+async def test_user_stopped_member_stays_stopped_through_a_group_restart() -> None:
+    """After `stop c`, a sibling's crash restarts the one_for_all group without c."""
+    actors = {n: {"target": T + "Steady", "group": "g", **FAST} for n in ("a", "b", "c")}
+    async with tree_supervisor({"g": {"strategy": "one_for_all"}}, actors) as (sup, sink):
+        await running(sup, "a", "b", "c")
+        await sup.stop_actor("c")
+        os.kill(sup.handle("a").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        await sink.wait_for("group.restarting", group="g", trigger="a")
+        await sink.wait_for("actor.started", actor="b", count=2)
+        await running(sup, "a", "b")
+        assert sup.handle("c").state is ActorState.STOPPED
+        await sup.start_actor("c")
+        await running(sup, "c")
+
+
+async def test_failed_child_group_is_restarted_by_its_parent() -> None:
+    """A child group past its intensity fails (group.failed); its one_for_all parent restarts everything."""
+    groups = {"outer": {"strategy": "one_for_all"}, "inner": {"group": "outer", "max_restarts": 0}}
+    actors = {
+        "x": {"target": T + "Steady", "group": "outer"},
+        "i": {"target": T + "Steady", "group": "inner", **FAST},
+    }
+    async with tree_supervisor(groups, actors) as (sup, sink):
+        await running(sup, "x", "i")
+        x_pid = sup.handle("x").pid
+        os.kill(sup.handle("i").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        await sink.wait_for("group.failed", group="inner")
+        (restart,) = await sink.wait_for("group.restarting", group="outer")
+        assert restart["trigger"] == "inner"
+        await sink.wait_for("actor.started", actor="i", count=2)
+        await running(sup, "x", "i")
+        assert sup.handle("x").pid != x_pid

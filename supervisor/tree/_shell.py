@@ -180,12 +180,14 @@ class TreeRunner(Observer):
         leaves = [leaf for leaf in leaves if leaf in self._handles]
         self._touch(leaves)
         for wave in self.graph.start_waves(leaves):
+            if self._closing:
+                return
             for leaf in wave:
                 self._handle(leaf).start()
             async with anyio.create_task_group() as tg:
                 for leaf in wave:
                     tg.start_soon(self._handle(leaf).wait_for, *SETTLED)
-        self._touch(leaves)
+        # no touch here: a leaf that went down again while it started is news for the strategy
 
     async def stop_leaves(self, leaves: Iterable[str]) -> None:
         """Stop ``leaves``, each once everything among them that needs it has stopped."""
@@ -205,7 +207,8 @@ class TreeRunner(Observer):
             for needed in self.graph.needs.get(leaf, ()):
                 if needed in self._handles:
                     await self._handle(needed).wait_for(S.RUNNING)
-            self._handle(leaf).start()
+            if not self._closing:  # a shutdown began while it waited: it stays down
+                self._handle(leaf).start()
 
         async with anyio.create_task_group() as tg:
             for leaf in leaves:
