@@ -3,7 +3,8 @@
 It starts the actors in dependency order (each once what it ``depends_on``
 runs; independent ones at once), lets the supervision tree (``tree/``) restart
 groups, serves commands (start, stop, restart, scale, reload, shutdown) and,
-on shutdown, stops every actor concurrently, each after what depends on it.
+on shutdown, stops every actor concurrently, each after what depends on it. From the moment
+a shutdown begins nothing is restarted (or started).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Supervisor:
 
     # --- lifetime ------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until :meth:`shutdown`; then stop every actor in reverse start order."""
+        """Run until :meth:`shutdown`; then stop every actor."""
         cfg = self.config
         names = [s.name for s in (*leaf_specs(cfg.actors), *cfg.cron)]
         try:
@@ -101,8 +102,7 @@ class Supervisor:
             await tg.start(self.monitor.run)
             await tg.start(self.loop_watch.run)
             if self.metrics is not None:
-                port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
-                log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
+                await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)  # logs metrics.listening
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
             await tg.start(self.tree.run)
@@ -153,13 +153,10 @@ class Supervisor:
             bus=self.bus,
             clock=self.clock,
             backend=self.config.supervisor.backend,
-            base_dir=str(self.config.base_dir),
             mode=mode,
-            monitor=self.monitor,
             sampler=self.sampler,
-            metrics=self.metrics,
+            observers=[o for o in (self.monitor, self.metrics, self.tree) if o is not None],
             loop_watch=self.loop_watch,
-            observers=[self.tree],
         )
 
     async def _add(self, spec: ActorSpec, mode: str = "actor", start: bool = True) -> ActorHandle:
@@ -206,6 +203,10 @@ class Supervisor:
         except KeyError:
             raise UnknownActor(name) from None
 
+    def _refuse_while_shutting_down(self, what: str) -> None:
+        if self._shutdown.is_set():
+            raise ControlError(f"cannot {what}: the supervisor is shutting down")
+
     def leaves(self, name: str) -> list[str]:
         """The actors ``name`` stands for: ``all``, a glob (``'reader*'``), a group's leaves,
         an actor's instances, or itself; raise :class:`UnknownActor` if it names nothing."""
@@ -232,6 +233,7 @@ class Supervisor:
     async def start_actor(self, name: str) -> None:
         """Start an actor, an actor's instances, a group or a glob's matches (in start order)."""
         leaves = self.leaves(name)
+        self._refuse_while_shutting_down(f"start {name}")
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
         if len(leaves) == 1:
@@ -248,6 +250,7 @@ class Supervisor:
 
     async def restart_actor(self, name: str) -> None:
         leaves = self.leaves(name)
+        self._refuse_while_shutting_down(f"restart {name}")
         await self.tree.stop_leaves(leaves)
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
@@ -289,6 +292,7 @@ class Supervisor:
         An invalid config raises :class:`ConfigError` before anything changes,
         so the running config stays. Unchanged actors are not touched.
         """
+        self._refuse_while_shutting_down("reload")
         async with self._reload_lock:
             if config is None:
                 if self.config.source is None:

@@ -319,3 +319,17 @@ class SlowStop(Actor):
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(1.0)
+
+
+class CleanEnvDaemon(Actor):
+    """A double-forked setsid daemon that execs with an empty environment: it carries no tree cookie."""
+
+    async def run(self) -> None:
+        sleep = '[sys.executable, "-c", "import time; time.sleep(3600)"]'
+        code = _DAEMON.replace("time.sleep(3600)", f"os.execve(sys.executable, {sleep}, {{}})")
+        starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert starter.stdout is not None
+        daemon = int(starter.stdout.readline())
+        starter.wait()
+        self.log.info("cleanenv.started", daemon=daemon)
+        await anyio.sleep_forever()
