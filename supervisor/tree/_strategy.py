@@ -7,8 +7,8 @@ the actions to carry out. It does no I/O. The rules, after ``supervisor.erl``:
 - A leaf outside any group is left to its own restart policy.
 - A member that must be restarted (``permanent`` always, ``transient`` after an
   abnormal exit, ``temporary`` never) counts one restart against its group's
-  intensity, then: ``one_for_one`` restarts it alone; ``one_for_all`` stops
-  every other member and starts them all; ``rest_for_one`` does the same for
+  intensity (``intensity_allows``, as for an actor), then: ``one_for_one``
+  restarts it alone; ``one_for_all`` stops every other member and starts them all; ``rest_for_one`` does the same for
   the members after it. Members stop in reverse order and start in order; a
   ``temporary`` member that a sibling took down is not started again, and
   neither is a member that the user stopped (it is *held*).
@@ -31,10 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..lifecycle._policy import RestartIntensity, should_restart
+from ..lifecycle._policy import intensity_allows, should_restart
 from ._model import Tree
 
-__all__ = ["Action", "Emit", "GiveUp", "MarkFailed", "StartLeaves", "StopLeaves", "TreeState"]
+__all__ = ["Action", "Emit", "GiveUp", "Intensity", "MarkFailed", "StartLeaves", "StopLeaves", "TreeState"]
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,36 @@ Action = Emit | StopLeaves | StartLeaves | MarkFailed | GiveUp
 
 
 @dataclass
+class Intensity:
+    """One group's restart intensity (OTP's): the restart times still inside ``window``."""
+
+    max_restarts: int
+    window: float
+    times: tuple[float, ...] = ()
+
+    def allow(self, now: float) -> bool:
+        """Record a restart at ``now``; False once there are more than ``max_restarts`` in the window."""
+        allowed, self.times = intensity_allows(self.times, now, self.max_restarts, self.window)
+        return allowed
+
+    def reset(self) -> None:
+        self.times = ()
+
+    @property
+    def recent(self) -> int:
+        return len(self.times)
+
+
+@dataclass
 class TreeState:
     tree: Tree
-    intensity: dict[str, RestartIntensity] = field(default_factory=dict)
+    intensity: dict[str, Intensity] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)  # groups that gave up
     held: set[str] = field(default_factory=set)  # leaves the user stopped
 
     def __post_init__(self) -> None:
         for name, group in self.tree.groups.items():
-            self.intensity.setdefault(name, RestartIntensity(group.max_restarts, group.restart_window))
+            self.intensity.setdefault(name, Intensity(group.max_restarts, group.restart_window))
 
     # --- what happened to a leaf ---------------------------------------------------
     def exited(self, leaf: str, abnormal: bool, now: float) -> list[Action]:
