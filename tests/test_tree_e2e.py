@@ -30,6 +30,11 @@ T = "tests.sample_actors:"
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.1}
 
 
+def tree_config(groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, Any]]) -> Any:
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0}
+    return parse_config({"supervisor": settings, "groups": groups, "actors": actors}, label="test.toml")
+
+
 @asynccontextmanager
 async def tree_supervisor(
     groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, Any]]
@@ -37,9 +42,7 @@ async def tree_supervisor(
     sink = CaptureSink()
     router = LogRouter([sink])
     configure_supervisor_logging(router)
-    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0}
-    config = parse_config({"supervisor": settings, "groups": groups, "actors": actors}, label="test.toml")
-    sup = Supervisor(config, router=router)
+    sup = Supervisor(tree_config(groups, actors), router=router)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         try:
@@ -321,3 +324,20 @@ async def test_failed_child_group_is_restarted_by_its_parent() -> None:
         await sink.wait_for("actor.started", actor="i", count=2)
         await running(sup, "x", "i")
         assert sup.handle("x").pid != x_pid
+
+
+async def test_reload_adopts_a_changed_tree_and_restarts_only_changed_actors() -> None:
+    """A reload that changes a group's strategy and adds a member restarts nobody; the new tree rules."""
+    actors = {n: {"target": T + "Steady", "group": "g", **FAST} for n in ("a", "b")}
+    async with tree_supervisor({"g": {}}, actors) as (sup, sink):
+        await running(sup, "a", "b")
+        pids = {n: sup.handle(n).pid for n in "ab"}
+        new = {**actors, "c": {"target": T + "Steady", "group": "g", "depends_on": ["a"], **FAST}}
+        config = tree_config({"g": {"strategy": "one_for_all"}}, new)
+        assert await sup.reload(config) == {"added": ["c"], "removed": [], "changed": []}
+        await running(sup, "c")
+        assert {n: sup.handle(n).pid for n in "ab"} == pids
+        os.kill(pids["a"], signal.SIGKILL)  # type: ignore[arg-type]
+        (restart,) = await sink.wait_for("group.restarting", group="g")
+        assert restart["strategy"] == "one_for_all"
+        await sink.wait_for("actor.started", actor="c", count=2)
