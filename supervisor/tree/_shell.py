@@ -193,10 +193,15 @@ class TreeRunner(Observer):
         """Stop ``leaves``, each once everything among them that needs it has stopped."""
         leaves = [leaf for leaf in leaves if leaf in self._handles]
         self._touch(leaves)
-        for leaf in leaves:  # a leaf waiting out its backoff is down already: end the wait now
-            if self._handle(leaf).state is S.BACKOFF:
+        down = [leaf for leaf in leaves if self._handle(leaf).state is S.BACKOFF]
+        for leaf in down:  # a leaf waiting out its backoff is down already: end the wait now
+            await self._handle(leaf).stop()
+
+        async def stop(leaf: str) -> None:
+            if leaf not in down:
                 await self._handle(leaf).stop()
-        await self._eagerly(leaves, self.graph.dependents, lambda leaf: self._handle(leaf).stop())
+
+        await self._eagerly(leaves, self.graph.dependents, stop)
         self._touch(leaves)
 
     async def start_all(self, leaves: Iterable[str]) -> None:
