@@ -299,7 +299,7 @@ class Supervisor:
                     raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
                 config = load_config(self.config.source)
             try:  # a bad tree (a config built in code) raises before anything changes
-                tree_of(config.groups, config.actors)
+                tree_of(config.groups, config.actors, config.table_order)
             except DependencyError as exc:
                 raise ConfigError("<config>", f"actors.{exc.actor}.depends_on", str(exc)) from None
             old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supervisor.config import load_config, parse_config
 from supervisor.tree import StructureError, check_tables
+from supervisor.tree._shell import tree_of
 from supervisor.tree._validate import parse_stop_signal
 
 
@@ -118,3 +122,37 @@ class TestBad:
     def test_critical_must_be_a_bool(self) -> None:
         """critical is true or false."""
         assert refused({"g": {"critical": "yes"}}, {}) == 'groups.g.critical: expected true or false, got "yes"'
+
+
+class TestFileOrder:
+    def test_members_follow_the_file_across_sections(self, tmp_path: Path) -> None:
+        """A group's actors and child groups keep the order of their tables in the file."""
+        path = tmp_path / "a.toml"
+        path.write_text(textwrap.dedent("""
+            [groups.top]
+            strategy = "rest_for_one"
+            [actors.first]
+            target = "tests.sample_actors:Steady"
+            group = "top"
+            [ groups . "inner" ]
+            group = "top"
+            [actors.'in.one']
+            target = "tests.sample_actors:Steady"
+            group = "inner"
+            [actors.last]
+            target = "tests.sample_actors:Steady"
+            group = "top"
+        """))
+        config = load_config(path)
+        assert config.table_order == ("top", "first", "inner", "in.one", "last")
+        tree, graph = tree_of(config.groups, config.actors, config.table_order)
+        assert tree.groups["top"].members == ("first", "inner", "last")
+        assert graph.start_waves() == (("first",), ("in.one",), ("last",))
+
+    def test_without_a_file_actors_come_first(self) -> None:
+        """A config parsed from data (no file) puts a group's actors before its child groups."""
+        config = parse_config({"groups": {"top": {}, "inner": {"group": "top"}},
+                               "actors": {"a": {"target": "tests.sample_actors:Steady", "group": "top"}}})
+        assert config.table_order == ()
+        tree, _ = tree_of(config.groups, config.actors, config.table_order)
+        assert tree.groups["top"].members == ("a", "inner")

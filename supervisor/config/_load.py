@@ -8,9 +8,12 @@ module knows the file's name.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from ..exceptions import ConfigError
 from ..tree._validate import StructureError, check_tables
@@ -54,7 +57,37 @@ def load_config(path: str | Path, *, import_targets: bool = True) -> Config:
         raise ConfigError(
             label, "", f"invalid TOML: arrays or tables nested too deeply (at most {MAX_DEPTH} levels are accepted)"
         ) from None
-    return parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
+    config = parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
+    return msgspec.structs.replace(config, table_order=table_order(text))
+
+
+_HEADER = re.compile(  # [actors.NAME], [groups."NAME"], [ actors . 'NAME' ]
+    r"^[ \t]*\[[ \t]*(groups|actors)[ \t]*\.[ \t]*"
+    r"""(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))[ \t]*\]""",
+    re.MULTILINE,
+)
+
+
+def table_order(text: str) -> tuple[str, ...]:
+    """The names of the ``[groups.NAME]`` and ``[actors.NAME]`` tables in the order of the file.
+
+    TOML keeps order within a section but not across the two, and member order
+    in a group is file order (``tree.build_tree``). Tables written inline are
+    not found here; they keep their order within their section.
+    """
+    names = []
+    for match in _HEADER.finditer(text):
+        quoted, literal, bare = match.group(2, 3, 4)
+        names.append(bare if bare is not None else literal if literal is not None else _unescape(quoted))
+    return tuple(dict.fromkeys(names))
+
+
+def _unescape(quoted: str) -> str:
+    try:
+        value: str = tomllib.loads(f'k = "{quoted}"')["k"]
+    except tomllib.TOMLDecodeError:
+        return quoted
+    return value
 
 
 def parse_config(

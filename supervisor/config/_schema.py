@@ -175,6 +175,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     actors: tuple[ActorSpec, ...] = ()
     cron: tuple[CronSpec, ...] = ()
     groups: tuple[GroupSpec, ...] = ()
+    table_order: tuple[str, ...] = ()  # [groups.NAME] and [actors.NAME] names in file order
     logs: LogsSettings = LogsSettings()
 
     @property

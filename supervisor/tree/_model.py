@@ -130,8 +130,8 @@ def build_tree(
 
     TOML keeps the order of tables within ``[groups]`` and within ``[actors]``
     but not across the two, so ``file_order`` (table names as they appear in
-    the file) places a group's actors and child groups among each other;
-    without it a group's actors come before its child groups.
+    the file: ``Config.table_order``) places a group's actors and child groups
+    among each other; without it a group's actors come before its child groups.
     """
     groups, actors = list(groups), list(actors)
     rank = {name: i for i, name in enumerate(file_order)}

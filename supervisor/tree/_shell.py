@@ -55,9 +55,11 @@ def leaf_specs(actors: Iterable[ActorSpec]) -> list[ActorSpec]:
     return out
 
 
-def tree_of(groups: Iterable[GroupSpec], actors: Iterable[ActorSpec]) -> tuple[Tree, Graph]:
+def tree_of(
+    groups: Iterable[GroupSpec], actors: Iterable[ActorSpec], table_order: tuple[str, ...] = ()
+) -> tuple[Tree, Graph]:
     actors = list(actors)
-    tree = build_tree(groups, actors)
+    tree = build_tree(groups, actors, table_order)
     return tree, build_graph(tree, {a.name: a.depends_on for a in actors})
 
 
@@ -88,7 +90,7 @@ class TreeRunner(Observer):
         self, config: Config, handles: Mapping[str, ActorHandle], bus: EventBus, clock: Callable[[], float],
         on_give_up: Callable[[], None],
     ) -> None:
-        self.tree, self.graph = tree_of(config.groups, config.actors)
+        self.tree, self.graph = tree_of(config.groups, config.actors, config.table_order)
         self.state = TreeState(self.tree)
         self._handles = handles
         self._bus = bus
@@ -103,7 +105,7 @@ class TreeRunner(Observer):
 
     def retree(self, config: Config) -> None:
         """Adopt a changed config (reload, scale, dynamic children)."""
-        self.tree, self.graph = tree_of(config.groups, config.actors)
+        self.tree, self.graph = tree_of(config.groups, config.actors, config.table_order)
         self.state = self.state.retree(self.tree)
 
     # --- the observer side: never blocks, never decides ------------------------------
