@@ -134,10 +134,15 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
-        rows = select_rows(_ask(args, path, "status"), getattr(args, "names", None) or [])
+        rows = _rows(args, path)
         _print_json(rows) if args.json else _console().print(status_table(rows))
         return 0
     return _watch(args, path)
+
+
+def _rows(args: argparse.Namespace, path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = _ask(args, path, "status")
+    return select_rows(rows, getattr(args, "names", None) or [])
 
 
 def select_rows(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -168,19 +173,19 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
     try:
         if args.json:
             while args.count is None or count < args.count:
-                _print_json(_ask(args, path, "status"))
+                _print_json(_rows(args, path))
                 count += 1
                 if args.count is None or count < args.count:
                     time.sleep(args.interval)
             return 0
         from rich.live import Live
 
-        with Live(status_table(_ask(args, path, "status")), console=_console(),
+        with Live(status_table(_rows(args, path)), console=_console(),
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(_ask(args, path, "status")), refresh=True)
+                live.update(status_table(_rows(args, path)), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
