@@ -341,3 +341,21 @@ async def test_reload_adopts_a_changed_tree_and_restarts_only_changed_actors() -
         (restart,) = await sink.wait_for("group.restarting", group="g")
         assert restart["strategy"] == "one_for_all"
         await sink.wait_for("actor.started", actor="c", count=2)
+
+
+def test_check_refuses_a_cycle_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    """`actorsup check` on a depends_on cycle prints one line naming the cycle and exits 2."""
+    config = tmp_path / "cycle.toml"
+    config.write_text(textwrap.dedent(f"""
+        [actors.a]
+        target = "{T}Steady"
+        depends_on = ["b"]
+        [actors.b]
+        target = "{T}Steady"
+        depends_on = ["a"]
+    """))
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "supervisor", "check", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2
+    assert done.stderr == f'actorsup: {config}: actors.a.depends_on: dependency cycle a -> b -> a, got ["b"]\n'
