@@ -98,6 +98,12 @@ class TestBad:
         assert refused({}, {"r.1": {}, "r": {"instances": 2}}) == (
             "actors.r.instances: instance r.1 would take the name of actors.r.1, got 2")
 
+    def test_instances_clashing_with_a_cron_task(self) -> None:
+        """Cron tasks share the actors' names: an instance may not take one."""
+        with pytest.raises(StructureError) as info:
+            check_tables({}, {"r": {"instances": 2}}, cron=["r.1"])
+        assert str(info.value) == "actors.r.instances: instance r.1 would take the name of cron.r.1, got 2"
+
     def test_critical_on_a_temporary_actor(self) -> None:
         """critical on a temporary actor can never fire, so it is an error."""
         assert refused({}, {"t": {"restart": "temporary", "critical": True}}) == (

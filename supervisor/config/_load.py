@@ -156,7 +156,7 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
         except Invalid as exc:
             raise exc.within(name).within("groups") from None
     try:  # across tables: group names, nesting, depends_on, instances
-        check_tables(data.get("groups", {}), data.get("actors", {}))
+        check_tables(data.get("groups", {}), data.get("actors", {}), data.get("cron", {}))
     except StructureError as exc:
         raise Invalid(exc.problem, exc.path) from None
     logs = at("logs", _logs, data.get("logs", {}), base_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +146,11 @@ def _read(table: Mapping[str, Any], key: str, path: tuple[str, ...], parse: Any,
         raise StructureError(f"{exc}, got {show(value)}", (*path, key)) from None
 
 
-def check_tables(groups: Mapping[str, Any], actors: Mapping[str, Any]) -> None:
-    """Raise :class:`StructureError` for the first problem in the tables' tree keys."""
+def check_tables(groups: Mapping[str, Any], actors: Mapping[str, Any], cron: Iterable[str] = ()) -> None:
+    """Raise :class:`StructureError` for the first problem in the tables' tree keys.
+
+    ``cron`` holds the names of the ``[cron.NAME]`` tables, which share the actors' names.
+    """
     gs = [_group(name, table) for name, table in groups.items() if isinstance(table, Mapping)]
     acts = [_actor(name, table) for name, table in actors.items() if isinstance(table, Mapping)]
     for where, name, parent in [("groups", g.name, g.group) for g in gs] + [("actors", a.name, a.group) for a in acts]:
@@ -160,7 +163,7 @@ def check_tables(groups: Mapping[str, Any], actors: Mapping[str, Any]) -> None:
             problem = f"unknown group (the groups are: {known})"
         raise StructureError(f"{problem}, got {show(parent)}", (where, name, "group"))
     _refuse_group_cycles(gs)
-    _refuse_instance_clashes(acts)
+    _refuse_instance_clashes(acts, cron)
     tree = build_tree(gs, acts)
     try:
         build_graph(tree, {a.name: a.depends_on for a in acts})
@@ -221,15 +224,18 @@ def _refuse_group_cycles(groups: list[_Group]) -> None:
             up = parent.get(up)
 
 
-def _refuse_instance_clashes(actors: list[_Actor]) -> None:
+def _refuse_instance_clashes(actors: list[_Actor], cron: Iterable[str]) -> None:
     taken = {a.name for a in actors if a.instances is None}
+    cron_names = set(cron)
     for a in actors:
         if a.instances is None:
             continue
-        clash = next((f"{a.name}.{i}" for i in range(a.instances) if f"{a.name}.{i}" in taken), None)
+        names = [f"{a.name}.{i}" for i in range(a.instances)]
+        clash = next((n for n in names if n in taken or n in cron_names), None)
         if clash is not None:
+            table = "actors" if clash in taken else "cron"
             raise StructureError(
-                f"instance {clash} would take the name of actors.{clash}, got {a.instances}",
+                f"instance {clash} would take the name of {table}.{clash}, got {a.instances}",
                 ("actors", a.name, "instances"),
             )
         taken.update(f"{a.name}.{i}" for i in range(a.instances))
