@@ -27,7 +27,7 @@ async def main() -> None:
         print([(row["name"], row["state"]) for row in sup.status()])
         rows = await arequest(path, "status")  # what any control client sees
         print(f"the control socket {path} answers: {len(rows)} rows")
-        await sup.shutdown()  # stops every actor, in reverse start order
+        await sup.shutdown()  # stops every actor, each after those that depend on it
         await sup.closed.wait()
         tg.cancel_scope.cancel()  # the control server serves until cancelled
 

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["SCRIPTS", "candidates", "complete_main"]
 
-_NAMED = {"start", "stop", "restart", "logs"}  # commands whose NAME is an actor
+_NAMED = {"start", "stop", "restart", "logs", "scale"}  # commands whose NAME is an actor
 _ASK_TIMEOUT = 0.5  # a completion must never hang the shell
 
 SCRIPTS = {

@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 no supervisor or the request failed, 2 usage or config err
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -161,7 +162,7 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
-        rows = _ask(args, path, "status")
+        rows = _rows(args, path)
         if args.json:
             _print_json(rows)
         else:
@@ -169,6 +170,27 @@ def cmd_status(args: argparse.Namespace, path: Path) -> int:
             console.print(_render().status_table(rows, _width(console)))
         return 0
     return _watch(args, path)
+
+
+def _rows(args: argparse.Namespace, path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = _ask(args, path, "status")
+    return select_rows(rows, getattr(args, "names", None) or [])
+
+
+def select_rows(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The rows that ``names`` (names or globs) match, with everything inside a matching group."""
+    if not names:
+        return rows
+    parent = {row["name"]: row.get("group") for row in rows}
+
+    def matches(name: str | None) -> bool:
+        while name is not None:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in names):
+                return True
+            name = parent.get(name)
+        return False
+
+    return [row for row in rows if matches(row["name"])]
 
 
 def _ask(args: argparse.Namespace, path: Path, cmd: str, **request: Any) -> Any:
@@ -183,7 +205,7 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
     try:
         if args.json:
             while args.count is None or count < args.count:
-                _print_json(_ask(args, path, "status"))
+                _print_json(_rows(args, path))
                 count += 1
                 if args.count is None or count < args.count:
                     time.sleep(args.interval)
@@ -191,12 +213,12 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
         from rich.live import Live
 
         console = _console()
-        with Live(_render().status_table(_ask(args, path, "status"), _width(console)), console=console,
+        with Live(_render().status_table(_rows(args, path), _width(console)), console=console,
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(_render().status_table(_ask(args, path, "status"), _width(console)), refresh=True)
+                live.update(_render().status_table(_rows(args, path), _width(console)), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -237,7 +259,7 @@ def _settle(client: ControlClient, name: str, before: str | None, seconds: float
         row = _row(client, name)
         state = None if row is None else row.get("state")
         moved = moved or state != before
-        if row is None or row.get("kind") == "cron" or state in _UP or (moved and state in _DOWN):
+        if row is None or row.get("kind") in ("cron", "group") or state in _UP or (moved and state in _DOWN):
             return row
         if time.monotonic() >= deadline:
             return row
@@ -248,24 +270,33 @@ def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
-            before = _row(client, args.name) if cmd != "stop" else None
-            client.request(cmd, name=args.name)
-            # The request returns once the actor is asked to run: whether it comes up (its
-            # code may no longer import) shows in its state a moment later.
-            row = None if cmd == "stop" else _settle(
-                client, args.name, None if before is None else before.get("state"), args.timeout)
-        if row is None or row.get("kind") == "cron" or row.get("state") in _UP:
-            pid = f" (pid {row['pid']})" if row is not None and row.get("pid") else ""
-            print(f"{done} {args.name}{pid}")
-            return 0
-        state, error = row.get("state"), row.get("last_error")
-        why = f"it is {state}" + (f": {_short_error(error)}" if error else "")
-        if state not in _DOWN:
-            why = f"it is still {state} after {args.timeout:g}s"
-        return _fail(args, "not_running", f"{cmd} {args.name}: {why}; see `actorsup logs {args.name}`", 1)
+            failed = 0
+            for name in args.names:  # each: an actor, a group, `all` or a glob
+                failed += _one_lifecycle(client, args, cmd, done, name)
+        return 1 if failed else 0
 
     run.__name__ = f"cmd_{cmd}"
     return run
+
+
+def _one_lifecycle(client: ControlClient, args: argparse.Namespace, cmd: str, done: str, name: str) -> int:
+    """One name of start/stop/restart; 1 when the actor did not come up."""
+    before = _row(client, name) if cmd != "stop" else None
+    client.request(cmd, name=name)
+    # The request returns once the actor is asked to run: whether it comes up (its code
+    # may no longer import) shows in its state a moment later. A group, `all` or a glob
+    # has no row of that name: it is done once the supervisor answers.
+    row = None if cmd == "stop" or before is None else _settle(client, name, before.get("state"), args.timeout)
+    if row is None or row.get("kind") in ("cron", "group") or row.get("state") in _UP:
+        pid = f" (pid {row['pid']})" if row is not None and row.get("pid") else ""
+        print(f"{done} {name}{pid}")
+        return 0
+    state, error = row.get("state"), row.get("last_error")
+    why = f"it is {state}" + (f": {_short_error(error)}" if error else "")
+    if state not in _DOWN:
+        why = f"it is still {state} after {args.timeout:g}s"
+    _fail(args, "not_running", f"{cmd} {name}: {why}; see `actorsup logs {name}`", 1)
+    return 1
 
 
 def _short_error(error: Any) -> str:
@@ -278,6 +309,18 @@ def _short_error(error: Any) -> str:
 cmd_start = _lifecycle("start", "started")
 cmd_stop = _lifecycle("stop", "stopped")
 cmd_restart = _lifecycle("restart", "restarted")
+
+
+@_command
+def cmd_scale(args: argparse.Namespace, path: Path) -> int:
+    with _client(args, path) as client:
+        result = client.request("scale", name=args.name, count=args.count)
+    if getattr(args, "json", False):
+        _print_json(result)
+    else:
+        print(f"scaled {args.name} to {args.count}: started {result['started'] or 'none'}, "
+              f"stopped {result['stopped'] or 'none'}")
+    return 0
 
 
 @_command
@@ -416,10 +459,12 @@ def add_control_commands(subparsers: Any) -> None:
     """Add status, heartbeat, start, stop, restart, logs, events, cron, reload, shutdown."""
     common = [_common()]
 
-    p = _command_parser(subparsers, "status", "show every actor and cron task", """
+    p = _command_parser(subparsers, "status", "show the tree of groups, actors and cron tasks", """
 actorsup status                      # state, pid, uptime, restarts, CPU, RSS
+actorsup status 'reader*' pipeline   # these rows (a group with its members)
 actorsup status --json | jq '.[] | select(.state != "running")'
 actorsup status --watch --interval 2 # redraw every 2 s until Ctrl-C""", parents=common)
+    p.add_argument("names", metavar="NAME", nargs="*", help="only these (names or globs; a group with its members)")
     _json_flag(p)
     p.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
@@ -439,12 +484,22 @@ actorsup heartbeat status --check    # exit 1 unless healthy (HEALTHCHECK)""", p
                    help="exit 1 when the overall status is not healthy (error or unknown)")
     p.set_defaults(func=cmd_heartbeat_status)
 
-    for name, func, text in (("start", cmd_start, "start a stopped actor and wait until it runs"),
-                             ("stop", cmd_stop, "stop an actor (it stays stopped)"),
-                             ("restart", cmd_restart, "restart an actor and wait until it runs again")):
-        p = _command_parser(subparsers, name, text, f"actorsup {name} fetcher", parents=common)
-        p.add_argument("name", metavar="NAME", help="the actor, as named in the config ([actors.NAME])")
+    for name, func, text in (("start", cmd_start, "start stopped actors and wait until they run"),
+                             ("stop", cmd_stop, "stop actors (they stay stopped)"),
+                             ("restart", cmd_restart, "restart actors and wait until they run again")):
+        p = _command_parser(subparsers, name, text, f"""
+actorsup {name} fetcher
+actorsup {name} 'reader*' pipeline   # a glob, a group""", parents=common)
+        p.add_argument("names", metavar="NAME", nargs="+",
+                       help="an actor, a group, `all`, or a shell-style glob such as 'reader*'")
         p.set_defaults(func=func)
+
+    p = _command_parser(subparsers, "scale", "change the number of instances of an actor", """
+actorsup scale reader 4""", parents=common)
+    p.add_argument("name", metavar="NAME", help="an actor with `instances` in its config")
+    p.add_argument("count", metavar="N", type=int, help="how many instances to run")
+    _json_flag(p)
+    p.set_defaults(func=cmd_scale)
 
     p = _command_parser(subparsers, "logs", "buffered log lines, then -f follows", """
 actorsup logs                        # everything in the supervisor's buffer

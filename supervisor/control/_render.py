@@ -138,6 +138,9 @@ def _fit(columns: list[_Column], width: int | None, caption: str | None = None,
     return table
 
 
+_NOT_FOR_GROUPS = {"pid", "uptime", "last_beat_age", "cpu_percent", "rss", "last_error"}
+
+
 def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None,
                  selected: str | None = None) -> Table:
     """The ``actorsup status`` table; at ``width`` columns, the least needed ones are dropped.
@@ -145,11 +148,19 @@ def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None,
     The row of actor ``selected`` (`actorsup top`) is shown in reverse video.
     """
     def cells(render: Any, key: str) -> list[Any]:
-        return [render(row.get(key)) for row in rows]
+        # A group's row has its strategy for a kind, its state and restarts, nothing else.
+        return ["" if row.get("kind") == "group" and key in _NOT_FOR_GROUPS else render(row.get(key))
+                for row in rows]
 
+    def name(row: Mapping[str, Any]) -> Any:
+        indent = "  " * int(row.get("depth") or 0)  # group members sit under their group
+        text = indent + _plain(row.get("name"))
+        return Text(text, style="bold") if row.get("kind") == "group" else text
+
+    kinds = [_plain(row.get("strategy") if row.get("kind") == "group" else row.get("kind")) for row in rows]
     columns = [
-        _Column("NAME", cells(_plain, "name"), 0),
-        _Column("KIND", cells(_plain, "kind"), 9),
+        _Column("NAME", [name(row) for row in rows], 0),
+        _Column("KIND", kinds, 9),
         _Column("STATE", cells(_state, "state"), 1),
         _Column("PID", cells(_plain, "pid"), 4, "right"),
         _Column("UPTIME", cells(fmt_duration, "uptime"), 6, "right"),
