@@ -373,6 +373,18 @@ class TestNotifySocket:
                 "the actor has no running process",
             ]
 
+    def test_pending_sees_an_unread_datagram(self) -> None:
+        """pending() is True while a datagram waits unread, False once it has been read, and after close."""
+        with NotifySocket("x", lambda n: None) as ns:
+            assert not ns.pending()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(b"WATCHDOG=1", "\0" + ns.address[1:])
+            assert ns.pending()
+            assert ns._sock is not None
+            ns._sock.recv(100)
+            assert not ns.pending()
+        assert not ns.pending()
+
     async def test_close_wakes_nothing_and_is_idempotent(self) -> None:
         """close() twice is harmless, and serve() on a closed socket is a clear error."""
         ns = NotifySocket("x", lambda n: None)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 
 from supervisor.command._errors import ProbeError
@@ -328,11 +327,17 @@ class TestTcpProbe:
         assert await tcp_check("127.0.0.1", port) == (False, f"cannot connect to 127.0.0.1:{port}: Connection refused")
 
 
-def _gone(pid: int) -> bool:
+async def _wait_gone(pid: int) -> None:
+    """Return once ``pid`` has exited (a zombie counts), via a pidfd: no polling."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with anyio.fail_after(10):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
 
 
 class TestExecProbe:
@@ -363,28 +368,17 @@ class TestExecProbe:
         with anyio.fail_after(10):
             assert await runner.check_once() == (False, "timed out after 0.3s")
         leader, grandchild = map(int, pids.read_text().split())
-        assert _gone(leader)
-        psutil.wait_procs([p for p in map(_proc, [grandchild]) if p is not None], timeout=5)
-        assert _gone(grandchild)
+        await _wait_gone(leader)
+        await _wait_gone(grandchild)
 
     async def test_background_process_of_a_passing_check_is_killed(self, tmp_path: Path) -> None:
         """A check that exits 0 but leaves a background process behind: that process is killed too."""
         pid_file = tmp_path / "pid"
         with anyio.fail_after(10):
             assert await exec_check(("sh", "-c", f"sleep 30 & echo $! > {pid_file}")) == (True, None)
-        proc = _proc(int(pid_file.read_text()))
-        if proc is not None:
-            psutil.wait_procs([proc], timeout=5)
-        assert _gone(int(pid_file.read_text()))
+        await _wait_gone(int(pid_file.read_text()))
 
     async def test_chatty_check_does_not_block_on_its_pipe(self) -> None:
         """A check writing 1 MiB (more than a pipe holds) still finishes: its output is drained."""
         with anyio.fail_after(10):
             assert await exec_check(("sh", "-c", "yes | head -c 1048576; exit 4")) == (False, "exit code 4: y")
-
-
-def _proc(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None

@@ -17,7 +17,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
-from supervisor.control import ControlError, ControlServer, PeerCred, SocketInUse, peer_credentials
+from supervisor.control import BadSocketPath, ControlServer, PeerCred, SocketInUse, peer_credentials
 from supervisor.control._sock import UnixConnection, connect
 from supervisor.control.testing import FakeTarget, make_rows
 from supervisor.exceptions import ConfigError
@@ -135,15 +135,23 @@ class TestSocketFile:
     async def test_a_regular_file_is_not_replaced(self, sock: Path) -> None:
         """A non-socket file at the path is an error, not something to delete."""
         sock.write_text("data")
-        with pytest.raises(ControlError, match=r"exists and is not a socket; remove it"):
+        with pytest.raises(BadSocketPath, match=r": it exists and is not a socket \(it is never deleted"):
             await ControlServer(FakeTarget(), sock).serve()
         assert sock.read_text() == "data"
 
     async def test_too_long_path_is_a_clear_error(self, sock: Path) -> None:
         """A path over the AF_UNIX limit names the limit and the setting to change."""
         path = sock.parent / ("x" * 120)
-        with pytest.raises(ControlError, match=r"allow at most 107: set a shorter \[supervisor\] control_socket"):
+        with pytest.raises(BadSocketPath, match=r"Unix sockets allow at most 107; set another "
+                           r"\[supervisor\] control_socket"):
             await ControlServer(FakeTarget(), path).serve()
+
+    async def test_a_folder_that_cannot_be_made_is_a_clear_error(self, sock: Path) -> None:
+        """A parent folder that cannot be created (here: under a regular file) is a BadSocketPath."""
+        sock.write_text("a file, not a folder")
+        with pytest.raises(BadSocketPath, match=r"^control socket .*/s.sock/run/c.sock: cannot create "
+                           r"its folder .*/s.sock/run \(.*\); set another \[supervisor\] control_socket"):
+            await ControlServer(FakeTarget(), sock / "run" / "c.sock").serve()
 
     async def test_listening_is_logged(self, sock: Path) -> None:
         """control.listening names the path."""
@@ -229,8 +237,35 @@ class TestCommands:
         """A name the supervisor does not have is an unknown_actor error."""
         async with serving(FakeTarget(), sock):
             reply = await ask(sock, cmd="restart", name="nope")
-        assert reply == {"ok": False, "code": "unknown_actor",
-                         "error": "no actor or cron task named 'nope'"}
+        assert reply == {"ok": False, "code": "unknown_actor", "error": "no actor or cron task named 'nope'; "
+                         "known names: actor-000, actor-001, actor-002"}
+
+    async def test_cron_trigger_on_an_actor_says_what_it_is(self, sock: Path) -> None:
+        """cron_trigger naming an actor says it is an actor, not that the name is unknown."""
+        async with serving(FakeTarget(make_rows(10)), sock):
+            reply = await ask(sock, cmd="cron_trigger", name="actor-001")
+        assert reply == {"ok": False, "code": "not_cron", "error": "cron trigger: 'actor-001' is an actor "
+                         "(process), not a cron task; cron tasks: actor-009"}
+
+    async def test_trigger_of_a_stopped_cron_task_is_refused(self, sock: Path) -> None:
+        """A stopped cron task is not triggered (no run_id for a run that never happens)."""
+        target = FakeTarget(make_rows(10))
+        target.rows["actor-009"]["state"] = "stopped"
+        async with serving(target, sock):
+            reply = await ask(sock, cmd="cron_trigger", name="actor-009")
+        assert reply == {"ok": False, "code": "stopped", "error": "cron trigger: 'actor-009' is stopped; "
+                         "start it first (`actorsup start actor-009`), then trigger it"}
+        assert target.calls == []
+
+    async def test_logs_of_an_unknown_name_is_an_error(self, sock: Path) -> None:
+        """logs for a name that is neither running nor in the buffer is unknown_actor, not an empty list."""
+        target = FakeTarget()
+        target.log("kept", actor="removed-by-reload")
+        async with serving(target, sock), Conn.open(sock) as conn:
+            assert (await conn.ask(cmd="logs", actor="nosuch"))["code"] == "unknown_actor"
+            assert (await conn.ask(cmd="logs", actor="removed-by-reload"))["ok"] is True
+            assert await conn.ask(cmd="logs", actor="actor-001") == {"ok": True, "result": []}
+            assert await conn.ask(cmd="logs", actor="removed-by-reload", n=0) == {"ok": True, "result": []}
 
     async def test_reload_diff(self, sock: Path) -> None:
         """reload answers the added, removed and changed names."""
@@ -443,7 +478,7 @@ class TestLimits:
         assert unknown == {"ok": False, "code": "unknown_command", "error":
                            'unknown command "explode". Accepted commands: ping, status, '
                            "heartbeat_status, start, stop, restart, reload, shutdown, logs, "
-                           "events, cron_list, cron_trigger"}
+                           "events, cron_list, cron_trigger, scale"}
         assert bad == {"ok": False, "code": "bad_argument",
                        "error": "logs: argument 'n' must be an integer or null, got \"ten\""}
         assert still["ok"] is True

@@ -9,6 +9,7 @@ import pytest
 
 _PROBE = """
 import sys
+import supervisor.app._serve  # what `actorsup run` has loaded when it frees pieces
 from supervisor.app._malloc import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def rss():

@@ -51,12 +51,25 @@ class ProbeError(SpecError):
     """A ``probe`` table is malformed."""
 
 
+_CODES = (
+    ("program not found", "program_not_found"),
+    ("interpreter not found", "program_not_found"),
+    ("not executable", "program_not_executable"),
+    ("working directory", "cwd_not_found"),
+)
+
+
 class ProgramError(SupervisorError):
-    """The program cannot be run; ``reason`` is the text for ``actor.exited``."""
+    """The program cannot be run: ``reason`` is the text for ``actor.exited``, ``code`` its category.
+
+    ``code`` is ``program_not_found``, ``program_not_executable``,
+    ``cwd_not_found`` or ``spawn_error`` (anything else).
+    """
 
     def __init__(self, program: str, reason: str) -> None:
         self.program = program
         self.reason = reason
+        self.code = next((code for prefix, code in _CODES if reason.startswith(prefix)), "spawn_error")
         super().__init__(reason)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ import array
 import contextlib
 import os
 import secrets
+import select
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -297,6 +298,16 @@ class NotifySocket:
         )
 
     # --- receiving -------------------------------------------------------------
+    def pending(self) -> bool:
+        """True if a datagram is waiting to be read: a missed watchdog deadline may be excused."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
     async def serve(self) -> None:
         """Receive until cancelled; never blocks the loop."""
         sock = self._sock
@@ -359,7 +370,7 @@ class NotifySocket:
 
     def _refuse(self, pid: int | None, reason: str) -> None:
         self.refused += 1
-        log.warning("notify.refused", actor=self.actor, sender_pid=pid, reason=reason)
+        log.warning("notify.refused", actor=self.actor, sender_pid=pid, reason=reason, refused=self.refused)
 
     # --- closing -----------------------------------------------------------------
     def close(self) -> None:

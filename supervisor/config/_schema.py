@@ -28,6 +28,7 @@ from ._types import (
     Range,
     Size,
     SomePath,
+    StopSignal,
     Target,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "ActorSpec",
     "Config",
     "CronSpec",
+    "GroupSpec",
     "LogsSettings",
     "SinkSpec",
     "SupervisorSettings",
@@ -77,9 +79,9 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance"})
 
-    name: str  # the table key
+    name: str  # the table key ("reader.1" for an instance)
     target: Target
     kind: Literal["process", "task"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
@@ -103,12 +105,22 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_rss: Size | None = None
     max_cpu: Positive | None = None
     cpu_window: Positive = 10.0
+    # the supervision tree (supervisor/tree)
+    group: Name | None = None
+    depends_on: tuple[Name, ...] = ()
+    instances: AtLeastOne | None = None
+    instance: int | None = None  # set on each instance's own spec
+    critical: bool = False
+    stop_signal: StopSignal = "SIGTERM"
+    failed_retry_after: Positive | None = None
 
 
 class CronSpec(ActorSpec, frozen=True, kw_only=True):
     """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "kind", "restart"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset(
+        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after"}
+    )
 
     interval: Positive | None = None
     schedule: str | None = None
@@ -127,7 +139,7 @@ class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     _not_keys: ClassVar[frozenset[str]] = frozenset()
 
-    type: Literal["stdout", "file", "tcp", "syslog"]
+    type: Literal["stdout", "file", "tcp", "syslog", "relp"]
     path: SomePath | None = None
     max_bytes: Size = 10 * 1024**2
     backups: Annotated[int, Range(ge=0, le=MAX_BACKUPS)] = 5
@@ -140,6 +152,19 @@ class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
     level: Level = 10
     actors: frozenset[Name] | None = None
     app_name: str = "actorsup"
+
+
+class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """``[groups.NAME]``: a supervision node with its own strategy and intensity."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str  # the table key
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    max_restarts: Count = 5
+    restart_window: Positive = 60.0
+    group: Name | None = None
+    critical: bool = False
 
 
 class LogsSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,6 +182,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     supervisor: SupervisorSettings = SupervisorSettings()
     actors: tuple[ActorSpec, ...] = ()
     cron: tuple[CronSpec, ...] = ()
+    groups: tuple[GroupSpec, ...] = ()
+    table_order: tuple[str, ...] = ()  # [groups.NAME] and [actors.NAME] names in file order
     logs: LogsSettings = LogsSettings()
 
     @property

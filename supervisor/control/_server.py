@@ -29,7 +29,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..exceptions import ConfigError, ControlError, SupervisorError, UnknownActor
 from ._api import ControlTarget
-from ._errors import SocketInUse
+from ._errors import BadSocketPath, SocketInUse
 from ._sock import UnixConnection, accept, connect
 from ._wire import COMMANDS, MAX_REQUEST, BadRequest, LogsArgs, encode, error_reply, parse_request
 
@@ -42,11 +42,11 @@ _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the trailing NUL
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _BATCH = 256  # stream items coalesced into one write when they queue up
 _RESERVE = 16  # connection slots streams may never take: kept for request/reply clients
-_MUTATING = {"start", "stop", "restart", "reload", "shutdown", "cron_trigger"}
+_MUTATING = {"start", "stop", "restart", "scale", "reload", "shutdown", "cron_trigger"}
 _METHODS = {  # command -> ControlTarget method
     "status": "status", "heartbeat_status": "heartbeat_status", "start": "start_actor",
     "stop": "stop_actor", "restart": "restart_actor", "reload": "reload", "shutdown": "shutdown",
-    "logs": "log_tail", "cron_list": "cron_list", "cron_trigger": "cron_trigger",
+    "logs": "log_tail", "cron_list": "cron_list", "cron_trigger": "cron_trigger", "scale": "scale",
 }
 _NAMED = {"start", "stop", "restart", "cron_trigger"}
 _ASYNC = {"reload", "shutdown"}
@@ -63,6 +63,15 @@ def peer_credentials(sock: socket.socket) -> PeerCred:
     if not hasattr(socket, "SO_PEERCRED"):
         raise ControlError("SO_PEERCRED is not available on this platform; cannot check the peer uid")
     return PeerCred(*_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)))
+
+
+class _Refused(Exception):
+    """A request the server turns down itself, with its own code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
 
 
 class _Drop(Exception):
@@ -125,23 +134,23 @@ class ControlServer:
     async def _listen(self) -> socket.socket:
         path = self.path
         if len(os.fsencode(path)) > _MAX_UNIX_PATH:
-            raise ControlError(
-                f"control socket path {path} is {len(os.fsencode(path))} bytes long, Unix sockets "
-                f"allow at most {_MAX_UNIX_PATH}: set a shorter [supervisor] control_socket"
-            )
+            raise BadSocketPath(path, f"the path is {len(os.fsencode(path))} bytes long, Unix "
+                                f"sockets allow at most {_MAX_UNIX_PATH}")
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadSocketPath(path, f"cannot create its folder {path.parent} "
+                                f"({exc.strerror or exc})") from None
+        try:
             mode = path.lstat().st_mode
         except FileNotFoundError:
             mode = None
         except OSError as exc:
-            raise ControlError(f"cannot prepare control socket {path}: {exc}") from None
+            raise BadSocketPath(path, f"cannot inspect it ({exc.strerror or exc})") from None
         if mode is not None:
             if not stat.S_ISSOCK(mode):
-                raise ControlError(
-                    f"{path} exists and is not a socket; remove it or set another "
-                    "[supervisor] control_socket"
-                )
+                raise BadSocketPath(path, "it exists and is not a socket (it is never deleted: "
+                                    "remove it yourself if it is not needed)")
             await self._check_stale()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -273,7 +282,7 @@ class ControlServer:
     async def _call(self, cmd: str, args: Any, peer: PeerCred) -> bytes:
         started = time.perf_counter()
         if cmd in _MUTATING:
-            named = {"name": args.name} if cmd in _NAMED else {}
+            named = {"name": args.name} if cmd in _NAMED or cmd == "scale" else {}
             log.info("control.command", cmd=cmd, **named, peer_pid=peer.pid)
         try:
             if cmd == "logs":
@@ -290,9 +299,13 @@ class ControlServer:
         if cmd == "ping":
             return {"pid": os.getpid(), "protocol": PROTOCOL}
         method = self._method(_METHODS[cmd])
+        if cmd == "cron_trigger":
+            self._refuse_stopped(args.name)
         if cmd in _NAMED:
             result = await method(args.name)
             return {"run_id": result} if cmd == "cron_trigger" else result
+        if cmd == "scale":
+            return await method(args.name, args.count)
         if cmd in _ASYNC:
             return await method()
         return method()
@@ -304,12 +317,40 @@ class ControlServer:
         return method
 
     def _tail_reply(self, args: LogsArgs) -> bytes:
-        lines = [_raw_json(line) for line in self._method("log_tail")(args.n, args.actor)]
-        return encode({"ok": True, "result": lines})
+        raw = self._method("log_tail")(args.n, args.actor)
+        if not raw and args.actor is not None and not self._known(args.actor):
+            raise UnknownActor(args.actor)
+        return encode({"ok": True, "result": [_raw_json(line) for line in raw]})
+
+    def _refuse_stopped(self, name: str) -> None:
+        """A stopped cron task is paused: a trigger would answer a run_id for a run that never comes."""
+        for row in self.target.status():
+            if row.get("name") == name and row.get("kind") == "cron" and row.get("state") == "stopped":
+                raise _Refused("stopped", f"cron trigger: {name!r} is stopped; start it first "
+                               f"(`actorsup start {name}`), then trigger it")
+
+    def _known(self, actor: str) -> bool:
+        """A current actor, or one with buffered lines (removed by a reload); else a typo."""
+        return actor in self._names() or bool(self._method("log_tail")(1, actor))
+
+    def _names(self) -> dict[str, str]:
+        """Every actor and cron task: name -> kind."""
+        return {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+
+    def _unknown(self, cmd: str, exc: UnknownActor) -> bytes:
+        names = self._names()
+        if cmd == "cron_trigger" and exc.name in names:
+            tasks = ", ".join(n for n, kind in names.items() if kind == "cron") or "none"
+            return error_reply("not_cron", f"cron trigger: {exc.name!r} is an actor ({names[exc.name]}), "
+                               f"not a cron task; cron tasks: {tasks}")
+        known = ", ".join(names) or "none"
+        return error_reply("unknown_actor", f"{exc}; known names: {_cut(known)}")
 
     def _failure(self, cmd: str, exc: Exception) -> bytes:
+        if isinstance(exc, _Refused):
+            return error_reply(exc.code, exc.message)
         if isinstance(exc, UnknownActor):
-            return error_reply("unknown_actor", str(exc))
+            return self._unknown(cmd, exc)
         if isinstance(exc, ConfigError):
             return error_reply("config_error", f"{exc}; the running config is kept")
         if isinstance(exc, SupervisorError):
@@ -348,7 +389,10 @@ class ControlServer:
                     # Follow first, then take the tail with no await in between:
                     # no line falls between the two.
                     items = await stack.enter_async_context(self._method("follow_logs")(args.actor))
-                    backlog = [_line(b) for b in self._method("log_tail")(args.n, args.actor)]
+                    tail = self._method("log_tail")(args.n, args.actor)
+                    if not tail and args.actor is not None and not self._known(args.actor):
+                        raise UnknownActor(args.actor)
+                    backlog = [_line(b) for b in tail]
             except Exception as exc:
                 await self._send(conn, self._failure(cmd, exc))
                 return
@@ -405,6 +449,10 @@ async def _cancel_on_hangup(reader: BufferedByteReceiveStream, scope: anyio.Canc
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 4] + ", ..."
 
 
 def _line(data: bytes) -> bytes:

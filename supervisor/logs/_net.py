@@ -26,12 +26,9 @@ so a cancelled sender always knows exactly how many bytes went out.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import socket
-import struct
-import termios
 from collections import deque
 from typing import Any
 
@@ -46,10 +43,13 @@ from ._record import LogRecord
 from ._sinks import describe
 from ._spool import MEMORY_BYTES as SPOOL_MEMORY_BYTES
 from ._spool import Spool
+from ._tcpinfo import peer_window, unacked_bytes
 
 __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
 
 log = structlog.get_logger("actorsup.logs")
+
+Entry = tuple[bytes, bool]  # a frame, and whether it was read from the spool
 
 BATCH_BYTES = 256 * 1024
 REPLAY_BYTES = 8 * 1024 * 1024  # at most this much unacknowledged data is kept for a replay
@@ -86,13 +86,15 @@ class NetworkSink:
         self.close_timeout = close_timeout
         self._queue_max = spec.queue_size
         self._queue: deque[bytes] = deque()
-        self._replay: deque[bytes] = deque()  # frames to send again first
+        self._replay: deque[Entry] = deque()  # frames to send again first
         # Taken for sending and not yet confirmed by the peer, in order, each with its
         # mark: the end offset in this connection's stream (TCP), or the txnr (RELP).
-        self._sent: deque[tuple[int, bytes]] = deque()
+        # A frame read from the spool stays on its disk until confirmed (released).
+        self._sent: deque[tuple[int, bytes, bool]] = deque()
         self._sent_bytes = 0
         self._stream_sent = 0  # bytes the kernel took on this connection
         self._stream_end = 0  # stream offset at the end of the last frame taken
+        self._widest_window = 0  # the peer's widest advertised receive window on this connection
         self._out: memoryview | None = None  # unsent rest of the current batch
         self._sock: socket.socket | None = None
         self._connected = False
@@ -105,6 +107,7 @@ class NetworkSink:
         self._stopped: anyio.Event | None = None  # both made in run(): Events need a loop
         self._queue_dropped = 0  # not yet reported
         self.replayed = 0  # frames sent again after reconnects: the bound on duplicates
+        self.connections = 0  # connections made
         self.dropped = 0  # frames lost on purpose (spool or queue full), all reported
         self._spool: Spool | None = None
         if spec.spool_dir is not None:
@@ -204,6 +207,8 @@ class NetworkSink:
     def _up(self, sock: socket.socket) -> None:
         self._sock = sock
         self._stream_sent = self._stream_end = 0
+        self._widest_window = 0
+        self.connections += 1
         self._connected = True
         self._error = None
         if self._failed_since is not None:
@@ -231,21 +236,42 @@ class NetworkSink:
         # Everything the peer may not have received goes first on the next connection.
         if self._sent:
             self.replayed += len(self._sent)
-            self._replay = deque(itertools.chain((frame for _, frame in self._sent), self._replay))
+            self._replay = deque(itertools.chain(((f, spooled) for _, f, spooled in self._sent), self._replay))
             self._sent.clear()
             self._sent_bytes = 0
         self._out = None
 
     def _settle(self, sock: socket.socket) -> None:
-        """Forget the frames the peer's TCP has acknowledged (also after a reset)."""
-        try:
-            unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
-        except OSError:
+        """Forget the frames the peer has surely read; the rest is replayed (also after a reset).
+
+        Read = acknowledged by the peer's TCP (``SIOCOUTQ`` says how much is not)
+        and not still waiting in its receive buffer. A reset throws that buffer
+        away; how much it held shows in the window the peer advertised last,
+        against the widest it advertised on this connection.
+        """
+        unacked = unacked_bytes(sock)
+        if unacked is None:
             return  # no answer: everything kept is sent again
-        acked = self._stream_sent - unacked
+        window = peer_window(sock)
+        unread = max(0, self._widest_window - window) if window is not None else 0
+        read = self._stream_sent - unacked - unread
         sent = self._sent
-        while sent and sent[0][0] <= acked:
-            self._sent_bytes -= len(sent.popleft()[1])
+        released = 0
+        while sent and sent[0][0] <= read:
+            _, frame, spooled = sent.popleft()
+            self._sent_bytes -= len(frame)
+            released += spooled
+        self._release(released)
+
+    def _release(self, count: int) -> None:
+        """``count`` frames read from the spool are confirmed: their disk space may go."""
+        if count and self._spool is not None:
+            self._spool.release(count)
+
+    def _sample_window(self, sock: socket.socket) -> None:
+        window = peer_window(sock)
+        if window is not None and window > self._widest_window:
+            self._widest_window = window
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -301,41 +327,48 @@ class NetworkSink:
                 self._stream_sent += n
                 out = out[n:]
             self._out = None
-            self._settle(sock)
+            self._sample_window(sock)
             self._trim_window()
 
-    def _take_batch(self) -> bytes | None:
-        parts: list[bytes] = []
+    def _next_frames(self, max_bytes: int, max_frames: int = 1 << 62) -> list[Entry]:
+        """The oldest frames waiting, in order: replay, then the memory queue, then the spool."""
+        frames: list[Entry] = []
         size = 0
-        while size < BATCH_BYTES:
+        while size < max_bytes and len(frames) < max_frames:
             if self._replay:
-                frame = self._replay.popleft()
+                entry = self._replay.popleft()
             elif self._queue:
-                frame = self._queue.popleft()
+                entry = (self._queue.popleft(), False)
             elif self._spool is not None and self._spool.records:
-                frames = self._spool.read(BATCH_BYTES - size)
-                for frame in frames:
-                    self._stream_end += len(frame)
-                    self._sent.append((self._stream_end, frame))
-                parts.extend(frames)
-                size += sum(map(len, frames))
+                more = self._spool.read(max_bytes - size, max_frames - len(frames))
+                frames.extend((f, True) for f in more)
+                size += sum(map(len, more))
                 continue
             else:
                 break
-            parts.append(frame)
-            self._stream_end += len(frame)
-            self._sent.append((self._stream_end, frame))
-            size += len(frame)
-        if not parts:
+            frames.append(entry)
+            size += len(entry[0])
+        return frames
+
+    def _take_batch(self) -> bytes | None:
+        frames = self._next_frames(BATCH_BYTES)
+        if not frames:
             return None
-        self._sent_bytes += size
-        return b"".join(parts)
+        for frame, spooled in frames:
+            self._stream_end += len(frame)
+            self._sent.append((self._stream_end, frame, spooled))
+            self._sent_bytes += len(frame)
+        return b"".join(frame for frame, _ in frames)
 
     def _trim_window(self) -> None:
-        # A memory bound only: the kernel's send buffer holds far less unacknowledged data.
+        # Frames older than replay_bytes are taken as read, whatever a reset says.
         sent, limit = self._sent, self.replay_bytes
+        released = 0
         while sent and self._sent_bytes - len(sent[0][1]) >= limit:
-            self._sent_bytes -= len(sent.popleft()[1])
+            _, frame, spooled = sent.popleft()
+            self._sent_bytes -= len(frame)
+            released += spooled
+        self._release(released)
 
     async def _housekeeping(self) -> None:
         """Flush (and fsync) the spool, and report memory-queue drops, about once a second."""
@@ -368,19 +401,20 @@ class NetworkSink:
         confirmed = False
         with anyio.move_on_after(self.close_timeout):
             if self._connected and self._sock is not None:
-                try:
-                    await self._send_all(self._sock, until_empty=True)
-                    confirmed = await self._half_close(self._sock)
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    confirmed = await self._finish(self._sock)
         self._closed = True
         if confirmed:
+            self._release(sum(spooled for _, _, spooled in self._sent))
             self._sent.clear()
             self._sent_bytes = 0
         elif self._sock is not None:
             self._settle(self._sock)
         self._requeue()
-        leftover = list(self._replay) + list(self._queue)
+        # Frames read from the spool are still on its disk, but in front of them go
+        # frames from memory: all of them are written again, in order, and close()
+        # then deletes the spool's copies.
+        leftover = [frame for frame, _ in self._replay] + list(self._queue)
         self._replay.clear()
         self._queue.clear()
         self._close_socket()
@@ -394,6 +428,11 @@ class NetworkSink:
             return
         if leftover:
             self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
+
+    async def _finish(self, sock: socket.socket) -> bool:
+        """Send everything pending; True once the peer confirmed it has all of it."""
+        await self._send_all(sock, until_empty=True)
+        return await self._half_close(sock)
 
     async def _half_close(self, sock: socket.socket) -> bool:
         """Send EOF and wait for the peer's: then it has read every byte."""
