@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -19,6 +20,7 @@ import structlog
 from supervisor.process import _forkserver
 from supervisor.process._child import ChildProcess
 from supervisor.process._forkserver import ForkServerSpawner
+from supervisor.process._popen import PIPE_SIZE
 from supervisor.process._reaper import Reaper
 from tests.harness import cli_supervisor, make_config, running_supervisor
 
@@ -72,6 +74,7 @@ class TestOwnership:
                 assert os.getpgid(child.pid) == child.pid and os.getsid(child.pid) == child.pid
                 assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 3
                 assert child.hello is not None and child.hello.pid == child.pid and child.is_ours()
+                assert fcntl.fcntl(child.process.stdout.fd, fcntl.F_GETPIPE_SZ) == PIPE_SIZE  # as when spawned
             finally:
                 await _kill(child)
             assert child.returncode == -signal.SIGKILL

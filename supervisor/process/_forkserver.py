@@ -20,6 +20,7 @@ so a changed preloaded module takes effect for children started afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -38,7 +39,7 @@ from actors._ring import SharedRing, create_ring_fd, ring_supported
 from actors._template import COOKIE_SLOT
 
 from ._child import REAP_TIMEOUT, ChildProcess
-from ._popen import AsyncPopen, FdReader
+from ._popen import PIPE_SIZE, AsyncPopen, FdReader, _budget
 from ._reaper import ENV_KEY
 from ._spawn import ColdSpawner, Spawner, WarmSpawner, await_hello, discard
 
@@ -68,9 +69,15 @@ class ForkedProcess(AsyncPopen):
     def __init__(self, pid: int, stdout: int, stderr: int) -> None:
         self.pid = pid
         self._pidfd: int | None = os.pidfd_open(pid)  # ours to reap: the Reaper leaves reserved tokens alone
+        self._enlarged = _budget.take()  # the same 256 KiB stdout pipe as a spawned child's
+        if self._enlarged:
+            try:
+                fcntl.fcntl(stdout, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                _budget.give_back()
+                self._enlarged = False
         self.stdout = FdReader(stdout)
         self.stderr = FdReader(stderr)
-        self._enlarged = False
         self._code: int | None = None
         self._lock = anyio.Lock()
 
