@@ -17,6 +17,8 @@ import psutil
 import pytest
 import structlog
 
+from supervisor.config import parse_config
+from supervisor.exceptions import ConfigError
 from supervisor.process import _forkserver
 from supervisor.process._child import ChildProcess
 from supervisor.process._forkserver import ForkServerSpawner
@@ -341,3 +343,21 @@ class TestSupervisorKilled:
             for proc in alive:
                 proc.kill()  # only what this test started
             assert survivors == []
+
+
+class TestConfigKeys:
+    def test_defaults_and_one_line_errors(self) -> None:
+        """spawner defaults to forkserver on Linux, child_nice to 5; bad values are one-line errors."""
+        config = parse_config({"supervisor": {}, "actors": {}})
+        assert (config.supervisor.spawner, config.supervisor.preload, config.supervisor.child_nice) == (
+            "forkserver", (), 5)
+        cases = [
+            ({"spawner": "fork"}, 'a.toml: supervisor.spawner: expected one of "forkserver", "spawn", got "fork"'),
+            ({"preload": ["not a module"]},
+             'a.toml: supervisor.preload[0]: expected a module name such as "myapp.models", got "not a module"'),
+            ({"child_nice": 40}, "a.toml: supervisor.child_nice: expected an integer from 0 to 19, got 40"),
+        ]
+        for settings, message in cases:
+            with pytest.raises(ConfigError) as info:
+                parse_config({"supervisor": settings, "actors": {}}, label="a.toml")
+            assert str(info.value) == message

@@ -59,7 +59,7 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
     control_socket: SomePath | None = None  # unset: state_dir / "actorsup.sock"
     state_dir: SomePath = Path(".actorsup")  # unset: .actorsup in the config's folder
     backend: Literal["trio", "asyncio"] = "trio"
-    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1  # "spawn" only
+    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1  # forked ones with the fork server
     spawner: Literal["forkserver", "spawn"] = "forkserver" if sys.platform == "linux" else "spawn"
     preload: tuple[Module, ...] = ()  # imported once by the fork server's template
     # Children run this many nice steps below the supervisor: a restart storm (or
