@@ -275,3 +275,17 @@ class TestProbe:
             await _wait(done)
         assert hooks.calls[-1] == ("unhealthy", 2, "timed out after 0.3s")
         assert result == [ChildExited(-signal.SIGKILL, None, None)]  # a stopped process cannot act on SIGTERM
+
+
+class TestNoticeState:
+    async def test_a_late_ready_after_the_start_timeout_is_ignored(self) -> None:
+        """A READY=1 read after start_timeout gave up (queued before the SIGKILL) does not mark the run ready."""
+        from supervisor.command._notify import Ready
+        from supervisor.command._run import _State
+
+        hooks = _Hooks(anyio.Event())
+        state = _State(CommandRun("app", parse_command_spec({"command": "x", "notify": True})), FakeClock(), hooks)
+        state.proc = object()  # type: ignore[assignment]  # only its presence matters here
+        state.gave_up = True
+        state.on_notice(Ready())
+        assert hooks.calls == [] and not state.ready.is_set()

@@ -145,9 +145,10 @@ class _State:
         self.beats: HeartbeatDeadline | None = None
         self.beating = anyio.Event()  # the deadline exists
         self.errno_text: str | None = None
+        self.gave_up = False  # start_timeout passed: a late READY=1 no longer counts
 
     def mark_ready(self) -> None:
-        if self.ready.is_set() or self.proc is None:
+        if self.ready.is_set() or self.proc is None or self.gave_up:
             return
         if self.run.watchdog_from_ready and self.run.heartbeat_timeout is not None:
             self._arm()
@@ -224,6 +225,7 @@ async def _watch(
         if ns is None:
             state.mark_ready()  # without notify, started once its process exists
         elif not await wait_until(lambda: _either(state.ready, stop), clock, clock.now() + run.start_timeout):
+            state.gave_up = True
             proc.signal_group(signal.SIGKILL)  # no READY=1 within start_timeout
             hooks.start_timeout(run.start_timeout)
             return
