@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -285,7 +286,7 @@ class TestNoticeState:
 
         hooks = _Hooks(anyio.Event())
         state = _State(CommandRun("app", parse_command_spec({"command": "x", "notify": True})), FakeClock(), hooks)
-        state.proc = object()  # type: ignore[assignment]  # only its presence matters here
+        state.proc = SimpleNamespace(pid=4242)  # type: ignore[assignment]  # only its pid is read here
         state.gave_up = True
         state.on_notice(Ready())
         assert hooks.calls == [] and not state.ready.is_set()
