@@ -1,8 +1,9 @@
 """The Supervisor: owns the actor handles, the spawner and the log router.
 
 It starts every actor in config order, serves commands (start, stop,
-restart, reload, shutdown) and, on shutdown, stops the actors in reverse
-start order before it returns.
+restart, reload, shutdown) and, on shutdown, stops the actors (concurrently:
+they are independent) before it returns. From the moment a shutdown begins
+nothing is restarted.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Supervisor:
 
     # --- lifetime ------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until :meth:`shutdown`; then stop every actor in reverse start order."""
+        """Run until :meth:`shutdown`; then stop every actor."""
         cfg = self.config
         names = [s.name for s in (*cfg.actors, *cfg.cron)]
         try:
@@ -93,8 +94,7 @@ class Supervisor:
             await tg.start(self.monitor.run)
             await tg.start(self.loop_watch.run)
             if self.metrics is not None:
-                port = await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)
-                log.info("metrics.listening", address=f"127.0.0.1:{port}", path="/metrics")
+                await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)  # logs metrics.listening
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
             for spec in cfg.actors:
@@ -141,11 +141,9 @@ class Supervisor:
             bus=self.bus,
             clock=self.clock,
             backend=self.config.supervisor.backend,
-            base_dir=str(self.config.base_dir),
             mode=mode,
-            monitor=self.monitor,
             sampler=self.sampler,
-            metrics=self.metrics,
+            observers=[o for o in (self.monitor, self.metrics) if o is not None],
             loop_watch=self.loop_watch,
         )
 
@@ -172,8 +170,10 @@ class Supervisor:
         await self.cron.start_task(spec.name)
 
     async def _stop_all(self) -> None:
-        for name in reversed(self._order):
-            await self.handles[name].stop()
+        """Stop every actor at once: none depends on another, so shutdown takes one stop, not N."""
+        async with anyio.create_task_group() as tg:
+            for name in reversed(self._order):
+                tg.start_soon(self.handles[name].stop)
 
     def shutdown_nowait(self) -> None:
         self._shutdown.set()
@@ -188,14 +188,22 @@ class Supervisor:
         except KeyError:
             raise UnknownActor(name) from None
 
+    def _refuse_while_shutting_down(self, what: str) -> None:
+        if self._shutdown.is_set():
+            raise ControlError(f"cannot {what}: the supervisor is shutting down")
+
     async def start_actor(self, name: str) -> None:
-        self.handle(name).start()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"start {name}")
+        handle.start()
 
     async def stop_actor(self, name: str) -> None:
         await self.handle(name).stop()
 
     async def restart_actor(self, name: str) -> None:
-        await self.handle(name).restart()
+        handle = self.handle(name)
+        self._refuse_while_shutting_down(f"restart {name}")
+        await handle.restart()
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
@@ -207,6 +215,7 @@ class Supervisor:
         An invalid config raises :class:`ConfigError` before anything changes,
         so the running config stays. Unchanged actors are not touched.
         """
+        self._refuse_while_shutting_down("reload")
         async with self._reload_lock:
             if config is None:
                 if self.config.source is None:

@@ -131,7 +131,7 @@ class Metrics(Observer):
 
         async with listener:
             bound = listener.extra(SocketAttribute.local_port)
-            log.info("metrics.listening", host=host, port=bound)
+            log.info("metrics.listening", host=host, port=bound, address=f"{host}:{bound}", path="/metrics")
             task_status.started(bound)
             await listener.serve(handle)
 

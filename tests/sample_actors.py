@@ -292,3 +292,17 @@ class ForkLogsPid(Actor):
         self.log.info("fork.parent_logged", me=os.getpid())
         print("fork.parent_printed")
         await anyio.sleep_forever()
+
+
+class CleanEnvDaemon(Actor):
+    """A double-forked setsid daemon that execs with an empty environment: it carries no tree cookie."""
+
+    async def run(self) -> None:
+        sleep = '[sys.executable, "-c", "import time; time.sleep(3600)"]'
+        code = _DAEMON.replace("time.sleep(3600)", f"os.execve(sys.executable, {sleep}, {{}})")
+        starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert starter.stdout is not None
+        daemon = int(starter.stdout.readline())
+        starter.wait()
+        self.log.info("cleanenv.started", daemon=daemon)
+        await anyio.sleep_forever()

@@ -322,13 +322,62 @@ class TestFindingTheSocket:
         assert capsys.readouterr().err == ("actorsup: no control socket given: pass --socket PATH or -c "
                                            "CONFIG (or set ACTORSUP_SOCKET; there is no ./actorsup.toml here)\n")
 
-    async def test_bad_config(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """An invalid -c config prints the config error and exits 2."""
+    @pytest.mark.parametrize("command", [["status", "--json"], ["logs"], ["shutdown"]])
+    async def test_an_invalid_config_does_not_lock_the_cli_out(
+            self, sock: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+        """A config with a bad value still names its socket: status, logs and shutdown reach the supervisor."""
         config = sock.parent / "bad.toml"
-        config.write_text("[supervisor]\nheartbeat_interval = \"soon\"\n")
-        assert await cli("status", "-c", str(config)) == 2
-        assert capsys.readouterr().err == (f'actorsup: {config}: supervisor.heartbeat_interval: expected '
-                                           'a number > 0, got "soon"\n')
+        config.write_text('[supervisor]\ncontrol_socket = "s.sock"\nheartbeat_interval = "soon"\n')
+        async with serving(FakeTarget(), sock):
+            assert await cli(*command, "-c", str(config)) == 0
+        assert capsys.readouterr().err == ""
+
+    @pytest.mark.parametrize("command", [["status", "--json"], ["logs"], ["shutdown"]])
+    async def test_a_config_mid_edit_does_not_lock_the_cli_out(
+            self, sock: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+            command: list[str]) -> None:
+        """./actorsup.toml that is not even TOML: its [supervisor] control_socket line is still found."""
+        (sock.parent / "actorsup.toml").write_text(
+            "[supervisor]\ncontrol_socket = 's.sock'  # here\n\n[actors.web\ntarget = \n")
+        monkeypatch.chdir(sock.parent)
+        async with serving(FakeTarget(), sock):
+            assert await cli(*command) == 0
+        assert capsys.readouterr().err == ""
+
+    async def test_an_unparseable_config_is_named_when_nobody_answers(
+            self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """When the socket from a broken config does not answer, the parse error is shown too."""
+        config = sock.parent / "bad.toml"
+        config.write_text("[supervisor\n")
+        assert await cli("status", "-c", str(config)) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith(f"actorsup: no supervisor is listening at {sock.parent}/.actorsup/actorsup.sock")
+        assert err[1].startswith(f"actorsup: (the socket path comes from a config that does not parse: "
+                                 f"{config}: invalid TOML: ")
+
+    async def test_a_missing_config_is_a_usage_error(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """-c naming a file that does not exist exits 2 with one line."""
+        assert await cli("status", "-c", str(sock.parent / "nope.toml")) == 2
+        assert capsys.readouterr().err == (f"actorsup: {sock.parent}/nope.toml: file not found; "
+                                           "pass -c CONFIG or --socket PATH\n")
+
+    @pytest.mark.parametrize("table", [
+        "", '[supervisor]\ncontrol_socket = "run/a.sock"\n', "[supervisor]\ncontrol_socket = '/abs/a.sock'\n",
+        '[supervisor]\ncontrol_socket = "~/a.sock"\n', '[supervisor]\nstate_dir = "var"\n',
+        '[supervisor]\nstate_dir = "/abs/var"\ncontrol_socket = "s.sock"\n',
+    ])
+    def test_locating_agrees_with_the_config(self, sock: Path, table: str) -> None:
+        """The lenient reader finds the path socket_path_for(load_config(...)) gives, valid TOML or not."""
+        from supervisor.config import load_config
+        from supervisor.control import socket_path_for
+        from supervisor.control._locate import locate_socket
+
+        config = sock.parent / "actorsup.toml"
+        config.write_text(table + '\n[actors.web]\ntarget = "x:Y"\n')
+        expected = socket_path_for(load_config(config, import_targets=False))
+        assert locate_socket(config) == (expected, None)
+        config.write_text(table + "\n[actors.web\n")  # the same, mid-edit
+        assert locate_socket(config).path == expected
 
     def test_socket_and_config_exclude_each_other(self, capsys: pytest.CaptureFixture[str]) -> None:
         """--socket and -c together are a usage error."""

@@ -17,7 +17,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
-from supervisor.control import ControlError, ControlServer, PeerCred, SocketInUse, peer_credentials
+from supervisor.control import BadSocketPath, ControlServer, PeerCred, SocketInUse, peer_credentials
 from supervisor.control._sock import UnixConnection, connect
 from supervisor.control.testing import FakeTarget, make_rows
 from supervisor.exceptions import ConfigError
@@ -135,15 +135,23 @@ class TestSocketFile:
     async def test_a_regular_file_is_not_replaced(self, sock: Path) -> None:
         """A non-socket file at the path is an error, not something to delete."""
         sock.write_text("data")
-        with pytest.raises(ControlError, match=r"exists and is not a socket; remove it"):
+        with pytest.raises(BadSocketPath, match=r": it exists and is not a socket \(it is never deleted"):
             await ControlServer(FakeTarget(), sock).serve()
         assert sock.read_text() == "data"
 
     async def test_too_long_path_is_a_clear_error(self, sock: Path) -> None:
         """A path over the AF_UNIX limit names the limit and the setting to change."""
         path = sock.parent / ("x" * 120)
-        with pytest.raises(ControlError, match=r"allow at most 107: set a shorter \[supervisor\] control_socket"):
+        with pytest.raises(BadSocketPath, match=r"Unix sockets allow at most 107; set another "
+                           r"\[supervisor\] control_socket"):
             await ControlServer(FakeTarget(), path).serve()
+
+    async def test_a_folder_that_cannot_be_made_is_a_clear_error(self, sock: Path) -> None:
+        """A parent folder that cannot be created (here: under a regular file) is a BadSocketPath."""
+        sock.write_text("a file, not a folder")
+        with pytest.raises(BadSocketPath, match=r"^control socket .*/s.sock/run/c.sock: cannot create "
+                           r"its folder .*/s.sock/run \(.*\); set another \[supervisor\] control_socket"):
+            await ControlServer(FakeTarget(), sock / "run" / "c.sock").serve()
 
     async def test_listening_is_logged(self, sock: Path) -> None:
         """control.listening names the path."""

@@ -240,13 +240,15 @@ EVENTS: list[m.Event] = [
     m.Start(), m.Stop(), m.Retire(), m.Spawned(1), m.Ready(1), m.KillRun("x"), m.StopRun("x"), m.ChildExited(1),
     m.TaskEnded(None), m.SpawnFailed("spawn_error", "e"), m.BackoffElapsed(),
 ]
-EDGES = {
+Edge = tuple[ActorState, type]
+EDGES: set[Edge] = {
     (S.STOPPED, m.Start), (S.FAILED, m.Start), (S.STARTING, m.Spawned), (S.STARTING, m.Ready),
     (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
     (S.STARTING, m.KillRun), (S.RUNNING, m.KillRun), (S.STOPPING, m.KillRun), (S.RUNNING, m.StopRun),
     (S.BACKOFF, m.BackoffElapsed), *((s, m.Retire) for s in ActorState if s is not S.ERRORED),
     *((s, e) for s in (S.STARTING, S.RUNNING, S.STOPPING) for e in (m.ChildExited, m.TaskEnded, m.SpawnFailed)),
 }
+EDGE_LIST = sorted(EDGES, key=lambda edge: (edge[0].value, edge[1].__name__))
 
 
 class TestTable:
@@ -260,8 +262,7 @@ class TestTable:
         before = life(state, pid=5)
         assert decide(before, event, POLICY, NOW) == (before, [])
 
-    @pytest.mark.parametrize(("state", "event_type"), sorted(EDGES, key=lambda p: (p[0].value, p[1].__name__)),
-                             ids=str)
+    @pytest.mark.parametrize(("state", "event_type"), EDGE_LIST, ids=str)
     def test_every_edge_moves_only_along_allowed(self, state: ActorState, event_type: type) -> None:
         """Each edge's transitions are legal moves of the state chart, chained from the state."""
         event = next(e for e in EVENTS if type(e) is event_type)

@@ -22,7 +22,7 @@ class TestLogsEndToEnd:
         """10,000 events logged, then os._exit: every one arrives, in order, enriched."""
         actors = {"flood": {"target": T + "FloodThenExit", "args": {"n": 10_000}, "restart": "temporary"}}
         with anyio.fail_after(60):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 await log.wait_for("actor.exited", actor="flood", timeout=30)
                 events = log.find("flood", actor="flood")
         assert [e["i"] for e in events] == list(range(10_000))
@@ -33,7 +33,7 @@ class TestLogsEndToEnd:
         """A 100 KiB line, binary junk, a traceback and a partial last line from a child's fds."""
         actors = {"raw": {"target": T + "RawOutput", "restart": "temporary"}}
         with anyio.fail_after(60):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 await log.wait_for("actor.exited", actor="raw", timeout=30)
                 await log.wait_for("no newline at exit", actor="raw", stream="stdout")
                 out = [e["event"] for e in log.find(actor="raw", stream="stdout")]
@@ -50,7 +50,7 @@ class TestLogsEndToEnd:
         actors = {f"flood{i}": {"target": S + "Flooder"} for i in range(3)}
         actors["s"] = {"target": S + "Steady", "heartbeat_interval": 0.05, "heartbeat_timeout": 0.3}
         with anyio.fail_after(90):
-            async with running_supervisor(actors) as (sup, log):
+            async with running_supervisor(actors) as (_sup, log):
                 log.spec = SinkSpec(type="stdout", level=20)  # keep the flood itself out of the test's memory
                 await log.wait_for("steady.up", actor="s")
                 for i in range(3):  # 200,000 events from each flooder, all while "s" must keep beating
@@ -70,7 +70,7 @@ class TestNativeField:
         from supervisor.logs import _native, _render, _writer
 
         with anyio.fail_after(30):
-            async with running_supervisor({}) as (sup, log):
+            async with running_supervisor({}) as (_sup, log):
                 started = await log.wait_for("supervisor.started")
         assert started[0]["native"] is (_render.NATIVE and _writer.NATIVE)
         if os.environ.get("CI") == "true" and _native.allowed():
@@ -118,3 +118,72 @@ class TestSighup:
         assert seqs == sorted(set(seqs))
         moved_events = [json.loads(line)["event"] for line in (tmp_path / "moved.jsonl").read_bytes().splitlines()]
         assert "supervisor.sighup" in moved_events
+
+
+class TestStdoutReaderPauses:
+    async def test_paused_reader_freezes_nothing_and_drops_count_exactly(self, tmp_path: Path) -> None:
+        """A paused stdout reader of `actorsup run`: status answers, actors live, delivered + dropped = emitted."""
+        import subprocess
+        import sys
+        import time
+
+        from supervisor.control._client import arequest
+
+        S = "tests.sample_actors:"
+        sock = tmp_path / "ctl.sock"
+        config = tmp_path / "actorsup.toml"
+        config.write_text(
+            f'[supervisor]\ncontrol_socket = "{sock}"\n'
+            f'[actors.flood]\ntarget = "{S}Flooder"\nrestart = "temporary"\n'
+            + "".join(
+                f'[actors.s{i}]\ntarget = "{S}Steady"\nheartbeat_interval = 0.1\nheartbeat_timeout = 1.0\n'
+                for i in range(3)
+            )
+        )
+        process = await anyio.open_process(
+            [sys.executable, "-m", "supervisor", "run", str(config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        received = bytearray()
+
+        async def read_until(needle: bytes) -> None:
+            assert process.stdout is not None
+            while needle not in received:
+                received.extend(await process.stdout.receive())
+
+        async with process:
+            try:
+                with anyio.fail_after(60):
+                    await read_until(b'"event":"flood.mark"')  # everything is up, the flood runs
+                    for i in range(3):
+                        await read_until(b'"actor":"s%d"' % i)
+                    paused_at = time.monotonic()
+                    latencies = []
+                    while time.monotonic() - paused_at < 4.0:  # nobody reads stdout meanwhile
+                        began = time.monotonic()
+                        with anyio.fail_after(10):
+                            status = await arequest(sock, "status")
+                        latencies.append(time.monotonic() - began)
+                        await anyio.sleep(0.5)
+                    await arequest(sock, "stop", name="flood")
+                    with anyio.fail_after(30):
+                        await read_until(b'"event":"logs.dropped"')
+                    process.send_signal(signal.SIGTERM)
+                    async for chunk in process.stdout:
+                        received.extend(chunk)
+                    assert await process.wait() == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()  # only the pid this test started
+        events = [json.loads(line) for line in bytes(received).splitlines()]  # every line whole
+        assert max(latencies) < 1.0, f"control socket answers took {latencies}"
+        assert {s["name"]: s["state"] for s in status if s["name"].startswith("s")} == dict.fromkeys(
+            ("s0", "s1", "s2"), "running")
+        shutdown = next(i for i, e in enumerate(events) if e["event"] == "supervisor.signal")
+        assert not [e for e in events[:shutdown] if e.get("actor", "").startswith("s") and e["event"] in (
+            "actor.heartbeat_timeout", "actor.exited", "actor.restarting")]
+        dropped = sum(e["count"] for e in events if e["event"] == "logs.dropped" and e["sink"] == "stdout")
+        assert dropped > 0
+        assert "supervisor.stopped" in [e["event"] for e in events[-5:]]  # the stream ran to its end
+        assert len(events) + dropped == max(e["seq"] for e in events)  # seq counts every event routed

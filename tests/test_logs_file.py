@@ -201,7 +201,7 @@ class TestDiskFills:
 class TestRotationOffTheLoop:
     @pytest.mark.anyio
     async def test_rotation_with_many_backups_leaves_the_loop_free(self, tmp_path: Path) -> None:
-        """Renaming 5,000 backups (three times) runs on a worker thread: the loop keeps ticking, the lines keep their order."""
+        """Renaming 5,000 backups (three times) runs on a worker thread: the loop ticks on, lines keep their order."""
         path = tmp_path / "a.jsonl"
         backups = 5_000
         for n in range(1, backups):
@@ -248,7 +248,8 @@ class TestStalledDisk:
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         try:
             sink = FileSink(SinkSpec(type="file", path=fifo, daily=False, max_bytes=1 << 40))
-            blocks = [[b'{"i":%d,"pad":"%s"}\n' % (i, b"x" * 1000) for i in range(k, k + 100)] for k in range(0, 2000, 100)]
+            blocks = [[b'{"i":%d,"pad":"%s"}\n' % (i, b"x" * 1000) for i in range(k, k + 100)]
+                      for k in range(0, 2000, 100)]
             with anyio.fail_after(5):
                 for block in blocks:
                     sink.write_many(20, "a", block)  # returns at once: the writer thread waits, not the loop

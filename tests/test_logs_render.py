@@ -12,6 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -34,7 +35,7 @@ PARTS = (HEAD, MID, EVENT, TAIL)
 
 # Plain text as a child prints it: quotes, backslashes, tabs, % signs, non-ASCII.
 _TEXT = st.text(
-    alphabet=st.sampled_from(list('ab "\\\t%é€😀x') + ["\u2028"]), max_size=60
+    alphabet=st.sampled_from([*list('ab "\\\t%é€😀x'), "\u2028"]), max_size=60
 )
 
 
@@ -204,7 +205,7 @@ def _compile_renderer(directory: Path, macro: str) -> ModuleType:
 def scan_variant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     macro, name = request.param
     module = _compile_renderer(tmp_path_factory.mktemp(name), macro)
-    assert module.SCAN == name  # the macro did pick that scan
+    assert name == module.SCAN  # the macro did pick that scan
     return module
 
 
@@ -212,8 +213,10 @@ class TestScanPaths:
     """The scans other platforms build (arm64 takes SWAR), forced on this one: same bytes as the twin."""
 
     # Each byte class the scan must stop at, or step over.
-    SPECIALS = [b'"', b"\\", b"\t", b"\x01", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
-                b"\xff", b"\xc3", b"\r", b" ", b"~"]
+    SPECIALS: ClassVar[list[bytes]] = [
+        b'"', b"\\", b"\t", b"\x01", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
+        b"\xff", b"\xc3", b"\r", b" ", b"~",
+    ]
 
     def test_special_at_every_offset(self, scan_variant: ModuleType) -> None:
         """A special byte at each offset of a word (0 to 40) is found exactly as the Python twin finds it."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -221,7 +223,8 @@ class TestEmitLines:
 
         router = LogRouter([Pieces()])
         texts = ["" if i % 3 else f"line {i} %d " + "x" * (i % 500) for i in range(6000)]
-        router.emit_lines("info", "stdout", "T", "".join(t + "\n" for t in texts).encode(), actor="a", pid=1, restarts=0)
+        body = "".join(t + "\n" for t in texts).encode()
+        router.emit_lines("info", "stdout", "T", body, actor="a", pid=1, restarts=0)
         events = [json.loads(line) for piece in pieces for line in piece.splitlines()]
         assert [e["event"] for e in events] == texts
         assert [e["seq"] for e in events] == list(range(1, 6001))
@@ -290,12 +293,15 @@ class TestEmitLines:
         assert all(f.stat().st_size <= 300 for f in files if f.exists())
 
     def test_stdout_sink_writes_block_at_once(self, tmp_path: Path) -> None:
-        """The stdout sink writes a block and flushes it at once."""
+        """The stdout sink hands a block to its writer thread at once, not after the flush interval."""
         path = tmp_path / "out"
         with open(path, "wb") as out:
-            router = LogRouter([StdoutSink(SinkSpec(type="stdout"), stream=out)])
+            sink = StdoutSink(SinkSpec(type="stdout"), fd=out.fileno())
+            router = LogRouter([sink])
             router.emit_lines("info", "stdout", "T", b"a\nb\n", actor="x", pid=1, restarts=0)
+            assert sink._writer.drain(timeout=5)
             assert [json.loads(line)["event"] for line in path.read_bytes().splitlines()] == ["a", "b"]
+            sink._writer.close()
 
 
 class TestNetworkSink:
@@ -341,7 +347,7 @@ class TestNetworkSink:
         spec = SinkSpec(type="tcp", address=("127.0.0.1", 9), queue_size=10)
         sink = TcpSink(spec)
         with structlog.testing.capture_logs() as logs:
-            for i in range(25):
+            for _i in range(25):
                 sink.write(LogRecord(20, None, b"{}"))
             await sink.aclose()
         counts = [e["count"] for e in logs if e["event"] == "logs.dropped"]
@@ -364,13 +370,83 @@ class TestNetworkSink:
 
 
 def test_stdout_sink_batches(tmp_path: Path) -> None:
-    """The stdout sink writes lines and flushes on flush()."""
+    """The stdout sink collects lines and hands them over on flush()."""
     path = tmp_path / "out"
     with open(path, "wb") as out:
-        sink = StdoutSink(SinkSpec(type="stdout"), stream=out)
+        sink = StdoutSink(SinkSpec(type="stdout"), fd=out.fileno())
         sink.write(LogRecord(20, None, b"{}"))
+        assert sink._writer.drain(timeout=5) and path.read_bytes() == b""
         sink.flush()
-        assert path.read_bytes() == b"{}\n"
+        assert sink._writer.drain(timeout=5) and path.read_bytes() == b"{}\n"
+        sink._writer.close()
+
+
+@pytest.fixture
+def unread_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe whose reader does not read until the test says so."""
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    os.close(write_end)
+    os.close(read_end)
+
+
+def _read_all(fd: int, until: bytes) -> bytes:
+    received = b""
+    while not received.endswith(until):
+        received += os.read(fd, 1 << 20)
+    return received
+
+
+class TestStdoutSink:
+    @pytest.mark.anyio
+    async def test_full_pipe_drops_exactly_and_never_blocks(self, unread_pipe: tuple[int, int]) -> None:
+        """A reader that stops: writes return at once, past the limit lines are dropped, and the count is exact."""
+        read_end, write_end = unread_pipe
+        sink = StdoutSink(SinkSpec(type="stdout"), fd=write_end)
+        line = b'{"i":%d,"pad":"' + b"x" * 1000 + b'"}'
+        emitted = 0
+        with structlog.testing.capture_logs() as logs:
+            with anyio.fail_after(5):  # 10 MiB into a pipe nobody reads: blocking would hang here
+                for _ in range(100):
+                    sink.write_many(20, None, [b"".join(line % (emitted + k) + b"\n" for k in range(100))])
+                    emitted += 100
+            assert sink._dropped > 0 and not logs  # reported once the reader catches up, not before
+            received = b""
+            os.set_blocking(read_end, False)
+            while True:  # read until the writer has nothing left and the pipe is empty
+                idle = not sink._writer.pending
+                try:
+                    received += os.read(read_end, 1 << 20)
+                except BlockingIOError:
+                    if idle:
+                        break
+                    await anyio.sleep(0.005)
+            os.set_blocking(read_end, True)
+            sink.flush()  # the reader caught up: the count is reported
+            assert [e["event"] for e in logs] == ["logs.dropped"]
+            sink.write(LogRecord(20, None, b'{"last":true}'))
+            sink.flush()
+            received += await anyio.to_thread.run_sync(_read_all, read_end, b'{"last":true}\n')
+            await sink.aclose()
+        ids = [json.loads(x)["i"] for x in received.splitlines()[:-1]]
+        assert ids == sorted(set(ids)) and ids[0] == 0
+        assert len(ids) + logs[0]["count"] == emitted and logs[0]["reason"] == "stdout is not read fast enough"
+
+    @pytest.mark.anyio
+    async def test_close_with_a_stuck_reader_is_bounded(self, unread_pipe: tuple[int, int]) -> None:
+        """aclose() gives a reader that never reads CLOSE_TIMEOUT seconds, then counts the lines not known written."""
+        from supervisor.logs._sinks import CLOSE_TIMEOUT
+
+        read_end, write_end = unread_pipe
+        sink = StdoutSink(SinkSpec(type="stdout"), fd=write_end)
+        with structlog.testing.capture_logs() as logs:
+            sink.write_many(20, None, [b"x" * 999 + b"\n"] * 1000)  # 1 MB: far more than the pipe holds
+            with anyio.fail_after(CLOSE_TIMEOUT + 3):
+                await sink.aclose()
+        in_pipe = len(os.read(read_end, 1 << 20))
+        assert [e["event"] for e in logs] == ["logs.dropped"]
+        # Lines of a batch the stuck write had begun count too: the pipe may hold some for a late reader.
+        assert 1000 - in_pipe // 1000 <= logs[0]["count"] <= 1000
 
 
 class _Frame:
@@ -379,7 +455,7 @@ class _Frame:
 
 
 class TestEmitChildMany:
-    BODIES = [
+    BODIES: ClassVar[list[tuple[int, bytes]]] = [
         (20, b'{"timestamp":"T","level":"info","event":"a","i":1}'),
         (20, b'{"timestamp":"T","level":"info","event":"100% \\"q\\"","i":2}'),
         (40, b'{"timestamp":"T","level":"error","event":"e"}'),

@@ -125,7 +125,8 @@ class TestThreadWriters:
     @pytest.mark.skipif(not C_BUILT, reason="the C writer was not built")
     def test_preallocation_leaves_nothing_past_the_end(self, tmp_path: Path) -> None:
         """Big batches are allocated before they are written (ext4), and exactly: the file holds no spare blocks."""
-        kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+        kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)],
+                              capture_output=True, text=True, check=True).stdout
         if not kind.startswith("ext2/ext3"):
             pytest.skip(f"preallocation is for ext4; {tmp_path} is on {kind.strip() or 'an unknown filesystem'}")
         path = tmp_path / "big.jsonl"

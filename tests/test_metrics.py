@@ -120,3 +120,24 @@ class TestMetricsEndpoint:
                 head = await _http(port, b"HEAD /metrics?x=1 HTTP/1.1\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
                 tg.cancel_scope.cancel()
+
+
+class TestInTheSupervisor:
+    @pytest.mark.anyio
+    async def test_listening_is_logged_once_and_stopped_actors_lose_their_figures(self) -> None:
+        """One metrics.listening event (host, port, address, path); a stopped actor exports up 0 and no RSS."""
+        from tests.harness import running_supervisor
+
+        async with running_supervisor({"s": {"target": "tests.sample_actors:Steady"}}, metrics_port=0) as (sup, log):
+            (listening,) = log.find("metrics.listening")
+            assert listening["address"] == f"{listening['host']}:{listening['port']}"
+            assert listening["path"] == "/metrics"
+            await log.wait_for("steady.up")
+            assert sup.metrics is not None
+            with anyio.fail_after(10):
+                while ("actor_rss_bytes", (("actor", "s"),)) not in _samples(sup.metrics.render().decode()):
+                    await anyio.sleep(0.05)
+            await sup.stop_actor("s")
+            got = _samples(sup.metrics.render().decode())
+            assert got[("actor_up", (("actor", "s"),))] == 0.0
+            assert ("actor_rss_bytes", (("actor", "s"),)) not in got

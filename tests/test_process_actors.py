@@ -215,3 +215,30 @@ class TestForkedActorProcess:
             assert child["child"] == parent["child"]
             assert log.find("actor.protocol_error") == []
             assert sup.status()[0]["state"] == "running"
+
+
+class TestShutdown:
+    async def test_independent_actors_stop_concurrently(self) -> None:
+        """Shutdown of 20 idle actors signals them all before the first has stopped: one stop, not 20."""
+        actors = {f"s{i:02}": {"target": T + "Steady"} for i in range(20)}
+        async with running_supervisor(actors, spare_processes=4) as (_sup, log):
+            for name in actors:
+                await log.wait_for("steady.up", actor=name)
+            began = anyio.current_time()
+        took = anyio.current_time() - began
+        stopping = [e["seq"] for e in log.find("actor.stopping")]
+        stopped = [e["seq"] for e in log.find("actor.stopped")]
+        assert len(stopping) == len(stopped) == 20
+        assert max(stopping) < min(stopped), "a stop waited for another"
+        assert took < 5, f"shutdown of 20 idle actors took {took:.2f}s"
+
+    async def test_nothing_starts_once_a_shutdown_began(self) -> None:
+        """start, restart and reload during a shutdown are refused with a one-line reason."""
+        from supervisor.exceptions import ControlError
+
+        async with running_supervisor({"s": {"target": T + "Steady"}}) as (sup, log):
+            await log.wait_for("steady.up")
+            sup.shutdown_nowait()
+            for call in (lambda: sup.start_actor("s"), lambda: sup.restart_actor("s"), lambda: sup.reload(sup.config)):
+                with pytest.raises(ControlError, match=r"^cannot \w+.*: the supervisor is shutting down$"):
+                    await call()

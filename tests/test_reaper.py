@@ -13,6 +13,7 @@ import anyio
 import psutil
 import pytest
 
+from supervisor.process._cgroup import open_tree
 from supervisor.process._reaper import ENV_KEY, Reaper
 from tests.harness import cli_supervisor, running_supervisor
 
@@ -78,7 +79,7 @@ class TestSupervisorKilled:
                 await cli.process.wait()
                 assert await _all_gone([actor]) == {}
             finally:
-                watch.kill()
+                watch.resume()  # it reads EOF now, cleans up (cgroups too) and exits
 
     @pytest.mark.slow
     async def test_escapees_die_with_a_sigkilled_supervisor(self, tmp_path: Path) -> None:
@@ -120,6 +121,47 @@ class TestActorStopped:
             (event,) = await log.wait_for("escapees.started", actor="a")
             procs = _procs([event["session_child"], event["daemon"]])
         assert await _all_gone(procs) == {}
+
+
+def _cgroups_writable() -> bool:
+    tree = open_tree("probe")
+    if tree is None:
+        return False
+    tree.prune()
+    return True
+
+
+needs_cgroups = pytest.mark.skipif(not _cgroups_writable(), reason="no writable cgroup v2 here")
+
+
+@needs_cgroups
+class TestCgroups:
+    async def test_a_daemon_without_the_cookie_dies_with_its_actor(self) -> None:
+        """A double-forked daemon that cleared its environment is killed through its cgroup on `stop`."""
+        async with running_supervisor({"a": {"target": T + "CleanEnvDaemon"}}) as (sup, log):
+            (event,) = await log.wait_for("cleanenv.started", actor="a")
+            daemon = psutil.Process(event["daemon"])
+            with anyio.fail_after(10):
+                while ENV_KEY in daemon.environ() or "sleep" not in " ".join(daemon.cmdline()):
+                    await anyio.sleep(0.02)  # until it has exec'd with the empty environment
+            top = sup.spawner.reaper.cgroups.top  # type: ignore[attr-defined]
+            await sup.stop_actor("a")
+            assert await _all_gone([daemon]) == {}
+            assert daemon.pid in {e["pid"] for e in log.find("reaper.killed", actor="a", reason="owner_exited")}
+        assert not top.exists()  # every leaf and the top removed at shutdown
+
+    @pytest.mark.slow
+    async def test_a_daemon_without_the_cookie_dies_with_a_sigkilled_supervisor(self, tmp_path: Path) -> None:
+        """The last reaper kills the cgroup: a daemon without the cookie dies with a SIGKILLed supervisor too."""
+        async with cli_supervisor(_config(tmp_path, "CleanEnvDaemon")) as cli:
+            (event,) = await cli.log.wait_for("cleanenv.started", actor="a")
+            daemon = psutil.Process(event["daemon"])
+            with anyio.fail_after(10):
+                while "sleep" not in " ".join(daemon.cmdline()):
+                    await anyio.sleep(0.02)
+            cli.process.kill()
+            await cli.process.wait()
+            assert await _all_gone([daemon]) == {}
 
 
 class TestReaper:

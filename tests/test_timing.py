@@ -9,7 +9,7 @@ import pytest
 
 from actors._runtime import beat_delay
 from supervisor.lifecycle._heartbeat import HeartbeatDeadline, wait_for_expiry
-from supervisor.lifecycle._policy import Backoff, RestartIntensity, should_restart
+from supervisor.lifecycle._policy import backoff_delay, intensity_allows, should_restart
 from supervisor.process._child import stop_process
 from tests.fakeclock import FakeClock
 
@@ -77,50 +77,39 @@ class TestHeartbeatDeadline:
 class TestBackoff:
     def test_doubles_up_to_the_maximum(self) -> None:
         """Without jitter the ceiling doubles per attempt and stops at backoff_max."""
-        backoff = Backoff(0.1, 1.0, reset_after=30.0, rng=lambda: 1.0)
-        delays = [backoff.next_delay(ran_for=0.5) for _ in range(6)]
+        delays = [backoff_delay(n, 0.1, 1.0, jitter=1.0) for n in range(1, 7)]
         assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
 
     def test_jitter_stays_within_half_to_full(self) -> None:
         """Equal jitter keeps each delay in [ceiling/2, ceiling]."""
-        low = Backoff(1.0, 8.0, 30.0, rng=lambda: 0.0)
-        high = Backoff(1.0, 8.0, 30.0, rng=lambda: 0.999999)
         for attempt in range(1, 5):
             ceiling = min(8.0, 2 ** (attempt - 1))
-            assert low.next_delay(0) == pytest.approx(ceiling / 2)
-            assert ceiling / 2 <= high.next_delay(0) <= ceiling
+            assert backoff_delay(attempt, 1.0, 8.0, jitter=0.0) == pytest.approx(ceiling / 2)
+            assert ceiling / 2 <= backoff_delay(attempt, 1.0, 8.0, jitter=0.999999) <= ceiling
 
-    def test_resets_after_stable_run(self) -> None:
-        """A run longer than backoff_reset starts the sequence again."""
-        backoff = Backoff(0.1, 10.0, reset_after=30.0, rng=lambda: 1.0)
-        for _ in range(4):
-            backoff.next_delay(1.0)
-        assert backoff.next_delay(ran_for=30.0) == pytest.approx(0.1)
-        assert backoff.attempt == 1
-
-    def test_rejects_inverted_bounds(self) -> None:
-        """backoff_max below backoff_initial is an error naming both values."""
-        with pytest.raises(ValueError, match=r"^need 0 <= initial <= maximum \(got 2, 1\)$"):
-            Backoff(2, 1, 30)
+    def test_huge_attempts_do_not_overflow(self) -> None:
+        """Attempt 10_000 is capped at the maximum, not an OverflowError."""
+        assert backoff_delay(10_000, 0.1, 30.0, jitter=1.0) == 30.0
 
 
 class TestRestartIntensity:
     def test_allows_max_restarts_within_window(self) -> None:
         """max_restarts=3 allows three restarts in the window and refuses the fourth."""
-        intensity = RestartIntensity(3, window=10.0)
-        assert [intensity.allow(t) for t in (0.0, 1.0, 2.0)] == [True, True, True]
-        assert intensity.allow(3.0) is False
+        times: tuple[float, ...] = ()
+        verdicts = []
+        for t in (0.0, 1.0, 2.0, 3.0):
+            allowed, times = intensity_allows(times, t, 3, 10.0)
+            verdicts.append(allowed)
+        assert verdicts == [True, True, True, False]
 
     def test_old_restarts_leave_the_window(self) -> None:
         """Restarts older than the window no longer count."""
-        intensity = RestartIntensity(2, window=10.0)
-        assert intensity.allow(0.0) and intensity.allow(5.0)
-        assert intensity.allow(10.0)  # the one at 0.0 has left the window
-        assert intensity.recent == 2
+        allowed, times = intensity_allows((0.0, 5.0), 10.0, 2, 10.0)
+        assert allowed and times == (5.0, 10.0)  # the one at 0.0 has left the window
 
     def test_zero_means_never_restart(self) -> None:
         """max_restarts=0 fails on the first crash."""
-        assert RestartIntensity(0, 60.0).allow(0.0) is False
+        assert intensity_allows((), 0.0, 0, 60.0)[0] is False
 
 
 class TestShouldRestart:

@@ -90,7 +90,7 @@ def check_cron(spec: CronSpec) -> None:
 
 
 def check_sink(spec: SinkSpec) -> None:
-    if spec.type in ("tcp", "syslog") and spec.address is None:
+    if spec.type in ("tcp", "syslog", "relp") and spec.address is None:
         raise Invalid(f'required for type "{spec.type}" (for example "127.0.0.1:5140")', ("address",))
     if spec.type == "file" and spec.path is None:
         raise Invalid('required for type "file"', ("path",))

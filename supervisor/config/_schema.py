@@ -119,7 +119,7 @@ class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     _not_keys: ClassVar[frozenset[str]] = frozenset()
 
-    type: Literal["stdout", "file", "tcp", "syslog"]
+    type: Literal["stdout", "file", "tcp", "syslog", "relp"]
     path: SomePath | None = None
     max_bytes: Size = 10 * 1024**2
     backups: Annotated[int, Range(ge=0, le=MAX_BACKUPS)] = 5

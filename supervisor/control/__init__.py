@@ -10,6 +10,7 @@ from ._client import arequest as arequest
 from ._client import request as request
 from ._commands import add_control_commands as add_control_commands
 from ._commands import socket_path_for as socket_path_for
+from ._errors import BadSocketPath as BadSocketPath
 from ._errors import NoReply as NoReply
 from ._errors import NotListening as NotListening
 from ._errors import RequestFailed as RequestFailed
@@ -23,6 +24,7 @@ from ._wire import MAX_REQUEST as MAX_REQUEST
 __all__ = [
     "COMMANDS",
     "MAX_REQUEST",
+    "BadSocketPath",
     "ControlClient",
     "ControlError",
     "ControlServer",

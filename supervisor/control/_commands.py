@@ -16,13 +16,16 @@ from collections.abc import Callable
 from contextlib import suppress
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Config, load_config
-from ..exceptions import ConfigError, ControlError
+from ..exceptions import ControlError
 from ._client import ControlClient
 from ._errors import NoReply, NotListening, RequestFailed
+from ._locate import Located, locate_socket
 from ._render import generic_table, heartbeat_tables, log_line, status_table
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = ["add_control_commands", "resolve_socket", "socket_path_for"]
 
@@ -42,23 +45,36 @@ def socket_path_for(config: Config) -> Path:
     return config.supervisor.control_socket or config.supervisor.state_dir / "actorsup.sock"
 
 
-def _load(path: Path) -> Config:
-    # A client must not run user code, and need not have the supervisor's sys.path.
-    return load_config(path, import_targets=False)
+def _located(config: Path) -> Located:
+    try:
+        return locate_socket(config)
+    except FileNotFoundError:
+        raise _Usage(f"{config}: file not found; pass -c CONFIG or --socket PATH") from None
+    except OSError as exc:
+        raise _Usage(f"{config}: cannot read: {exc.strerror or exc}") from None
+
+
+def locate(args: argparse.Namespace) -> Located:
+    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``.
+
+    A config is only read for its socket, never validated: a supervisor stays
+    reachable while its config file is being edited.
+    """
+    if getattr(args, "socket", None):
+        return Located(Path(args.socket), None)
+    if getattr(args, "config", None):
+        return _located(Path(args.config))
+    if os.environ.get(SOCKET_ENV):
+        return Located(Path(os.environ[SOCKET_ENV]), None)
+    if Path(DEFAULT_CONFIG).is_file():
+        return _located(Path(DEFAULT_CONFIG))
+    raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
+                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:
-    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``."""
-    if getattr(args, "socket", None):
-        return Path(args.socket)
-    if getattr(args, "config", None):
-        return socket_path_for(_load(Path(args.config)))
-    if os.environ.get(SOCKET_ENV):
-        return Path(os.environ[SOCKET_ENV])
-    if Path(DEFAULT_CONFIG).is_file():
-        return socket_path_for(_load(Path(DEFAULT_CONFIG)))
-    raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
-                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
+    """The control socket the command line points at (see :func:`locate`)."""
+    return locate(args).path
 
 
 def _err(message: str) -> None:
@@ -70,12 +86,11 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
 
     @wraps(body)
     def run(args: argparse.Namespace) -> int:
+        located: Located | None = None
         try:
-            return body(args, resolve_socket(args))
+            located = locate(args)
+            return body(args, located.path)
         except _Usage as exc:
-            _err(str(exc))
-            return 2
-        except ConfigError as exc:
             _err(str(exc))
             return 2
         except RequestFailed as exc:
@@ -84,6 +99,8 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
             return 2 if exc.code in _USAGE_CODES else 1
         except NotListening as exc:
             _err(str(exc))
+            if located is not None and located.problem:
+                _err(f"(the socket path comes from a config that does not parse: {located.problem})")
             return 1
         except ControlError as exc:
             _err(str(exc))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..exceptions import ControlError
 
-__all__ = ["NoReply", "NotListening", "RequestFailed", "SocketInUse"]
+__all__ = ["BadSocketPath", "NoReply", "NotListening", "RequestFailed", "SocketInUse"]
 
 
 class NotListening(ControlError):
@@ -66,3 +66,16 @@ class NoReply(ControlError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.path, self.cmd))
+
+
+class BadSocketPath(ControlError):
+    """The configured control socket path cannot be used (a config problem, not a conflict)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"control socket {self.path}: {problem}; set another [supervisor] "
+                         "control_socket (or pass --socket PATH)")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.problem))

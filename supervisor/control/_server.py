@@ -29,7 +29,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..exceptions import ConfigError, ControlError, SupervisorError, UnknownActor
 from ._api import ControlTarget
-from ._errors import SocketInUse
+from ._errors import BadSocketPath, SocketInUse
 from ._sock import UnixConnection, accept, connect
 from ._wire import COMMANDS, MAX_REQUEST, BadRequest, LogsArgs, encode, error_reply, parse_request
 
@@ -125,23 +125,23 @@ class ControlServer:
     async def _listen(self) -> socket.socket:
         path = self.path
         if len(os.fsencode(path)) > _MAX_UNIX_PATH:
-            raise ControlError(
-                f"control socket path {path} is {len(os.fsencode(path))} bytes long, Unix sockets "
-                f"allow at most {_MAX_UNIX_PATH}: set a shorter [supervisor] control_socket"
-            )
+            raise BadSocketPath(path, f"the path is {len(os.fsencode(path))} bytes long, Unix "
+                                f"sockets allow at most {_MAX_UNIX_PATH}")
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadSocketPath(path, f"cannot create its folder {path.parent} "
+                                f"({exc.strerror or exc})") from None
+        try:
             mode = path.lstat().st_mode
         except FileNotFoundError:
             mode = None
         except OSError as exc:
-            raise ControlError(f"cannot prepare control socket {path}: {exc}") from None
+            raise BadSocketPath(path, f"cannot inspect it ({exc.strerror or exc})") from None
         if mode is not None:
             if not stat.S_ISSOCK(mode):
-                raise ControlError(
-                    f"{path} exists and is not a socket; remove it or set another "
-                    "[supervisor] control_socket"
-                )
+                raise BadSocketPath(path, "it exists and is not a socket (it is never deleted: "
+                                    "remove it yourself if it is not needed)")
             await self._check_stale()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -61,7 +61,8 @@ async def run_on_handle(handle: ActorHandle, run: CronRun) -> RunResult:
             tg.start_soon(child_ended)
             tg.start_soon(run_done)
     except BaseException:
-        if not done.is_set() and handle.child is child:
+        # A graceful stop already under way (shutdown, stop, reload) is left to finish.
+        if not done.is_set() and handle.child is child and not handle.life.stop_requested:
             handle.kill_now("run_killed")
         raise
     finally:
@@ -132,6 +133,8 @@ class PerRunExecutor:
             await self.current.stop()
 
     async def execute(self, run: CronRun) -> RunResult:
+        if self.closing:
+            return RunResult("error", "not started: the supervisor is shutting down")
         handle = self._make_handle()
         handle.reconfigure(msgspec.structs.replace(handle.spec, restart="temporary"))
         self.current = handle

@@ -28,8 +28,6 @@ from ..core._clock import Clock
 from ..exceptions import HandshakeTimeout, ProtocolError
 from ..logs import LogRouter
 from ..logs._lines import LineAssembler
-from ..metrics import Metrics
-from ..monitor import HeartbeatMonitor
 from ..process._child import ChildProcess, stop_process, wait_until
 from ..process._resources import LimitChecker, ResourceSample, ResourceSampler
 from ..process._spawn import Spawner
@@ -85,11 +83,8 @@ class ActorHandle:
         bus: EventBus,
         clock: Clock,
         backend: str = "trio",
-        base_dir: str | None = None,
         mode: str = "actor",
-        monitor: HeartbeatMonitor | None = None,
         sampler: ResourceSampler | None = None,
-        metrics: Metrics | None = None,
         observers: Iterable[Observer] = (),
         loop_watch: LoopWatch | None = None,
         jitter: Callable[[], float] = random.random,
@@ -101,14 +96,11 @@ class ActorHandle:
         self._bus = bus
         self._clock = clock
         self._backend = backend
-        self._base_dir = base_dir
         self.mode = mode
         self._sampler = sampler or ResourceSampler()
         self._loop_watch = loop_watch
         self._jitter = jitter
-        self.observers: list[Observer] = [BusPublisher(bus)]
-        self.observers += [o for o in (monitor, metrics) if o is not None]
-        self.observers += observers
+        self.observers: list[Observer] = [BusPublisher(bus), *observers]  # read models: bus, monitor, metrics
         self._policy = Policy.of(spec, jitter)
         self.life = Life()
         self.resources: ResourceSample | None = None
@@ -307,6 +299,9 @@ class ActorHandle:
 
     async def _run_once(self) -> m.ChildExited | m.TaskEnded | m.SpawnFailed:
         run = self._run = _Run(self.spec)
+        if self.life.stop_requested:  # stopped before this loop got to the spawn
+            run.stop.set()
+            run.handshake_over.set()
         self.resources = None
         self._sampled_at = float("-inf")
         try:

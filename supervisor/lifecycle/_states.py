@@ -7,6 +7,8 @@
                    +---- (start) ---- failed   (restart intensity exceeded)
 
 Each transition emits exactly one log event, named in TRANSITION_EVENTS.
+``errored`` is never a resting state: the same decision moves on to backoff,
+failed or stopped. Which event causes which move is decided in ``_machine``.
 """
 
 from __future__ import annotations

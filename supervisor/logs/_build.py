@@ -7,6 +7,7 @@ from typing import Any
 from ..config import SinkSpec
 from ._file import FileSink
 from ._net import SyslogSink, TcpSink
+from ._relp import RelpSink
 from ._sinks import Sink, StdoutSink
 
 __all__ = ["build_sinks"]
@@ -28,6 +29,10 @@ def build_sinks(specs: tuple[SinkSpec, ...], **options: Any) -> list[Sink]:
             sinks.append(TcpSink(spec, **options))
         elif spec.type == "syslog":
             sinks.append(SyslogSink(spec, **options))
+        elif spec.type == "relp":
+            sinks.append(RelpSink(spec, **options))
         else:
-            raise ValueError(f'unknown sink type {spec.type!r} (expected "stdout", "file", "tcp" or "syslog")')
+            raise ValueError(
+                f'unknown sink type {spec.type!r} (expected "stdout", "file", "tcp", "syslog" or "relp")'
+            )
     return sinks

@@ -222,7 +222,7 @@ class FileSink(_BufferedSink):
                 self._begin_rotation()
             else:
                 self._set_day(now)
-        return self._held or self._fd is not None
+        return bool(self._held) or self._fd is not None
 
     def write(self, record: LogRecord) -> None:
         line = record.line + b"\n"

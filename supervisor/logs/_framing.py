@@ -4,6 +4,7 @@
   Logstash ``json_lines``, syslog-ng ``network(flags(no-parse))``).
 * ``syslog``: RFC 5424 messages with RFC 6587 octet-counting framing, the JSON
   object as MSG; MSGID is the actor name, PROCID the supervisor's pid.
+* ``relp``: the same RFC 5424 message, bare (the RELP frame carries the length).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from ._record import LogRecord
 from ._time import iso_utc
 
-__all__ = ["ndjson_framer", "syslog_framer"]
+__all__ = ["ndjson_framer", "syslog_framer", "syslog_message_framer"]
 
 Framer = Callable[[LogRecord], bytes]
 _FACILITY_USER = 1
@@ -46,7 +47,8 @@ def _token(text: str, limit: int) -> str:
     return _PRINTABLE.sub("_", text)[:limit] or "-"
 
 
-def syslog_framer(app_name: str = "actorsup", host: str | None = None) -> Framer:
+def syslog_message_framer(app_name: str = "actorsup", host: str | None = None) -> Framer:
+    """A bare RFC 5424 message per record (RELP carries its own length)."""
     hostname = _token(host or socket.gethostname(), 255)
     app = _token(app_name, 48)
     procid = str(os.getpid())
@@ -65,6 +67,16 @@ def syslog_framer(app_name: str = "actorsup", host: str | None = None) -> Framer
             + msgid
             + record.line
         )
+        return msg
+
+    return frame
+
+
+def syslog_framer(app_name: str = "actorsup", host: str | None = None) -> Framer:
+    message = syslog_message_framer(app_name, host)
+
+    def frame(record: LogRecord) -> bytes:
+        msg = message(record)
         return b"%d %s" % (len(msg), msg)
 
     return frame

@@ -93,6 +93,7 @@ class NetworkSink:
         self._sent_bytes = 0
         self._stream_sent = 0  # bytes the kernel took on this connection
         self._stream_end = 0  # stream offset at the end of the last frame taken
+        self._widest_window = 0  # the peer's widest advertised receive window on this connection
         self._out: memoryview | None = None  # unsent rest of the current batch
         self._sock: socket.socket | None = None
         self._connected = False
@@ -105,6 +106,7 @@ class NetworkSink:
         self._stopped: anyio.Event | None = None  # both made in run(): Events need a loop
         self._queue_dropped = 0  # not yet reported
         self.replayed = 0  # frames sent again after reconnects: the bound on duplicates
+        self.connections = 0  # connections made
         self.dropped = 0  # frames lost on purpose (spool or queue full), all reported
         self._spool: Spool | None = None
         if spec.spool_dir is not None:
@@ -204,6 +206,8 @@ class NetworkSink:
     def _up(self, sock: socket.socket) -> None:
         self._sock = sock
         self._stream_sent = self._stream_end = 0
+        self._widest_window = 0
+        self.connections += 1
         self._connected = True
         self._error = None
         if self._failed_since is not None:
@@ -237,15 +241,28 @@ class NetworkSink:
         self._out = None
 
     def _settle(self, sock: socket.socket) -> None:
-        """Forget the frames the peer's TCP has acknowledged (also after a reset)."""
+        """Forget the frames the peer has surely read; the rest is replayed (also after a reset).
+
+        Read = acknowledged by the peer's TCP (``SIOCOUTQ`` says how much is not)
+        and not still waiting in its receive buffer. A reset throws that buffer
+        away; how much it held shows in the window the peer advertised last,
+        against the widest it advertised on this connection.
+        """
         try:
             unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
         except OSError:
             return  # no answer: everything kept is sent again
-        acked = self._stream_sent - unacked
+        window = _peer_window(sock)
+        unread = max(0, self._widest_window - window) if window is not None else 0
+        read = self._stream_sent - unacked - unread
         sent = self._sent
-        while sent and sent[0][0] <= acked:
+        while sent and sent[0][0] <= read:
             self._sent_bytes -= len(sent.popleft()[1])
+
+    def _sample_window(self, sock: socket.socket) -> None:
+        window = _peer_window(sock)
+        if window is not None and window > self._widest_window:
+            self._widest_window = window
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -301,38 +318,41 @@ class NetworkSink:
                 self._stream_sent += n
                 out = out[n:]
             self._out = None
-            self._settle(sock)
+            self._sample_window(sock)
             self._trim_window()
 
-    def _take_batch(self) -> bytes | None:
-        parts: list[bytes] = []
+    def _next_frames(self, max_bytes: int, max_frames: int = 1 << 62) -> list[bytes]:
+        """The oldest frames waiting, in order: replay, then the memory queue, then the spool."""
+        frames: list[bytes] = []
         size = 0
-        while size < BATCH_BYTES:
+        while size < max_bytes and len(frames) < max_frames:
             if self._replay:
                 frame = self._replay.popleft()
             elif self._queue:
                 frame = self._queue.popleft()
             elif self._spool is not None and self._spool.records:
-                frames = self._spool.read(BATCH_BYTES - size)
-                for frame in frames:
-                    self._stream_end += len(frame)
-                    self._sent.append((self._stream_end, frame))
-                parts.extend(frames)
-                size += sum(map(len, frames))
+                more = self._spool.read(max_bytes - size, max_frames - len(frames))
+                frames.extend(more)
+                size += sum(map(len, more))
                 continue
             else:
                 break
-            parts.append(frame)
+            frames.append(frame)
+            size += len(frame)
+        return frames
+
+    def _take_batch(self) -> bytes | None:
+        frames = self._next_frames(BATCH_BYTES)
+        if not frames:
+            return None
+        for frame in frames:
             self._stream_end += len(frame)
             self._sent.append((self._stream_end, frame))
-            size += len(frame)
-        if not parts:
-            return None
-        self._sent_bytes += size
-        return b"".join(parts)
+            self._sent_bytes += len(frame)
+        return b"".join(frames)
 
     def _trim_window(self) -> None:
-        # A memory bound only: the kernel's send buffer holds far less unacknowledged data.
+        # Frames older than replay_bytes are taken as read, whatever a reset says.
         sent, limit = self._sent, self.replay_bytes
         while sent and self._sent_bytes - len(sent[0][1]) >= limit:
             self._sent_bytes -= len(sent.popleft()[1])
@@ -368,11 +388,8 @@ class NetworkSink:
         confirmed = False
         with anyio.move_on_after(self.close_timeout):
             if self._connected and self._sock is not None:
-                try:
-                    await self._send_all(self._sock, until_empty=True)
-                    confirmed = await self._half_close(self._sock)
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    confirmed = await self._finish(self._sock)
         self._closed = True
         if confirmed:
             self._sent.clear()
@@ -395,6 +412,11 @@ class NetworkSink:
         if leftover:
             self._report_dropped(len(leftover), "shutdown while the aggregator was unreachable, and no spool_dir")
 
+    async def _finish(self, sock: socket.socket) -> bool:
+        """Send everything pending; True once the peer confirmed it has all of it."""
+        await self._send_all(sock, until_empty=True)
+        return await self._half_close(sock)
+
     async def _half_close(self, sock: socket.socket) -> bool:
         """Send EOF and wait for the peer's: then it has read every byte."""
         sock.shutdown(socket.SHUT_WR)
@@ -405,6 +427,21 @@ class NetworkSink:
                     return True
             except BlockingIOError:
                 continue
+
+
+_TCP_INFO_SND_WND = 228  # offsetof(struct tcp_info, tcpi_snd_wnd), Linux >= 6.2
+
+
+def _peer_window(sock: socket.socket) -> int | None:
+    """The receive window the peer advertised last, in bytes (None where the kernel does not say)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND + 4)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_SND_WND + 4:
+        return None
+    window: int = struct.unpack_from("I", info, _TCP_INFO_SND_WND)[0]
+    return window
 
 
 class TcpSink(NetworkSink):

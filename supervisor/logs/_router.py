@@ -40,10 +40,13 @@ _PIECE = 48 * 1024
 
 
 class ChildEvent(Protocol):
-    """A Log frame as the router needs it."""
+    """A Log frame as the router needs it (read-only: frames are frozen)."""
 
-    level: int
-    body: bytes
+    @property
+    def level(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 class _Block(NamedTuple):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from typing import BinaryIO, Protocol
+import errno
+import os
+from collections import deque
+from typing import Protocol
 
 import anyio
 import structlog
@@ -11,12 +13,15 @@ from anyio.abc import TaskStatus
 
 from ..config import SinkSpec
 from ._record import LogRecord
+from ._writer import PyThreadWriter
 
-__all__ = ["FLUSH_INTERVAL", "Sink", "StdoutSink"]
+__all__ = ["CLOSE_TIMEOUT", "FLUSH_INTERVAL", "STDOUT_LIMIT", "Sink", "StdoutSink"]
 
 log = structlog.get_logger("actorsup.logs")
 
 FLUSH_INTERVAL = 0.05  # seconds a written line may sit in a userspace buffer
+STDOUT_LIMIT = 4 << 20  # bytes waiting for stdout's reader before lines are dropped
+CLOSE_TIMEOUT = 2.0  # seconds a shutdown waits for stdout's reader
 
 
 class Sink(Protocol):
@@ -79,44 +84,98 @@ class _BufferedSink:
 
 
 class StdoutSink(_BufferedSink):
-    """JSON lines on the supervisor's stdout (the default sink)."""
+    """JSON lines on the supervisor's stdout (the default sink), written by a thread of its own.
 
-    def __init__(self, spec: SinkSpec, stream: BinaryIO | None = None) -> None:
+    Whoever reads stdout may pause, or stop for good: the writer thread then
+    waits in ``write``, never the event loop. Up to :data:`STDOUT_LIMIT` bytes
+    wait for it; past that, lines are dropped and counted exactly, and
+    ``logs.dropped`` reports them once the reader has caught up. The thread is
+    a Python daemon thread: at exit one stuck on a reader that never returns
+    is left behind, where a C thread would have to be joined.
+    """
+
+    def __init__(self, spec: SinkSpec, fd: int = 1) -> None:
         super().__init__(spec)
-        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._fd = fd
+        self._writer = PyThreadWriter(limit=STDOUT_LIMIT)
+        self._buffer: list[bytes] = []
+        self._batches: deque[tuple[int, int]] = deque()  # (bytes, lines) of each batch handed over
+        self._handed = 0  # bytes of the batches in _batches
+        self._dropped = 0
         self._broken = False
+        self._closed = False
 
     def write(self, record: LogRecord) -> None:
-        if self._broken:
+        if self._broken or self._closed:
             return
-        try:
-            self._stream.write(record.line + b"\n")
-        except (OSError, ValueError) as exc:
-            self._fail(exc)
-            return
+        self._buffer.append(record.line + b"\n")
         self._mark_dirty()
 
     def write_many(self, level: int, actor: str | None, pieces: list[bytes]) -> None:
-        """Pieces of JSON lines (each line ends in a newline), written and flushed at once."""
-        if self._broken:
-            return
-        try:
-            self._stream.writelines(pieces)
-        except (OSError, ValueError) as exc:
-            self._fail(exc)
+        """Pieces of JSON lines (each line ends in a newline), handed to the writer at once."""
+        if self._broken or self._closed:
             return
         self.flush()
+        self._offer(pieces)
 
     def flush(self) -> None:
         super().flush()
-        if self._broken:
+        if self._broken or self._closed:
             return
-        try:
-            self._stream.flush()
-        except (OSError, ValueError) as exc:
-            self._fail(exc)
+        self._check_failures()
+        if self._buffer:
+            buffer, self._buffer = self._buffer, []
+            self._offer(buffer)
+        if self._dropped:
+            if self._writer.pending <= STDOUT_LIMIT // 2:  # the reader caught up
+                self._report_dropped("stdout is not read fast enough")
+            else:
+                self._mark_dirty()  # look again after the flush interval
 
-    def _fail(self, exc: BaseException) -> None:
-        self._broken = True  # a closed stdout (EPIPE) stays closed
-        log.error("logs.sink_error", sink=self.name, error=str(exc),
-                  hint="stdout is closed; configure a file or network sink in [[logs.sinks]]")
+    def _offer(self, pieces: list[bytes]) -> None:
+        size = sum(map(len, pieces))
+        pending = self._writer.pending
+        if pending and pending + size > STDOUT_LIMIT:
+            self._dropped += sum(piece.count(b"\n") for piece in pieces)
+            self._mark_dirty()
+            return
+        self._writer.submit(self._fd, pieces)  # never waits: pending stays below the writer's limit
+        written = self._handed - pending  # bytes of earlier batches done: forget them
+        while self._batches and written >= self._batches[0][0]:
+            written -= self._batches[0][0]
+            self._handed -= self._batches.popleft()[0]
+        self._batches.append((size, sum(piece.count(b"\n") for piece in pieces)))
+        self._handed += size
+
+    def _check_failures(self) -> None:
+        for code, lost in self._writer.take_failures():
+            if code in (errno.EAGAIN, errno.EINTR):  # another process made stdout non-blocking
+                self._dropped += lost
+                continue
+            self._broken = True  # a closed stdout (EPIPE) stays closed
+            log.error("logs.sink_error", sink=self.name, error=os.strerror(code),
+                      hint="stdout is closed; configure a file or network sink in [[logs.sinks]]")
+            return
+
+    def _report_dropped(self, reason: str) -> None:
+        count, self._dropped = self._dropped, 0
+        log.warning("logs.dropped", sink=self.name, count=count, reason=reason)
+
+    async def aclose(self) -> None:
+        """Write what waits, for at most :data:`CLOSE_TIMEOUT` seconds of a reader that does not read."""
+        if self._closed:
+            return
+        self.flush()
+        if self._dropped and not self._broken:
+            self._report_dropped("stdout is not read fast enough")
+            self.flush()
+        self._closed = True
+        if not await anyio.to_thread.run_sync(self._writer.close, CLOSE_TIMEOUT):
+            left = self._handed - self._writer.pending  # bytes of the batches written before the stall
+            for size, lines in self._batches:
+                if left < size:
+                    self._dropped += lines
+                left -= size
+            log.warning("logs.dropped", sink=self.name, count=self._dropped,
+                        reason="stdout was not read at shutdown; counted: the lines not known to be written")
+            self._dropped = 0

@@ -263,17 +263,17 @@ class Spool:
         self._on_dropped(count, reason)
 
     # --- reading -------------------------------------------------------------
-    def read(self, max_bytes: int) -> list[bytes]:
-        """Take up to about ``max_bytes`` of the oldest records, in order (never raises)."""
+    def read(self, max_bytes: int, max_records: int = 1 << 62) -> list[bytes]:
+        """Take up to about ``max_bytes`` (and ``max_records``) of the oldest records, in order (never raises)."""
         out: list[bytes] = []
         taken = 0
-        while self.records > len(self._pending) and taken < max_bytes:
+        while self.records > len(self._pending) and taken < max_bytes and len(out) < max_records:
             seg = self._segments[0]
             if seg.records == 0:
                 self._finish_head()
                 continue
             try:
-                taken += self._read_segment(seg, out, max_bytes - taken)
+                taken += self._read_segment(seg, out, max_bytes - taken, max_records)
             except OSError as exc:
                 lost = seg.records
                 self.records -= lost
@@ -285,20 +285,20 @@ class Spool:
                 self._finish_head()
         if self.records == len(self._pending):
             self._finish_all()  # the disk part is drained: new records start a fresh segment
-        while self._pending and taken < max_bytes:
+        while self._pending and taken < max_bytes and len(out) < max_records:
             frame = self._pop_pending()
             out.append(frame)
             taken += len(frame)
         return out
 
-    def _read_segment(self, seg: _Segment, out: list[bytes], max_bytes: int) -> int:
+    def _read_segment(self, seg: _Segment, out: list[bytes], max_bytes: int, max_records: int) -> int:
         if self._reader is None:
             self._reader = open(seg.path, "rb")  # noqa: SIM115 - kept open
             self._reader.seek(seg.offset)
             self._read_buf = b""
         buf = self._read_buf
         pos = taken = 0
-        while seg.records and taken < max_bytes:
+        while seg.records and taken < max_bytes and len(out) < max_records:
             if len(buf) - pos < _LEN.size:
                 buf = buf[pos:] + self._reader.read(_READ_CHUNK)
                 pos = 0

@@ -9,10 +9,13 @@ serves where the C module was not built (or ``ACTORSUP_NO_NATIVE`` is set),
 and always for the stdout sink, whose reader may stop for good: its daemon
 thread can be left behind at exit, the C one must be joined.
 
-Measured against each other (benchmarks/README.md, "C writer or Python
-thread"), the Python thread cost ~45 % more supervisor CPU and ~50 % more
-wall time on 200,000 lines: after each ``os.writev`` the thread must take the
-GIL back from the loop that is rendering the next chunk.
+Measured against each other (``benchmarks/log_throughput.py``, 10
+interleaved invocations of ``--only lines --repeat 5`` each, 2 vCPUs), the
+Python thread took 1.38x the supervisor CPU and 1.33x the wall time of the
+C writer on 200,000 lines (medians of the paired ratios; slower in 9 and 8
+of 10 pairs): after each ``os.writev`` it must take the GIL back from the
+loop, which is rendering the next chunk. On structured events (``--only
+events``) the two were level: the child's framing is what costs there.
 
 Both keep a failed write as ``(errno, lines lost)``, exactly: the lines whose
 newline did not reach the file. A line cut short by the failure is cut from
@@ -40,13 +43,13 @@ class Writer(Protocol):
     def submit(self, fd: int, pieces: Sequence[bytes]) -> None:
         """Queue ``pieces`` for ``fd``, in order; waits while too many bytes are pending."""
 
-    def drain(self) -> None:
+    def drain(self) -> bool | None:
         """Return once everything submitted is written or has failed."""
 
     def take_failures(self) -> list[tuple[int, int]]:
         """``(errno, lines lost)`` for each failed batch since the last call."""
 
-    def close(self) -> None:
+    def close(self) -> bool | None:
         """Write what is queued; later submits raise ValueError."""
 
     @property

@@ -1,9 +1,10 @@
 """The last reaper: kills what a dead supervisor left behind.
 
-``python -I -S _deathwatch.py PREFIX`` with the read end of a pipe on stdin.
+``python -I -S _deathwatch.py PREFIX [CGROUP]`` with the read end of a pipe on stdin.
 The supervisor holds the write end; nobody writes to it. EOF means the
 supervisor is gone (exited, or SIGKILLed: the kernel closes its fds either
-way). This process then SIGKILLs every process whose environment carries a
+way). This process then writes ``cgroup.kill`` of CGROUP (the supervisor's
+cgroup v2 subtree, where there is one, see :mod:`._cgroup`), and SIGKILLs every process whose environment carries a
 tree cookie starting with PREFIX (see :mod:`._reaper`), in rounds until a
 round finds none, so that forks made while it kills are caught too. It
 imports the standard library only (no site-packages), so it starts in a few
@@ -15,10 +16,12 @@ cost the imports this process exists without.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import time
 
 ENV_KEY = b"ACTORSUP_TREE="
 _ROUNDS = 200  # a fork bomb must not keep the last reaper alive for ever
@@ -64,11 +67,33 @@ def kill_marked(prefix: str, me: int, killed: set[int]) -> int:
     return signalled
 
 
+def kill_cgroup(top: str) -> None:
+    """``cgroup.kill`` the supervisor's cgroup, then remove its emptied leaves and itself."""
+    try:
+        with open(os.path.join(top, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        return
+    for _ in range(_ROUNDS):
+        try:
+            leaves = [os.path.join(top, name) for name in os.listdir(top) if name[:1] == "c" and name[1:].isdigit()]
+        except OSError:
+            return
+        for path in [*leaves, top]:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        if not os.path.isdir(top):
+            return
+        time.sleep(0.01)  # the killed are still exiting
+
+
 def main(argv: list[str]) -> int:
-    prefix = argv[1]
+    prefix, cgroup = argv[1], argv[2] if len(argv) > 2 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the supervisor
     while os.read(0, 4096):
         pass
+    if cgroup:
+        kill_cgroup(cgroup)
     killed: set[int] = set()
     for _ in range(_ROUNDS):
         if not kill_marked(prefix, os.getpid(), killed):

@@ -38,6 +38,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._cgroup import CgroupTree, open_tree
 from ._child import ChildProcess
 from ._deathwatch import tree_tokens
 
@@ -111,6 +112,10 @@ class Reaper:
         self._tg: TaskGroup | None = None
         self._watch: subprocess.Popen[bytes] | None = None
         self._pipe = -1
+        self.cgroups: CgroupTree | None = None  # while run() runs, where cgroup v2 is writable
+        self._leaves: dict[str, int] = {}  # token -> serial of its cgroup leaf
+        self._emptying: set[int] = set()  # leaves killed, to remove once empty
+        self._signalled: set[int] = set()  # pids SIGKILLed and logged, until reaped here
 
     # --- one child ---------------------------------------------------------------
     def new_token(self) -> str:
@@ -127,6 +132,9 @@ class Reaper:
         child.on_exit = lambda: self.exited(token)
         self._live[token] = child.pid
         self._owners[token] = (actor, child.pid)
+        serial = int(token.rpartition(".")[2])
+        if self.cgroups is not None and self.cgroups.add(serial, child.pid):
+            self._leaves[token] = serial
         if len(self._owners) > _OWNERS_KEPT + len(self._live):
             for old in list(self._owners)[: len(self._owners) // 4]:
                 if old not in self._live:
@@ -141,12 +149,32 @@ class Reaper:
         """The child with ``token`` was reaped: its orphans are here now, kill them."""
         if self._live.pop(token, None) is not None:
             self.sweep()
+            serial = self._leaves.pop(token, None)
+            if serial is not None and self.cgroups is not None and self._active:
+                self._kill_leaf(token, serial, self.cgroups)
+
+    def _kill_leaf(self, token: str, serial: int, cgroups: CgroupTree) -> None:
+        """``cgroup.kill`` the leaf of an exited child: also what cleared its environment."""
+        left = cgroups.pids(serial)
+        cgroups.kill(serial)
+        self._emptying.add(serial)
+        for pid in left - self._signalled:
+            self._log_kill(pid, token, "owner_exited")
+        self._signalled |= left
+
+    def _log_kill(self, pid: int, token: str, reason: str) -> None:
+        actor, owner_pid = self._owners.get(token, (None, None))
+        log.info("reaper.killed", actor=actor, pid=pid, owner_pid=owner_pid, reason=reason)
 
     # --- the sweep ---------------------------------------------------------------
     def sweep(self, *, everything: bool = False) -> None:
         """Adopt marked orphans; SIGKILL those whose owner has exited (all, with ``everything``)."""
         if not self._active:
             return
+        if self.cgroups is not None:
+            self._emptying = {serial for serial in self._emptying if not self.cgroups.prune(serial)}
+        if len(self._signalled) > _OWNERS_KEPT:  # killed in a cgroup and reaped by their own parents
+            self._signalled &= self._adopted.keys()
         for pid in self._adopt_new():
             if self._tg is not None:
                 self._tg.start_soon(self._reap_adopted, pid)
@@ -155,14 +183,14 @@ class Reaper:
                 continue
             adopted.killed = True
             try:
+                if os.waitid(os.P_PIDFD, adopted.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    continue  # exited already: only to be reaped
                 signal.pidfd_send_signal(adopted.pidfd, signal.SIGKILL)
             except OSError:
                 continue
-            actor, owner_pid = self._owners.get(adopted.token, (None, None))
-            log.info(
-                "reaper.killed", actor=actor, pid=pid, owner_pid=owner_pid,
-                reason="shutdown" if everything else "owner_exited",
-            )
+            if pid not in self._signalled:  # not already killed (and logged) with its cgroup
+                self._signalled.add(pid)
+                self._log_kill(pid, adopted.token, "shutdown" if everything else "owner_exited")
 
     def _adopt_new(self) -> list[int]:
         ours = set(self._live.values())
@@ -173,6 +201,9 @@ class Reaper:
             if pid in ours or pid in self._adopted:
                 continue
             token = next((t for t in cookie_of(pid) if t.partition(".")[0] == self.prefix), None)
+            if token is None and self.cgroups is not None:  # no cookie, but in one of our cgroups
+                serial = self.cgroups.serial_of(pid)
+                token = None if serial is None else f"{self.prefix}.{serial}"
             if token is None:
                 continue  # not from our children (a host's own child): none of our business
             try:
@@ -198,6 +229,7 @@ class Reaper:
             pass
         os.close(adopted.pidfd)
         del self._adopted[pid]
+        self._signalled.discard(pid)
         return True
 
     # --- lifetime ----------------------------------------------------------------
@@ -206,6 +238,8 @@ class Reaper:
         was = ctypes.c_int(0)
         _prctl(_PR_GET_CHILD_SUBREAPER, was)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        self.cgroups = open_tree(self.prefix)
+        log.debug("reaper.started", prefix=self.prefix, cgroup=str(self.cgroups.top) if self.cgroups else None)
         self._active = True
         try:
             async with anyio.create_task_group() as tg:
@@ -224,17 +258,24 @@ class Reaper:
 
     async def _close(self) -> None:
         """Kill every marked leftover and reap it (bounded), then stop the last reaper."""
+        cgroups = self.cgroups
         with anyio.move_on_after(_CLOSE_TIMEOUT):
             while True:
+                if cgroups is not None:
+                    cgroups.kill()
                 self.sweep(everything=True)
                 for pid in list(self._adopted):
                     self._collect(pid)
-                if not self._adopted:
+                if not self._adopted and (cgroups is None or cgroups.prune()):
                     break
                 await anyio.sleep(0.01)
         for adopted in self._adopted.values():
             os.close(adopted.pidfd)
         self._adopted.clear()
+        self.cgroups = None
+        self._leaves.clear()
+        self._emptying.clear()
+        self._signalled.clear()
         await self._stop_deathwatch()
 
     async def _keep_deathwatch(self) -> None:
@@ -243,7 +284,8 @@ class Reaper:
             read, self._pipe = os.pipe()  # non-inheritable: no child may hold the write end
             try:
                 self._watch = subprocess.Popen(
-                    [sys.executable, "-I", "-S", _DEATHWATCH, self.prefix],
+                    [sys.executable, "-I", "-S", _DEATHWATCH, self.prefix,
+                     str(self.cgroups.top) if self.cgroups else ""],
                     stdin=read, stdout=subprocess.DEVNULL, start_new_session=True,
                 )
             except OSError as exc:

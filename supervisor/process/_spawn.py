@@ -4,8 +4,10 @@
 ``WarmSpawner`` keeps a few such children pre-started (interpreter up,
 anyio/trio/structlog/msgspec imported, Hello sent) and hands one out at once,
 so a restart costs the actor's own import and construction, not the
-interpreter's start-up. Both hide behind the one-method :class:`Spawner`
-interface, so a fork server could replace them.
+interpreter's start-up. Both hide behind the :class:`Spawner` interface
+(``spawn`` and ``run``), so a fork server can replace them: it makes the child
+its own way, then reuses :meth:`Reaper.track`, :func:`await_hello` and
+:func:`discard`, which are all a spawner shares with the rest of actorsup.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ._child import REAP_TIMEOUT, ChildProcess, wait_until
 from ._popen import AsyncPopen
 from ._reaper import Reaper
 
-__all__ = ["ColdSpawner", "Spawner", "WarmSpawner"]
+__all__ = ["ColdSpawner", "Spawner", "WarmSpawner", "await_hello", "discard"]
 
 log = structlog.get_logger()
 
@@ -46,10 +48,12 @@ class Spawner(Protocol):
     """How the supervisor gets a child; all a new backend (a fork server) must provide.
 
     ``run`` is started before the first ``spawn`` and cancelled after the last
-    child has been stopped. A backend must start each child in its own process
-    group, with PR_SET_PDEATHSIG=SIGKILL towards the supervisor and with the
-    tree cookie of :class:`Reaper` in its environment, and must set the
-    returned child's ``token`` and ``on_exit`` (see :meth:`Reaper.track`).
+    child has been stopped; the handles call nothing else. A backend must give
+    each child its own process group, PR_SET_PDEATHSIG=SIGKILL towards the
+    supervisor (``actors._runtime`` sets it), the tree cookie of a running
+    :class:`Reaper` in its environment (:meth:`Reaper.child_env`), and must
+    register it with :meth:`Reaper.track` before the handshake, so that what
+    it leaves behind is killed (docs/GUARANTEES.md).
     """
 
     async def spawn(self, *, actor: str, start_timeout: float) -> ChildProcess:
@@ -116,40 +120,43 @@ class ColdSpawner:
         child = ChildProcess(process, parent_end, ring)
         self.reaper.track(child, token, actor)
         try:
-            await self._await_hello(child, actor, start_timeout)
+            await await_hello(child, actor, start_timeout, self.clock)
         except BaseException:
-            await _discard(child)
+            await discard(child)
             raise
         return child
 
-    async def _await_hello(self, child: ChildProcess, actor: str, start_timeout: float) -> None:
-        frames: list[object] = []
 
-        async def read() -> None:
-            frames.extend(await child.receive_frames())
+async def await_hello(child: ChildProcess, actor: str, start_timeout: float, clock: Clock) -> None:
+    """Read the child's Hello within ``start_timeout``; frames that came with it go to its backlog."""
+    frames: list[object] = []
 
-        try:
-            got = await wait_until(read, self.clock, self.clock.now() + start_timeout)
-        except ValueError as exc:
-            raise ProtocolError(f"garbage before handshake: {exc}", actor) from None
-        if not got:
-            raise HandshakeTimeout(actor, start_timeout, "Hello")
-        if not frames:
-            raise ProtocolError("child exited before the handshake", actor)
-        hello = frames[0]
-        if not isinstance(hello, Hello):
-            raise ProtocolError(f"expected Hello first, got {type(hello).__name__}", actor)
-        if hello.version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol version {hello.version} does not match the supervisor's {PROTOCOL_VERSION}"
-                " (reinstall actorsup so both sides match)",
-                actor,
-            )
-        child.hello = hello
-        child.backlog = list(frames[1:])
+    async def read() -> None:
+        frames.extend(await child.receive_frames())
+
+    try:
+        got = await wait_until(read, clock, clock.now() + start_timeout)
+    except ValueError as exc:
+        raise ProtocolError(f"garbage before handshake: {exc}", actor) from None
+    if not got:
+        raise HandshakeTimeout(actor, start_timeout, "Hello")
+    if not frames:
+        raise ProtocolError("child exited before the handshake", actor)
+    hello = frames[0]
+    if not isinstance(hello, Hello):
+        raise ProtocolError(f"expected Hello first, got {type(hello).__name__}", actor)
+    if hello.version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {hello.version} does not match the supervisor's {PROTOCOL_VERSION}"
+            " (reinstall actorsup so both sides match)",
+            actor,
+        )
+    child.hello = hello
+    child.backlog = list(frames[1:])
 
 
-async def _discard(child: ChildProcess) -> None:
+async def discard(child: ChildProcess) -> None:
+    """SIGKILL a child that will not be used, reap it (shielded, bounded) and close it."""
     child.signal_group(signal.SIGKILL)
     with anyio.CancelScope(shield=True), anyio.move_on_after(REAP_TIMEOUT):
         await child.wait()
@@ -186,7 +193,7 @@ class WarmSpawner(ColdSpawner):
             finally:
                 with anyio.CancelScope(shield=True):
                     while self._pool:
-                        await _discard(self._pool.popleft())
+                        await discard(self._pool.popleft())
 
     async def _watch_spare(self, child: ChildProcess) -> None:
         """Reap a spare that dies while it waits in the pool, and refill the pool."""
@@ -211,5 +218,5 @@ class WarmSpawner(ColdSpawner):
                 self.reaper.owned_by(child.token, actor)
                 return child
             log.warning("spawner.spare_died", pid=child.pid, exit_code=child.returncode)
-            await _discard(child)
+            await discard(child)
         return await super().spawn(actor=actor, start_timeout=start_timeout)
