@@ -41,6 +41,7 @@ __all__ = [
 # Bounds past which `run` cannot work (or would walk millions of files).
 MAX_SPARE_PROCESSES = 64
 MAX_BACKUPS = 1000
+COMMAND_ONLY = ("command", "notify", "probe", "user")  # keys of kind = "command" alone
 
 
 class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,11 +70,11 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "command_spec", "watchdog_from_ready"})
 
     name: str  # the table key
-    target: Target
-    kind: Literal["process", "task"] = "process"
+    target: Target = ""  # required but for kind = "command" (see _checks.check_actor)
+    kind: Literal["process", "task", "command"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     # These four, when unset, come from [supervisor] (heartbeat_timeout: from
     # 2 x this table's heartbeat_interval if that is set).
@@ -95,12 +96,23 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_rss: Size | None = None
     max_cpu: Positive | None = None
     cpu_window: Positive = 10.0
+    # kind = "command": raw here, validated as a whole by supervisor.command.parse_command_spec
+    command: Any = None
+    notify: bool = False
+    probe: Any = None
+    user: str | None = None
+    # filled in by the loader for kind = "command": the parsed CommandSpec (typed Any so that loading a
+    # config without command actors does not import them), and whether the table set heartbeat_timeout
+    command_spec: Any = None
+    watchdog_from_ready: bool = False
 
 
 class CronSpec(ActorSpec, frozen=True, kw_only=True):
     """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "kind", "restart"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset(
+        {"name", "kind", "restart", *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
+    )
 
     interval: Positive | None = None
     schedule: str | None = None
