@@ -30,6 +30,7 @@ import structlog
 from ..core._clock import Clock
 from ..lifecycle._heartbeat import HeartbeatDeadline, wait_for_expiry
 from ..lifecycle._machine import ChildExited, SpawnFailed
+from ..lifecycle._stall import LoopWatch
 from ..logs import LineAssembler, LogRouter
 from ..process._child import stop_process, wait_until
 from ..process._popen import FdReader
@@ -105,10 +106,15 @@ async def run_command(
     stop: anyio.Event,
     hooks: CommandHooks,
     launcher: Launcher = launch,
+    loop_watch: LoopWatch | None = None,
 ) -> ChildExited | SpawnFailed:
-    """Run the program once: until it exits by itself, or ``stop`` is set and it has been stopped."""
+    """Run the program once: until it exits by itself, or ``stop`` is set and it has been stopped.
+
+    ``loop_watch``: the supervisor's stall detector, which moves the watchdog
+    deadline by a stall of the supervisor's own loop (not the program's fault).
+    """
     spec = run.command
-    state = _State(run, clock, hooks)
+    state = _State(run, clock, hooks, loop_watch)
     ns = NotifySocket(run.actor, state.on_notice) if spec.notify else None  # one per run: no stale senders
     try:
         notify_env = ns.env(run.heartbeat_timeout) if ns is not None else None
@@ -117,7 +123,7 @@ async def run_command(
         try:
             proc = launcher(spec.argv, env=env, cwd=run.cwd, credentials=spec.credentials)
         except ProgramError as exc:
-            return SpawnFailed(exc.code, exc.reason)
+            return SpawnFailed(exc.code, exc.reason, exited=True)
         if ns is not None:
             ns.watch(proc.pid, proc.create_time)  # before any await: it may notify at once
         state.proc = proc
@@ -130,14 +136,17 @@ async def run_command(
     finally:
         if ns is not None:
             ns.close()
-    return ChildExited(returncode, None, state.errno_text)
+        if loop_watch is not None and state.beats is not None:
+            loop_watch.discard(state.beats)
+    return ChildExited(returncode, None, state.errno_text, program=True)
 
 
 class _State:
     """What the notices of one run have said."""
 
-    def __init__(self, run: CommandRun, clock: Clock, hooks: CommandHooks) -> None:
+    def __init__(self, run: CommandRun, clock: Clock, hooks: CommandHooks, loop_watch: LoopWatch | None) -> None:
         self.run = run
+        self.loop_watch = loop_watch
         self.clock = clock
         self.hooks = hooks
         self.proc: CommandProcess | None = None
@@ -158,6 +167,8 @@ class _State:
     def _arm(self) -> None:
         assert self.run.heartbeat_timeout is not None
         self.beats = HeartbeatDeadline(self.run.heartbeat_timeout, self.clock.now())
+        if self.loop_watch is not None:
+            self.loop_watch.add(self.beats)
         self.beating.set()
 
     def kill_for_hang(self, age: float) -> None:
@@ -251,6 +262,8 @@ async def _watch_watchdog(state: _State, ns: NotifySocket | None) -> None:
     assert beats is not None
     while True:
         age = await wait_for_expiry(beats, state.clock)
+        if state.loop_watch is not None:
+            state.loop_watch.observe(state.clock.now())  # a stall of ours extends the deadline
         for _ in range(8):  # beats that arrived while the loop was busy are read first
             if ns is None or not ns.pending() or not beats.expired(state.clock.now()):
                 break

@@ -99,11 +99,18 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             _plain(row.get("name")), _plain(row.get("kind")), _state(row.get("state")),
             _plain(row.get("pid")), fmt_duration(row.get("uptime")), _plain(row.get("restarts")),
             fmt_duration(row.get("last_beat_age")), _percent(row.get("cpu_percent")),
-            fmt_bytes(row.get("rss")), _plain(row.get("last_error")),
+            fmt_bytes(row.get("rss")), _plain(_note(row)),
         )
     if not rows:
         table.caption = "no actors"
     return table
+
+
+def _note(row: Mapping[str, Any]) -> Any:
+    """The last error, or while a command actor runs, what it last said with STATUS= (sd_notify)."""
+    if row.get("status_text") and row.get("state") == "running":
+        return f"STATUS={row['status_text']}"
+    return row.get("last_error")
 
 
 _STATES = {"state", "status", "outcome", "last_outcome"}

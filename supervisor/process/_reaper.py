@@ -32,14 +32,15 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._cgroup import CgroupTree, open_tree
-from ._child import ChildProcess
 from ._deathwatch import tree_tokens
 
 __all__ = ["ENV_KEY", "Reaper", "own_children"]
@@ -87,6 +88,16 @@ def cookie_of(pid: int) -> list[str]:
         return []
 
 
+class Tracked(Protocol):
+    """What :meth:`Reaper.track` needs of a child (a ChildProcess, a command actor's CommandProcess)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    token: str
+    on_exit: Callable[[], None] | None
+
+
 class _Adopted:
     __slots__ = ("killed", "pidfd", "token")
 
@@ -126,7 +137,7 @@ class Reaper:
         """``env`` with ``token`` appended to the cookie (a nested supervisor keeps the outer one)."""
         return {**env, ENV_KEY: " ".join(filter(None, (env.get(ENV_KEY, ""), token)))}
 
-    def track(self, child: ChildProcess, token: str, actor: str) -> None:
+    def track(self, child: Tracked, token: str, actor: str) -> None:
         """``child`` was started with ``token``; kill its leftovers once it has been reaped."""
         child.token = token
         child.on_exit = lambda: self.exited(token)
