@@ -652,6 +652,6 @@ class _CommandHooks:
         await self.spawned_event.wait()
         while True:
             now = h._clock.now()
-            every = h.spec.heartbeat_interval * 0.9 if self.run.limits.active else STATUS_SAMPLE_INTERVAL
+            every = min(h.spec.heartbeat_interval * 0.9, STATUS_SAMPLE_INTERVAL)  # a sample is ~0.1 ms
             self.handle._check_limits(self.run, now, h.sample(max_age=0.0))
             await h._clock.sleep_until(now + every)
