@@ -146,7 +146,7 @@ class TestReadiness:
             assert hooks.names() == ["spawned", "ready"]
             hooks.stop.set()
             await _wait(done)
-        assert result == [ChildExited(-signal.SIGTERM, None, None)]
+        assert result == [ChildExited(-signal.SIGTERM, None, None, program=True)]
 
     @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
     async def test_redis_is_ready_only_after_its_ready_1(self, tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ class TestReadiness:
             assert hooks.calls[2] == ("status", "Ready to accept connections")
             hooks.stop.set()
             await _wait(done)
-        assert result == [ChildExited(0, None, None)]
+        assert result == [ChildExited(0, None, None, program=True)]
         assert any("ready to accept connections" in e["event"] for e in sink.lines)
         assert all(e["actor"] == "app" and e["pid"] == hooks.calls[0][1] for e in sink.lines)
 
@@ -167,7 +167,8 @@ class TestReadiness:
         """notify = true and no READY=1 within start_timeout: start_timeout, SIGKILL."""
         async with _running({"command": "sleep 30", "notify": True}, start_timeout=0.3) as (hooks, result, done, _):
             await _wait(done)
-        assert hooks.names() == ["spawned", "start_timeout"] and result == [ChildExited(-signal.SIGKILL, None, None)]
+        assert hooks.names() == ["spawned", "start_timeout"]
+        assert result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
 
 
 @needs_notify
@@ -180,7 +181,7 @@ class TestWatchdog:
             await _wait(done)
         assert hooks.names() == ["spawned", "ready", "beat", "beat", "beat", "heartbeat_timeout"]
         _, age, timeout = hooks.calls[-1]
-        assert timeout == 0.5 and age >= 0.5 and result == [ChildExited(-signal.SIGKILL, None, None)]
+        assert timeout == 0.5 and age >= 0.5 and result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
 
     async def test_a_program_that_never_pings_is_not_timed_out(self) -> None:
         """heartbeat_timeout not set in the table: the deadline waits for a first WATCHDOG=1 (fake clock)."""
@@ -192,7 +193,7 @@ class TestWatchdog:
             assert "heartbeat_timeout" not in hooks.names()
             hooks.stop.set()
             await _wait(done)
-        assert result == [ChildExited(-signal.SIGTERM, None, None)]
+        assert result == [ChildExited(-signal.SIGTERM, None, None, program=True)]
 
     async def test_the_first_ping_arms_the_deadline(self) -> None:
         """Without watchdog_from_ready, the first WATCHDOG=1 starts the deadline; a miss is then a timeout."""
@@ -205,14 +206,15 @@ class TestWatchdog:
             assert "heartbeat_timeout" not in hooks.names()
             await clock.advance(0.001)
             await _wait(done)
-        assert hooks.names()[-1] == "heartbeat_timeout" and result == [ChildExited(-signal.SIGKILL, None, None)]
+        assert hooks.names()[-1] == "heartbeat_timeout"
+        assert result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
 
     async def test_errno_is_the_exit_error(self) -> None:
         """ERRNO= before a failing exit is the run's error text."""
         async with _running({"command": ["sh", "-c", "systemd-notify ERRNO=2; exit 1"], "notify": True},
                             start_timeout=10) as (_, result, done, _sink):
             await _wait(done)
-        assert result == [ChildExited(1, None, "ERRNO=2 (ENOENT: No such file or directory)")]
+        assert result == [ChildExited(1, None, "ERRNO=2 (ENOENT: No such file or directory)", program=True)]
 
 
 class TestExits:
@@ -222,13 +224,13 @@ class TestExits:
             await _wait(done)
         assert hooks.calls == [] and result == [
             SpawnFailed("program_not_found", f"program not found: 'no-such-program-x' is not in PATH "
-                                             f"({os.environ.get('PATH')})")]
+                                             f"({os.environ.get('PATH')})", exited=True)]
 
     async def test_exits_zero_at_once(self) -> None:
         """`true` exits 0 at once: the run ends with ChildExited(0) (the handle's policy decides the rest)."""
         async with _running({"command": "true"}) as (_, result, done, _sink):
             await _wait(done)
-        assert result == [ChildExited(0, None, None)]
+        assert result == [ChildExited(0, None, None, program=True)]
 
     async def test_ignores_sigterm_escalates_to_sigkill(self) -> None:
         """A program that ignores SIGTERM is SIGKILLed after stop_timeout."""
@@ -237,7 +239,7 @@ class TestExits:
             await _wait(sink.arrived)  # its first line: the trap is set by then
             hooks.stop.set()
             await _wait(done)
-        assert result == [ChildExited(-signal.SIGKILL, None, None)]
+        assert result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
 
     async def test_json_and_plain_lines_nothing_lost(self) -> None:
         """JSON lines are merged, plain lines stay text, and the last line without a newline arrives."""
@@ -245,7 +247,7 @@ class TestExits:
                   r"""printf '{"event":"bye","code":3}' >&2""")
         async with _running({"command": ["sh", "-c", script]}) as (_, result, done, sink):
             await _wait(done)
-        assert result == [ChildExited(0, None, None)]
+        assert result == [ChildExited(0, None, None, program=True)]
         by_event = {e["event"]: e for e in sink.lines}
         assert by_event["up"]["level"] == "warning" and by_event["up"]["app_pid"] == 7
         assert by_event["plain"]["stream"] == "stdout"
@@ -275,7 +277,8 @@ class TestProbe:
             await _wait(hooks.called["unhealthy"])
             await _wait(done)
         assert hooks.calls[-1] == ("unhealthy", 2, "timed out after 0.3s")
-        assert result == [ChildExited(-signal.SIGKILL, None, None)]  # a stopped process cannot act on SIGTERM
+        # a stopped process cannot act on SIGTERM
+        assert result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
 
 
 class TestNoticeState:

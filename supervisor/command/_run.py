@@ -144,7 +144,9 @@ async def run_command(
 class _State:
     """What the notices of one run have said."""
 
-    def __init__(self, run: CommandRun, clock: Clock, hooks: CommandHooks, loop_watch: LoopWatch | None) -> None:
+    def __init__(
+        self, run: CommandRun, clock: Clock, hooks: CommandHooks, loop_watch: LoopWatch | None = None
+    ) -> None:
         self.run = run
         self.loop_watch = loop_watch
         self.clock = clock

@@ -64,10 +64,13 @@ def _readable(sock: socket.socket) -> bool:
 class _Run:
     """One run of a child (or of a task actor): created at spawn, dropped at exit."""
 
-    __slots__ = ("beats", "child", "exiting", "handshake_over", "health", "limits", "ready", "status_text", "stop")
+    __slots__ = (
+        "beats", "child", "exiting", "handshake_over", "health", "limits", "program", "ready", "status_text", "stop",
+    )
 
     def __init__(self, spec: ActorSpec) -> None:
-        self.child: ChildProcess | CommandProcess | None = None  # a command actor's program has no channel
+        self.child: ChildProcess | None = None
+        self.program: CommandProcess | None = None  # a command actor's process (no channel)
         self.stop = anyio.Event()  # end the run gracefully (SIGTERM, or cancel a task)
         self.ready = anyio.Event()
         self.handshake_over = anyio.Event()  # Ready arrived, or a stop came first
@@ -147,12 +150,13 @@ class ActorHandle:
     @property
     def child(self) -> ChildProcess | None:
         """The running child with a channel (None for a command actor's program)."""
-        child = self._process
-        return child if isinstance(child, ChildProcess) else None
+        return self._run.child if self._run is not None else None
 
     @property
     def _process(self) -> ChildProcess | CommandProcess | None:
-        return self._run.child if self._run is not None else None
+        """The running child or program: what is signalled and sampled."""
+        run = self._run
+        return None if run is None else run.child or run.program
 
     @property
     def status_text(self) -> str | None:
@@ -237,8 +241,8 @@ class ActorHandle:
             if run is not None:
                 run.stop.set()
                 run.handshake_over.set()
-        elif isinstance(action, m.KillChild) and run is not None and run.child is not None:
-            run.child.signal_group(signal.SIGKILL)
+        elif isinstance(action, m.KillChild) and run is not None and (proc := run.child or run.program) is not None:
+            proc.signal_group(signal.SIGKILL)
 
     def _announce(self, t: m.Transition) -> None:
         event = TRANSITION_EVENTS[t.new]
@@ -376,9 +380,9 @@ class ActorHandle:
                 tg.cancel_scope.cancel()
             return ended
         finally:
-            if run.child is not None:
-                self._sampler.forget(run.child.pid)
-                run.child = None
+            if run.program is not None:
+                self._sampler.forget(run.program.pid)
+                run.program = None
 
     def _on_task_running(self, run: _Run, pid: int) -> None:
         run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
@@ -505,7 +509,7 @@ class ActorHandle:
 
     def _on_frame(self, run: _Run, frame: Any) -> None:
         child = run.child
-        assert isinstance(child, ChildProcess)
+        assert child is not None
         if isinstance(frame, Log):
             self._router.emit_child(frame.level, frame.body, actor=self.name, pid=child.pid, restarts=self.restarts)
         elif run.beats is not None and not isinstance(frame, Ready):
@@ -598,7 +602,7 @@ class _CommandHooks:
         self.spawned_event = anyio.Event()
 
     def spawned(self, proc: CommandProcess) -> None:
-        self.run.child = proc
+        self.run.program = proc
         self.handle._feed(m.Spawned(proc.pid))
         self.spawned_event.set()
 
