@@ -25,11 +25,13 @@ class Actor:
 
     Subclasses implement ``async run()``; it is cancelled on stop. Keyword
     arguments from the config's ``args`` table arrive in the constructor, and
-    the runtime sets :attr:`name` and :attr:`log` before ``run()`` starts.
+    the runtime sets :attr:`name`, :attr:`log` and :attr:`instance` (the index of
+    an actor with ``instances = N``; None otherwise) before ``run()`` starts.
     """
 
     name: str = ""
     log: Any = _DefaultLog()
+    instance: int | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs:
@@ -45,9 +47,10 @@ class Actor:
         """Return False (or raise) when unhealthy. Sync ``def`` is accepted too."""
         return True
 
-    def _bind(self, name: str, log: Any) -> None:
+    def _bind(self, name: str, log: Any, instance: int | None = None) -> None:
         self.name = name
         self.log = log
+        self.instance = instance
 
 
 class CronTask(Actor):

@@ -101,6 +101,7 @@ class Init(_Frame, tag="init", frozen=True):
     backend: str = "trio"
     env: dict[str, str] = {}
     cwd: str | None = None
+    instance: int | None = None  # NAME.i of an actor with instances = N
 
 
 class RunNow(_Frame, tag="run", frozen=True):

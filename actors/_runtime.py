@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from ._base import Actor, CronTask
 from ._channel import ChildChannel
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     log = actor_logger(init.name)
     try:
         actor = _load(init.target)(**init.args)
-        actor._bind(init.name, log)
+        actor._bind(init.name, log, init.instance)
     except BaseException as exc:
         error = "".join(traceback.format_exception(exc))
         log.error("actor.init_failed", target=init.target, error=error)
@@ -170,7 +171,9 @@ class _Runtime:
             self.tg = tg
             tg.start_soon(self._beat)
             tg.start_soon(self._read_channel)
-            tg.start_soon(self._on_signals)
+            # The handlers are in place before run() starts, so an actor that sets
+            # its own SIGTERM disposition in run() is not overridden afterwards.
+            await tg.start(self._on_signals)
             if type(self.actor).health_check is not Actor.health_check:
                 tg.start_soon(self._health_loop)
             if self.init.mode == "actor":
@@ -207,8 +210,9 @@ class _Runtime:
             if isinstance(frame, RunNow):
                 self.tg.start_soon(self._run_once, frame)
 
-    async def _on_signals(self) -> None:
+    async def _on_signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for _ in signals:
                 self.tg.cancel_scope.cancel()  # graceful: run() sees cancellation
                 return

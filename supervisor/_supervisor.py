@@ -1,19 +1,22 @@
 """The Supervisor: owns the actor handles, the spawner and the log router.
 
-It starts every actor in config order, serves commands (start, stop,
-restart, reload, shutdown) and, on shutdown, stops the actors (concurrently:
-they are independent) before it returns. From the moment a shutdown begins
-nothing is restarted.
+It starts the actors in dependency order (each once what it ``depends_on``
+runs; independent ones at once), lets the supervision tree (``tree/``) restart
+groups, serves commands (start, stop, restart, scale, reload, shutdown) and,
+on shutdown, stops every actor concurrently, each after what depends on it. From the moment
+a shutdown begins nothing is restarted (or started).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -23,7 +26,7 @@ from .core._bus import EventBus
 from .core._clock import Clock, MonotonicClock
 from .cron import CronManager
 from .cron._process_executor import PerRunExecutor, ResidentExecutor
-from .exceptions import ControlError, UnknownActor
+from .exceptions import ConfigError, ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
@@ -33,6 +36,9 @@ from .metrics import Metrics
 from .monitor import HeartbeatMonitor
 from .process._resources import ResourceSampler
 from .process._spawn import Spawner, WarmSpawner
+from .tree._instances import scale_plan
+from .tree._order import DependencyError
+from .tree._shell import TreeRunner, leaf_specs, tree_of
 
 __all__ = ["Supervisor"]
 
@@ -76,12 +82,14 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self.started_at: float | None = None
         self.closed = anyio.Event()
+        self.exit_status = 0  # 3 once something critical gave up
+        self.tree = TreeRunner(config, self.handles, self.bus, self.clock.now, self._give_up)
 
     # --- lifetime ------------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`shutdown`; then stop every actor."""
         cfg = self.config
-        names = [s.name for s in (*cfg.actors, *cfg.cron)]
+        names = [s.name for s in (*leaf_specs(cfg.actors), *cfg.cron)]
         try:
             await self._run(cfg, names, task_status)
         finally:
@@ -97,8 +105,11 @@ class Supervisor:
                 await tg.start(self.metrics.serve, cfg.supervisor.metrics_port)  # logs metrics.listening
             self.started_at = self.clock.now()
             await tg.start(self.cron.serve)
-            for spec in cfg.actors:
-                await self._add(spec)
+            await tg.start(self.tree.run)
+            leaves = leaf_specs(cfg.actors)
+            for spec in leaves:
+                await self._add(spec, start=False)
+            tg.start_soon(self.tree.start_all, [spec.name for spec in leaves])
             for cron_spec in cfg.cron:
                 await self._add_cron(cron_spec)
             tg.start_soon(self._notify_ready)
@@ -115,6 +126,7 @@ class Supervisor:
             await self._shutdown.wait()
             self.notifier.stopping()
             log.info("supervisor.stopping", actors=list(self._order))
+            self.tree.close()  # no group restarts from here on
             for handle in self.handles.values():
                 handle.retire()  # nothing restarts from here on
             # Cron runs in progress get the graceful stop before their schedulers go.
@@ -143,17 +155,18 @@ class Supervisor:
             backend=self.config.supervisor.backend,
             mode=mode,
             sampler=self.sampler,
-            observers=[o for o in (self.monitor, self.metrics) if o is not None],
+            observers=[o for o in (self.monitor, self.metrics, self.tree) if o is not None],
             loop_watch=self.loop_watch,
         )
 
-    async def _add(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
+    async def _add(self, spec: ActorSpec, mode: str = "actor", start: bool = True) -> ActorHandle:
         assert self._tg is not None
         handle = self._new_handle(spec, mode)
         self.handles[spec.name] = handle
         self._order.append(spec.name)
         await self._tg.start(handle.run)
-        handle.start()
+        if start:
+            handle.start()
         return handle
 
     async def _add_cron(self, spec: CronSpec) -> None:
@@ -170,10 +183,12 @@ class Supervisor:
         await self.cron.start_task(spec.name)
 
     async def _stop_all(self) -> None:
-        """Stop every actor at once: none depends on another, so shutdown takes one stop, not N."""
-        async with anyio.create_task_group() as tg:
-            for name in reversed(self._order):
-                tg.start_soon(self.handles[name].stop)
+        await self.tree.stop_all(list(self.handles.values()))
+
+    def _give_up(self) -> None:
+        """Something critical gave up (supervisor.give_up is logged): stop everything, exit 3."""
+        self.exit_status = 3
+        self.shutdown_nowait()
 
     def shutdown_nowait(self) -> None:
         self._shutdown.set()
@@ -192,18 +207,80 @@ class Supervisor:
         if self._shutdown.is_set():
             raise ControlError(f"cannot {what}: the supervisor is shutting down")
 
+    def leaves(self, name: str) -> list[str]:
+        """The actors ``name`` stands for: ``all``, a glob (``'reader*'``), a group's leaves,
+        an actor's instances, or itself; raise :class:`UnknownActor` if it names nothing."""
+        tree = self.tree.tree
+        if name == "all":
+            return list(self._order)
+        if any(c in name for c in "*?["):
+            names = [*self._order, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
+            found = [leaf for n in names if fnmatch.fnmatchcase(n, name) for leaf in self.leaves(n)]
+            if not found:
+                raise UnknownActor(name)
+            return list(dict.fromkeys(found))
+        if name in tree.groups:
+            return list(tree.leaves_of(name))
+        instances = [leaf for leaf in tree.instances_of(name) if leaf != name]
+        if instances:
+            return instances
+        self.handle(name)
+        return [name]
+
+    def _in_tree(self, leaves: list[str]) -> list[str]:
+        return [leaf for leaf in leaves if leaf in self.tree.tree.leaves]
+
     async def start_actor(self, name: str) -> None:
-        handle = self.handle(name)
+        """Start an actor, an actor's instances, a group or a glob's matches (in start order)."""
+        leaves = self.leaves(name)
         self._refuse_while_shutting_down(f"start {name}")
-        handle.start()
+        for leaf in self._in_tree(leaves):
+            self.tree.state.started_by_user(leaf)
+        if len(leaves) == 1:
+            self.handle(leaves[0]).start()
+        else:
+            await self.tree.start_leaves(leaves)
 
     async def stop_actor(self, name: str) -> None:
-        await self.handle(name).stop()
+        """Stop them (in stop order); group restarts leave them stopped until started again."""
+        leaves = self.leaves(name)
+        for leaf in self._in_tree(leaves):
+            self.tree.state.stopped_by_user(leaf)
+        await self.tree.stop_leaves(leaves)
 
     async def restart_actor(self, name: str) -> None:
-        handle = self.handle(name)
+        leaves = self.leaves(name)
         self._refuse_while_shutting_down(f"restart {name}")
-        await handle.restart()
+        await self.tree.stop_leaves(leaves)
+        for leaf in self._in_tree(leaves):
+            self.tree.state.started_by_user(leaf)
+        await self.tree.start_leaves(leaves)
+
+    async def scale(self, name: str, count: int) -> dict[str, list[str]]:
+        """Run ``count`` instances of actor ``name``: start the new ones, stop the highest."""
+        spec = next((a for a in self.config.actors if a.name == name), None)
+        if spec is None:
+            raise UnknownActor(name)
+        if spec.instances is None:
+            raise ControlError(f"{name} has no instances key; set instances = 1 in its table to scale it")
+        plan = scale_plan(name, spec.instances, count)
+        actors = tuple(msgspec.structs.replace(a, instances=count) if a is spec else a for a in self.config.actors)
+        await self.reload(msgspec.structs.replace(self.config, actors=actors))
+        log.info("supervisor.scaled", actor=name, instances=count, started=list(plan.start), stopped=list(plan.stop))
+        return {"started": list(plan.start), "stopped": list(plan.stop)}
+
+    async def add_actor(self, spec: ActorSpec) -> None:
+        """Add a child at run time (a dynamic child): it starts once its dependencies run."""
+        if any(a.name == spec.name for a in (*self.config.actors, *self.config.cron)):
+            raise ControlError(f"an actor named {spec.name} exists already; remove it first")
+        await self.reload(msgspec.structs.replace(self.config, actors=(*self.config.actors, spec)))
+
+    async def remove_actor(self, name: str) -> None:
+        """Stop and forget a child added in code or read from the config."""
+        if not any(a.name == name for a in self.config.actors):
+            raise UnknownActor(name)
+        actors = tuple(a for a in self.config.actors if a.name != name)
+        await self.reload(msgspec.structs.replace(self.config, actors=actors))
 
     async def wait_for_state(self, name: str, *states: ActorState) -> None:
         """Return once actor ``name`` is in one of ``states`` (for tests and tools)."""
@@ -221,17 +298,25 @@ class Supervisor:
                 if self.config.source is None:
                     raise ControlError("the demo has no config file to reload; run `actorsup run CONFIG`")
                 config = load_config(self.config.source)
-            old = {s.name: s for s in (*self.config.actors, *self.config.cron)}
-            new = {s.name: s for s in (*config.actors, *config.cron)}
+            try:  # a bad tree (a config built in code) raises before anything changes
+                tree_of(config.groups, config.actors, config.table_order)
+            except DependencyError as exc:
+                raise ConfigError("<config>", f"actors.{exc.actor}.depends_on", str(exc)) from None
+            old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
+            new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
             added = [n for n in new if n not in old]
             removed = [n for n in old if n not in new]
             changed = [n for n in new if n in old and new[n] != old[n]]
             self.notifier.reloading()
+            gone = [n for n in (*removed, *changed) if n in self.handles]
+            await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
+            self.tree.retree(config)  # raises on a bad tree before anything else changed
             self.config = config
             for name in (*removed, *changed):
                 await self._remove(name)
             for name in (*changed, *added):
                 await self._add_spec(new[name])
+            self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
             log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
             self.notifier.ready()
             return {"added": added, "removed": removed, "changed": changed}
@@ -240,7 +325,14 @@ class Supervisor:
         if isinstance(spec, CronSpec):
             await self._add_cron(spec)
         else:
-            await self._add(spec)
+            await self._add(spec, start=False)
+
+    def _cron_names(self) -> set[str]:
+        return {spec.name for spec in self.config.cron}
+
+    def _tg_start_all(self, leaves: list[str]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self.tree.start_all, leaves)
 
     async def _remove(self, name: str) -> None:
         """Stop and forget one actor or cron task (its scheduler and its process)."""
@@ -259,27 +351,56 @@ class Supervisor:
 
     # --- views ---------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
+        """One row per actor and cron task, in tree order: a group's row (``kind: "group"``,
+        its ``strategy`` and ``members``) comes before its members; ``depth`` is the nesting."""
         now = self.clock.now()
-        rows = []
-        for name in self._order:
-            h = self.handles[name]
-            sample = h.resources  # sampled on the beat; never psutil on a request
-            rows.append(
-                {
-                    "name": name,
-                    "kind": "cron" if h.mode == "cron" else h.spec.kind,
-                    "state": h.state.value,
-                    "pid": h.pid,
-                    "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
-                    "restarts": h.restarts,
-                    "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
-                    "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
-                    "rss": sample.rss if sample else None,
-                    "last_error": h.last_error,
-                    "status_text": h.status_text,  # a command actor's STATUS= (sd_notify)
-                }
-            )
+        rows: list[dict[str, Any]] = []
+        tree = self.tree.tree
+
+        def visit(name: str, depth: int) -> None:
+            if name in tree.groups:
+                rows.append(self._group_row(name, depth))
+                for member in tree.groups[name].members:
+                    visit(member, depth + 1)
+            elif name in self.handles:
+                rows.append(self._actor_row(name, depth, now))
+
+        for name in tree.top:
+            visit(name, 0)
+        shown = {row["name"] for row in rows}
+        rows += [self._actor_row(name, 0, now) for name in self._order if name not in shown]
         return rows
+
+    def _group_row(self, name: str, depth: int) -> dict[str, Any]:
+        group = self.tree.tree.groups[name]
+        states = {self.handles[leaf].state for leaf in self.tree.tree.leaves_of(name) if leaf in self.handles}
+        state = ("failed" if name in self.tree.state.failed
+                 else next(iter(states)).value if len(states) == 1 else "partial" if states else "stopped")
+        return {
+            "name": name, "kind": "group", "state": state, "group": group.parent, "depth": depth,
+            "strategy": group.strategy, "members": list(group.members), "critical": group.critical,
+            "restarts": self.tree.state.intensity[name].recent, "max_restarts": group.max_restarts,
+            "restart_window": group.restart_window,
+        }
+
+    def _actor_row(self, name: str, depth: int, now: float) -> dict[str, Any]:
+        h = self.handles[name]
+        sample = h.resources  # sampled on the beat; never psutil on a request
+        return {
+            "name": name,
+            "kind": "cron" if h.mode == "cron" else h.spec.kind,
+            "state": h.state.value,
+            "pid": h.pid,
+            "uptime": round(now - h.started_at, 3) if h.started_at is not None else None,
+            "restarts": h.restarts,
+            "last_beat_age": round(h.beats.age(now), 3) if h.beats is not None else None,
+            "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
+            "rss": sample.rss if sample else None,
+            "last_error": h.last_error,
+            "status_text": h.status_text,  # a command actor's STATUS= (sd_notify)
+            "group": h.spec.group,
+            "depth": depth,
+        }
 
     def heartbeat_status(self) -> dict[str, Any]:
         """The origin document's get_system_status, over every running actor."""

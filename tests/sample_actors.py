@@ -294,6 +294,33 @@ class ForkLogsPid(Actor):
         await anyio.sleep_forever()
 
 
+class Instance(Actor):
+    """Logs its instance index (instances = N), then runs steadily."""
+
+    async def run(self) -> None:
+        self.log.info("instance.up", instance=self.instance)
+        await anyio.sleep_forever()
+
+
+class ExitsAtOnce(Actor):
+    """Fails as soon as it runs: exit status 3 from run()."""
+
+    async def run(self) -> None:
+        raise SystemExit(3)
+
+
+class SlowStop(Actor):
+    """Takes a second to clean up after a graceful stop."""
+
+    async def run(self) -> None:
+        try:
+            self.log.info("slowstop.up")
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(1.0)
+
+
 class CleanEnvDaemon(Actor):
     """A double-forked setsid daemon that execs with an empty environment: it carries no tree cookie."""
 

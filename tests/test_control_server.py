@@ -451,7 +451,7 @@ class TestLimits:
         assert unknown == {"ok": False, "code": "unknown_command", "error":
                            'unknown command "explode". Accepted commands: ping, status, '
                            "heartbeat_status, start, stop, restart, reload, shutdown, logs, "
-                           "events, cron_list, cron_trigger"}
+                           "events, cron_list, cron_trigger, scale"}
         assert bad == {"ok": False, "code": "bad_argument",
                        "error": "logs: argument 'n' must be an integer or null, got \"ten\""}
         assert still["ok"] is True

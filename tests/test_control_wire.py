@@ -12,6 +12,7 @@ from supervisor.control._wire import (
     BadRequest,
     LogsArgs,
     NameArgs,
+    ScaleArgs,
     decode_reply,
     encode,
     error_reply,
@@ -40,6 +41,8 @@ class TestParseRequest:
         for cmd, command in COMMANDS.items():
             if command.args is NameArgs:
                 assert parse_request(f'{{"cmd": "{cmd}", "name": "x"}}'.encode())[0] == cmd
+            elif command.args is ScaleArgs:
+                assert parse_request(f'{{"cmd": "{cmd}", "name": "x", "count": 2}}'.encode())[0] == cmd
             else:
                 assert parse_request(f'{{"cmd": "{cmd}"}}'.encode())[0] == cmd
 

@@ -296,3 +296,49 @@ class TestTable:
             assert t.old is current and t.new in ALLOWED[current]
             current = t.new
         assert current is not S.ERRORED  # errored is never a resting state
+
+
+RETRY = dataclasses.replace(POLICY, failed_retry_after=300.0)
+
+
+class TestFailedRetryAndAbandon:
+    def test_failing_arms_the_retry_timer(self) -> None:
+        """With failed_retry_after, reaching failed starts a timer of that length."""
+        crashing = life(S.RUNNING, pid=42, started_at=NOW - 1, restart_times=(NOW - 3, NOW - 2, NOW - 1))
+        after, actions = decide(crashing, m.ChildExited(1), RETRY, NOW)
+        assert after.state is S.FAILED
+        assert others(actions) == [m.StartTimer(NOW + 300.0)]
+
+    def test_failing_without_retry_arms_nothing(self) -> None:
+        """Without failed_retry_after, failed is a resting state (no timer)."""
+        crashing = life(S.RUNNING, pid=42, started_at=NOW - 1, restart_times=(NOW - 3, NOW - 2, NOW - 1))
+        _, actions = decide(crashing, m.ChildExited(1), POLICY, NOW)
+        assert others(actions) == []
+
+    def test_retry_timer_starts_afresh(self) -> None:
+        """When failed_retry_after runs out, the actor starts with a fresh intensity window."""
+        failed = life(S.FAILED, want_running=False, attempt=4, restart_times=(NOW - 1, NOW - 2), restarts=4)
+        after, actions = decide(failed, m.BackoffElapsed(), RETRY, NOW)
+        assert after.state is S.STARTING and after.restart_times == () and after.attempt == 0
+        assert after.restarts == 4
+        assert others(actions) == [m.CancelTimer(), m.Spawn()]
+
+    @pytest.mark.parametrize("event", [m.Stop(), m.Retire()])
+    def test_stop_or_shutdown_ends_the_retry_timer(self, event: m.Event) -> None:
+        """A stop or a shutdown of a failed actor cancels its retry; it stays failed."""
+        failed = life(S.FAILED, want_running=False)
+        assert decide(failed, event, RETRY, NOW) == (failed, [m.CancelTimer()])
+
+    def test_abandon_makes_a_stopped_member_failed(self) -> None:
+        """Its top-level group gave up: a stopped actor becomes failed, naming the group."""
+        after, actions = decide(life(S.STOPPED), m.Abandon("pipeline"), RETRY, NOW)
+        assert after.state is S.FAILED
+        assert moves(actions) == [("stopped", "failed")]
+        assert next(a for a in actions if isinstance(a, m.Transition)).fields["group"] == "pipeline"
+        assert others(actions) == [m.StartTimer(NOW + 300.0)]
+
+    @pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.BACKOFF, S.FAILED])
+    def test_abandon_of_a_live_actor_changes_nothing(self, state: ActorState) -> None:
+        """Abandon only applies to a stopped actor (the group stops its members first)."""
+        before = life(state, pid=5)
+        assert decide(before, m.Abandon("g"), POLICY, NOW) == (before, [])

@@ -7,7 +7,7 @@ a line read back from it proves the JSON arrived whole and valid.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -16,6 +16,8 @@ from aggregator import Daemon, Rsyslog, SyslogNg, rsyslog_fixture, syslog_ng_fix
 from supervisor.config import SinkSpec
 from supervisor.logs import LogRouter, NetworkSink, SyslogSink, TcpSink
 from supervisor.logs._time import iso_utc
+
+Kind = Literal["tcp", "syslog"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -39,7 +41,7 @@ async def _drained(sink: NetworkSink, timeout: float = 20.0) -> None:
             await anyio.sleep(0.02)
 
 
-def _spec(kind: str, port: int, tmp_path: Path, **kw: Any) -> SinkSpec:
+def _spec(kind: Kind, port: int, tmp_path: Path, **kw: Any) -> SinkSpec:
     return SinkSpec(type=kind, address=("127.0.0.1", port), spool_dir=tmp_path / "spool", **kw)
 
 
@@ -62,12 +64,12 @@ def receiver(request: pytest.FixtureRequest) -> Daemon:
     return server
 
 
-def _port(server: Daemon, kind: str) -> int:
+def _port(server: Daemon, kind: Kind) -> int:
     assert isinstance(server, SyslogNg | Rsyslog)
     return server.tcp_port if kind == "tcp" else server.syslog_port
 
 
-def _log(server: Daemon, kind: str) -> Path:
+def _log(server: Daemon, kind: Kind) -> Path:
     assert isinstance(server, SyslogNg | Rsyslog)
     return server.tcp_log if kind == "tcp" else server.syslog_log
 
@@ -97,6 +99,7 @@ async def _outage(sink: NetworkSink, server: Daemon, path: Path) -> None:
     print(f"{sink.name}: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
     assert duplicates <= sink.replayed  # bounded by the replay window, and reported
     assert sink.dropped == 0
+    assert sink.spec.spool_dir is not None and not list(sink.spec.spool_dir.glob("*.seg"))  # all released
 
 
 class TestAggregator:
@@ -116,7 +119,7 @@ class TestAggregator:
         assert [e["seq"] for e in events] == list(range(1, 100_001))
 
     @pytest.mark.parametrize("kind", ["tcp", "syslog"])
-    async def test_outage_nothing_lost(self, receiver: Daemon, tmp_path: Path, kind: str) -> None:
+    async def test_outage_nothing_lost(self, receiver: Daemon, tmp_path: Path, kind: Kind) -> None:
         """The aggregator stopped for 3 s mid-stream: every event arrives, duplicates bounded and reported."""
         await receiver.start()
         sink = (TcpSink if kind == "tcp" else SyslogSink)(_spec(kind, _port(receiver, kind), tmp_path),
@@ -124,7 +127,7 @@ class TestAggregator:
         await _outage(sink, receiver, _log(receiver, kind))
 
     @pytest.mark.parametrize("kind", ["tcp", "syslog"])
-    async def test_200_kib_event_intact(self, receiver: Daemon, tmp_path: Path, kind: str) -> None:
+    async def test_200_kib_event_intact(self, receiver: Daemon, tmp_path: Path, kind: Kind) -> None:
         """One 200 KiB event arrives intact (the message size limits are raised in the configs)."""
         await receiver.start()
         sink = (TcpSink if kind == "tcp" else SyslogSink)(_spec(kind, _port(receiver, kind), tmp_path))
@@ -143,7 +146,7 @@ class TestAggregator:
 
 class TestRsyslogJson:
     @pytest.mark.parametrize("kind", ["tcp", "syslog"])
-    async def test_fields_parsed_by_mmjsonparse(self, rsyslog: Rsyslog, tmp_path: Path, kind: str) -> None:
+    async def test_fields_parsed_by_mmjsonparse(self, rsyslog: Rsyslog, tmp_path: Path, kind: Kind) -> None:
         """rsyslog's mmjsonparse turns every event into its fields: keys, types and escapes survive."""
         await rsyslog.start()
         sink = (TcpSink if kind == "tcp" else SyslogSink)(_spec(kind, _port(rsyslog, kind), tmp_path))

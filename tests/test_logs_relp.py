@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import struct
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from aggregator import Rsyslog, rsyslog_fixture  # noqa: F401 - fixture
 from anyio.abc import SocketStream
 
@@ -50,6 +52,127 @@ class TestRelpConfig:
         """A relp sink without address is a one-line config error."""
         with pytest.raises(ConfigError, match=r'logs\.sinks\[0\]\.address: required for type "relp"'):
             parse_config({"logs": {"sinks": [{"type": "relp"}]}}, label="actorsup.toml")
+
+
+class PickyReceiver:
+    """A minimal RELP receiver: answers 500 to events containing "refuse", closes the session on big ones."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.sessions = 0
+
+    async def handle(self, stream: SocketStream) -> None:
+        self.sessions += 1
+        parser = RelpParser(max_data=1 << 30)
+        async with stream:
+            async for chunk in stream:
+                for txnr, command, data in parser.feed(chunk):
+                    if command == b"open":
+                        offer = b"200 OK\nrelp_version=0\ncommands=syslog"
+                        await stream.send(b"%d rsp %d %s\n" % (txnr, len(offer), offer))
+                    elif len(data) > 1000:
+                        return  # as librelp does past maxDataSize: the session ends, no answer
+                    elif b"refuse" in data:
+                        await stream.send(b"%d rsp 10 500 no way\n" % txnr)
+                    elif command == b"syslog":
+                        self.got.append(data)
+                        await stream.send(b"%d rsp 6 200 OK\n" % txnr)
+                    else:
+                        await stream.send(b"%d rsp 0\n" % txnr)
+
+
+@pytest.mark.anyio
+async def test_refused_and_oversized_events_dropped_and_counted(tmp_path: Path) -> None:
+    """A 500 drops that event; an event the receiver ends 3 sessions on is dropped; both counted, the rest goes on."""
+    receiver = PickyReceiver()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    sink = RelpSink(_spec(port, tmp_path), backoff_initial=0.005, backoff_max=0.01)
+    router = LogRouter([sink])
+    with structlog.testing.capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, receiver.handle)
+            await tg.start(router.run)
+            router.emit(_event(0))
+            router.emit({**_event(1), "note": "refuse"})
+            router.emit({**_event(2), "payload": "x" * 5000})
+            router.emit(_event(3))
+            with anyio.fail_after(10):
+                while sink.acknowledged < 2:
+                    await anyio.sleep(0.01)  # polling, bounded
+            await router.aclose()
+            tg.cancel_scope.cancel()
+        await listener.aclose()
+    got = [json.loads(m.split(b" ", 7)[7])["i"] for m in receiver.got]
+    assert sorted(set(got)) == [0, 3]  # 0 may come twice: a reset can swallow its answer (at-least-once)
+    reasons = [e["reason"] for e in logs if e["event"] == "logs.dropped"]
+    assert sink.dropped == 2 and len(reasons) == 2
+    assert reasons[0].startswith("refused by the receiver: 500 no way") and "3 sessions in a row" in reasons[1]
+    assert sink.acknowledged == 2 and sink.unacknowledged == 0
+    assert receiver.sessions >= 4  # three in a row ended on the big event
+
+
+class SilentReceiver:
+    """Opens the session, reads every event, answers none: they all stay in flight."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    async def handle(self, stream: SocketStream) -> None:
+        parser = RelpParser(max_data=1 << 30)
+        async with stream:
+            async for chunk in stream:
+                for txnr, command, _ in parser.feed(chunk):
+                    if command == b"open":
+                        offer = b"200 OK\nrelp_version=0\ncommands=syslog"
+                        await stream.send(b"%d rsp %d %s\n" % (txnr, len(offer), offer))
+                    else:
+                        self.frames += 1
+
+
+@pytest.mark.anyio
+async def test_crash_with_spooled_events_in_flight_loses_none(tmp_path: Path) -> None:
+    """The supervisor dies (no aclose) with spooled events unanswered: a new sink on the spool sends them all."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = SinkSpec(type="relp", address=("127.0.0.1", port), spool_dir=tmp_path / "spool",
+                    spool_max_bytes=1 << 20, spool_fsync="never")  # 128 KiB segments
+    silent = SilentReceiver()
+    first = RelpSink(spec, backoff_initial=0.01, backoff_max=0.02, window=1000)
+    router = LogRouter([first])
+    with structlog.testing.capture_logs():
+        async with anyio.create_task_group() as tg:
+            await tg.start(router.run)
+            n = await _emit(router, 0, 3000)  # nobody listens: all spooled
+            first._spool.flush()  # type: ignore[union-attr]
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+            tg.start_soon(listener.serve, silent.handle)
+            with anyio.fail_after(10):
+                while silent.frames < 1000:
+                    await anyio.sleep(0.01)  # polling, bounded
+            assert first.unacknowledged == 1000 and first.acknowledged == 0
+            tg.cancel_scope.cancel()  # the crash: no aclose, nothing written back
+        await listener.aclose()
+    first._close_socket()  # what the kernel does for a dead process: its fds close, nothing else
+    assert first._spool is not None
+    first._spool._close_reader()
+    first._spool._close_writer()
+    receiver = PickyReceiver()
+    second = RelpSink(spec, backoff_initial=0.01, backoff_max=0.02)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+    with structlog.testing.capture_logs():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, receiver.handle)
+            await tg.start(second.run)
+            with anyio.fail_after(10):
+                while second.pending or second.unacknowledged:
+                    await anyio.sleep(0.01)  # polling, bounded
+            await second.aclose()
+            tg.cancel_scope.cancel()
+        await listener.aclose()
+    got = {json.loads(m.split(b" ", 7)[7])["i"] for m in receiver.got}
+    assert got == set(range(n))  # in-flight ones from fully read segments too
 
 
 def _event(i: int) -> dict[str, Any]:
@@ -118,12 +241,16 @@ class TestRelpRsyslog:
             n = await _emit(router, n, 5_000)  # while it is away: spooled
             await rsyslog.start()
             n = await _emit(router, n, 5_000)
+            with anyio.fail_after(20):
+                while sink.pending or sink.unacknowledged:
+                    await anyio.sleep(0.02)  # polling, bounded: until the receiver answered the last one
             await router.aclose()
             tg.cancel_scope.cancel()
         assert sink.connections >= 2
         events = rsyslog.read(rsyslog.relp_log)
         duplicates = _check_exact(events, n, sink)
         assert sink.acknowledged == len(events)  # each ack is one line in the file, duplicates included
+        assert not list((tmp_path / "spool").glob("*.seg"))  # every spooled event released once acknowledged
         print(f"relp restart: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
 
     async def test_flapping_connection_exact(self, rsyslog: Rsyslog, tmp_path: Path) -> None:
@@ -183,8 +310,10 @@ class ResettingProxy:
                     await stream.aclose()
 
     async def _down(self, upstream: SocketStream, client: SocketStream, scope: anyio.CancelScope) -> None:
+        raw: socket.socket = upstream.extra(anyio.abc.SocketAttribute.raw_socket)
         try:
             async for chunk in upstream:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # else rsyslog's Nagle waits 40 ms
                 await client.send(chunk)
         except (anyio.BrokenResourceError, OSError):
             pass

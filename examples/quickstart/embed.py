@@ -20,7 +20,7 @@ async def main() -> None:
                 if event["event"] == "actor.started" and event["actor"] == "fetcher":
                     break
         print([(row["name"], row["state"]) for row in sup.status()])
-        await sup.shutdown()  # stops every actor, in reverse start order
+        await sup.shutdown()  # stops every actor, each after those that depend on it
 
 
 anyio.run(main, backend="trio")

@@ -16,7 +16,7 @@ async def main() -> None:
         await sup.restart_actor("fetcher")  # graceful stop, then start again
         await sup.wait_for_state("fetcher", ActorState.RUNNING)
         print([(row["name"], row["state"]) for row in sup.status()])
-        await sup.shutdown()  # stops every actor, in reverse start order
+        await sup.shutdown()  # stops every actor, each after those that depend on it
 
 
 anyio.run(main, backend="trio")

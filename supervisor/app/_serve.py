@@ -41,9 +41,11 @@ class _Stop:
 
 
 async def serve(config: Config, socket_override: Path | None = None) -> int:
-    """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`; exit status 0."""
+    """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`: exit status 0, or 3 once
+    something critical gave up (``supervisor.give_up``)."""
     router = _router_with_sinks(config)
     stop = _Stop()
+    status = 0
     try:
         async with anyio.create_task_group() as tg:
             # Signals first: from here on a SIGINT/SIGTERM is a graceful stop, whatever is starting.
@@ -52,11 +54,11 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
                 stop.request(early)
             await tg.start(router.run)
             if not stop.requested:
-                await _run_supervisor(tg, config, router, stop, socket_override)
+                status = await _run_supervisor(tg, config, router, stop, socket_override)
             tg.cancel_scope.cancel()
     finally:
         await router.aclose()
-    return 0
+    return status
 
 
 def _router_with_sinks(config: Config) -> LogRouter:
@@ -83,13 +85,14 @@ _STAMPS = ("seq", "id", "host")
 
 
 async def _run_supervisor(tg: anyio.abc.TaskGroup, config: Config, router: LogRouter, stop: _Stop,
-                          socket_override: Path | None) -> None:
+                          socket_override: Path | None) -> int:
+    """The supervisor's run; its exit status (3: something critical gave up)."""
     supervisor = Supervisor(config, router=router)
     stop.attach(supervisor)  # a stop from now on ends the run once it has started
     # The control socket comes first: `status` works while actors start.
     await tg.start(ControlServer(supervisor, socket_override or socket_path_for(config)).serve)
     if stop.requested:
-        return  # nothing to stop yet
+        return 0  # nothing to stop yet
     await tg.start(supervisor.run)
     # Everything imported and built at start-up lives for the whole run: move it
     # out of the collector's reach, so a full collection never stalls the loop
@@ -97,6 +100,7 @@ async def _run_supervisor(tg: anyio.abc.TaskGroup, config: Config, router: LogRo
     gc.collect()
     gc.freeze()
     await supervisor.closed.wait()
+    return supervisor.exit_status
 
 
 async def _handle_signals(stop: _Stop, router: LogRouter, *,

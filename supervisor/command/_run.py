@@ -71,6 +71,7 @@ class CommandRun:
     cwd: str | None = None
     start_timeout: float = 10.0
     stop_timeout: float = 5.0
+    stop_signal: signal.Signals = signal.SIGTERM  # the actor's stop_signal key
     heartbeat_timeout: float | None = None  # WATCHDOG_USEC, and the deadline of WATCHDOG=1 beats
     watchdog_from_ready: bool = False  # heartbeat_timeout set in the actor's table: the deadline starts at READY
     restarts: int = 0
@@ -254,7 +255,8 @@ async def _watch(
                     tg.start_soon(runner.run)
             await stop.wait()
             tg.cancel_scope.cancel()
-        await stop_process(proc, stop_timeout=run.stop_timeout, clock=clock, actor=run.actor)
+        await stop_process(proc, stop_timeout=run.stop_timeout, clock=clock, actor=run.actor,
+                           stop_signal=run.stop_signal)
 
 
 async def _watch_watchdog(state: _State, ns: NotifySocket | None) -> None:

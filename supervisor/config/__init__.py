@@ -21,6 +21,7 @@ from ._load import parse_config as parse_config
 from ._schema import ActorSpec as ActorSpec
 from ._schema import Config as Config
 from ._schema import CronSpec as CronSpec
+from ._schema import GroupSpec as GroupSpec
 from ._schema import LogsSettings as LogsSettings
 from ._schema import SinkSpec as SinkSpec
 from ._schema import SupervisorSettings as SupervisorSettings
@@ -33,6 +34,7 @@ __all__ = [
     "ActorSpec",
     "Config",
     "CronSpec",
+    "GroupSpec",
     "LogsSettings",
     "SinkSpec",
     "SupervisorSettings",

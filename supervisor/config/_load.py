@@ -8,6 +8,7 @@ module knows the file's name.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,16 +16,17 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..exceptions import ConfigError
+from ..tree._validate import StructureError, check_tables
 from ._checks import CHECKS
 from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
-from ._schema import ActorSpec, Config, CronSpec, LogsSettings, SupervisorSettings
+from ._schema import ActorSpec, Config, CronSpec, GroupSpec, LogsSettings, SupervisorSettings
 from ._targets import check_runnable
 from ._types import NAME, Invalid, show
 
 __all__ = ["check_spec", "load_config", "parse_config"]
 
 # The tables of a config file; each is read by a function below.
-SECTIONS = ("supervisor", "actors", "cron", "logs")
+SECTIONS = ("supervisor", "groups", "actors", "cron", "logs")
 # Actor keys that, when unset, come from [supervisor].
 INHERITED = ("heartbeat_interval", "heartbeat_timeout", "start_timeout", "stop_timeout")
 _DEFAULTS = SupervisorSettings()
@@ -55,7 +57,37 @@ def load_config(path: str | Path, *, import_targets: bool = True) -> Config:
         raise ConfigError(
             label, "", f"invalid TOML: arrays or tables nested too deeply (at most {MAX_DEPTH} levels are accepted)"
         ) from None
-    return parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
+    config = parse_config(data, source=path.resolve(), label=label, import_targets=import_targets)
+    return msgspec.structs.replace(config, table_order=table_order(text))
+
+
+_HEADER = re.compile(  # [actors.NAME], [groups."NAME"], [ actors . 'NAME' ]
+    r"^[ \t]*\[[ \t]*(groups|actors)[ \t]*\.[ \t]*"
+    r"""(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))[ \t]*\]""",
+    re.MULTILINE,
+)
+
+
+def table_order(text: str) -> tuple[str, ...]:
+    """The names of the ``[groups.NAME]`` and ``[actors.NAME]`` tables in the order of the file.
+
+    TOML keeps order within a section but not across the two, and member order
+    in a group is file order (``tree.build_tree``). Tables written inline are
+    not found here; they keep their order within their section.
+    """
+    names = []
+    for match in _HEADER.finditer(text):
+        quoted, literal, bare = match.group(2, 3, 4)
+        names.append(bare if bare is not None else literal if literal is not None else _unescape(quoted))
+    return tuple(dict.fromkeys(names))
+
+
+def _unescape(quoted: str) -> str:
+    try:
+        value: str = tomllib.loads(f'k = "{quoted}"')["k"]
+    except tomllib.TOMLDecodeError:
+        return quoted
+    return value
 
 
 def parse_config(
@@ -117,8 +149,20 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
     for spec in cron:
         if any(a.name == spec.name for a in actors):
             raise Invalid(f"name already used by actors.{spec.name}", ("cron", spec.name))
+    groups = []
+    for name, raw in data.get("groups", {}).items():
+        try:
+            if not NAME.holds(name):
+                raise Invalid("names may hold letters, digits, '_', '.' and '-' only")
+            groups.append(build(GroupSpec, {"name": name, **read_keys(raw, GroupSpec, base_dir)}))
+        except Invalid as exc:
+            raise exc.within(name).within("groups") from None
+    try:  # across tables: group names, nesting, depends_on, instances
+        check_tables(data.get("groups", {}), data.get("actors", {}), data.get("cron", {}))
+    except StructureError as exc:
+        raise Invalid(exc.problem, exc.path) from None
     logs = at("logs", _logs, data.get("logs", {}), base_dir)
-    return Config(source=source, supervisor=sup, actors=actors, cron=cron, logs=logs)
+    return Config(source=source, supervisor=sup, actors=actors, cron=cron, groups=tuple(groups), logs=logs)
 
 
 def _supervisor(raw: Any, base_dir: Path) -> SupervisorSettings:

@@ -26,6 +26,7 @@ from ._types import (
     Range,
     Size,
     SomePath,
+    StopSignal,
     Target,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "ActorSpec",
     "Config",
     "CronSpec",
+    "GroupSpec",
     "LogsSettings",
     "SinkSpec",
     "SupervisorSettings",
@@ -70,9 +72,9 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "command_spec", "watchdog_from_ready"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance", "command_spec", "watchdog_from_ready"})
 
-    name: str  # the table key
+    name: str  # the table key ("reader.1" for an instance)
     target: Target = ""  # required but for kind = "command" (see _checks.check_actor)
     kind: Literal["process", "task", "command"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
@@ -96,6 +98,14 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_rss: Size | None = None
     max_cpu: Positive | None = None
     cpu_window: Positive = 10.0
+    # the supervision tree (supervisor/tree)
+    group: Name | None = None
+    depends_on: tuple[Name, ...] = ()
+    instances: AtLeastOne | None = None
+    instance: int | None = None  # set on each instance's own spec
+    critical: bool = False
+    stop_signal: StopSignal = "SIGTERM"
+    failed_retry_after: Positive | None = None
     # kind = "command": raw here, validated as a whole by supervisor.command.parse_command_spec
     command: Any = None
     notify: bool = False
@@ -111,7 +121,8 @@ class CronSpec(ActorSpec, frozen=True, kw_only=True):
     """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
 
     _not_keys: ClassVar[frozenset[str]] = frozenset(
-        {"name", "kind", "restart", *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
+        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after",
+         *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
     )
 
     interval: Positive | None = None
@@ -146,6 +157,19 @@ class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
     app_name: str = "actorsup"
 
 
+class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """``[groups.NAME]``: a supervision node with its own strategy and intensity."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str  # the table key
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    max_restarts: Count = 5
+    restart_window: Positive = 60.0
+    group: Name | None = None
+    critical: bool = False
+
+
 class LogsSettings(msgspec.Struct, frozen=True, kw_only=True):
     """``[logs]``; no sinks configured means one stdout sink."""
 
@@ -161,6 +185,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     supervisor: SupervisorSettings = SupervisorSettings()
     actors: tuple[ActorSpec, ...] = ()
     cron: tuple[CronSpec, ...] = ()
+    groups: tuple[GroupSpec, ...] = ()
+    table_order: tuple[str, ...] = ()  # [groups.NAME] and [actors.NAME] names in file order
     logs: LogsSettings = LogsSettings()
 
     @property

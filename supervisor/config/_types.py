@@ -32,6 +32,7 @@ __all__ = [
     "Range",
     "Size",
     "SomePath",
+    "StopSignal",
     "Target",
     "parse_size",
     "show",
@@ -158,3 +159,10 @@ SomePath = Annotated[Path, Parse(_path)]
 Folder = Annotated[str, Parse(lambda value, base: str(_path(value, base)))]
 Address = Annotated[tuple[str, int], Parse(_address)]  # "host:port"
 Level = Annotated[int, Parse(_level)]  # a level name, kept as its number
+StopSignal = Annotated[str, Parse(lambda value, _: _stop_signal(value))]  # "SIGINT", kept by name
+
+
+def _stop_signal(value: object) -> str:
+    from ..tree._validate import parse_stop_signal
+
+    return parse_stop_signal(value)

@@ -35,6 +35,13 @@ class ControlTarget(Protocol):
     async def restart_actor(self, name: str) -> None:
         """Stop then start an actor; raise ``UnknownActor``."""
 
+    async def scale(self, name: str, count: int) -> dict[str, list[str]]:
+        """Run ``count`` instances of actor ``name``: ``{"started": [...], "stopped": [...]}``.
+
+        Raise ``UnknownActor``, or :class:`~supervisor.exceptions.ControlError` for an
+        actor without ``instances``.
+        """
+
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the config: ``{"added": [...], "removed": [...], "changed": [...]}``.
 

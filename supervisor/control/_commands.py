@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 no supervisor or the request failed, 2 usage or config err
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -133,10 +134,31 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 @_command
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
-        rows = _ask(args, path, "status")
+        rows = _rows(args, path)
         _print_json(rows) if args.json else _console().print(status_table(rows))
         return 0
     return _watch(args, path)
+
+
+def _rows(args: argparse.Namespace, path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = _ask(args, path, "status")
+    return select_rows(rows, getattr(args, "names", None) or [])
+
+
+def select_rows(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The rows that ``names`` (names or globs) match, with everything inside a matching group."""
+    if not names:
+        return rows
+    parent = {row["name"]: row.get("group") for row in rows}
+
+    def matches(name: str | None) -> bool:
+        while name is not None:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in names):
+                return True
+            name = parent.get(name)
+        return False
+
+    return [row for row in rows if matches(row["name"])]
 
 
 def _ask(args: argparse.Namespace, path: Path, cmd: str, **request: Any) -> Any:
@@ -151,19 +173,19 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
     try:
         if args.json:
             while args.count is None or count < args.count:
-                _print_json(_ask(args, path, "status"))
+                _print_json(_rows(args, path))
                 count += 1
                 if args.count is None or count < args.count:
                     time.sleep(args.interval)
             return 0
         from rich.live import Live
 
-        with Live(status_table(_ask(args, path, "status")), console=_console(),
+        with Live(status_table(_rows(args, path)), console=_console(),
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(_ask(args, path, "status")), refresh=True)
+                live.update(status_table(_rows(args, path)), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -187,8 +209,9 @@ def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
-            client.request(cmd, name=args.name)
-        print(f"{done} {args.name}")
+            for name in args.names:  # each: an actor, a group, `all` or a glob
+                client.request(cmd, name=name)
+                print(f"{done} {name}")
         return 0
 
     run.__name__ = f"cmd_{cmd}"
@@ -198,6 +221,18 @@ def _lifecycle(cmd: str, done: str) -> Func:
 cmd_start = _lifecycle("start", "started")
 cmd_stop = _lifecycle("stop", "stopped")
 cmd_restart = _lifecycle("restart", "restarted")
+
+
+@_command
+def cmd_scale(args: argparse.Namespace, path: Path) -> int:
+    with _client(args, path) as client:
+        result = client.request("scale", name=args.name, count=args.count)
+    if getattr(args, "json", False):
+        _print_json(result)
+    else:
+        print(f"scaled {args.name} to {args.count}: started {result['started'] or 'none'}, "
+              f"stopped {result['stopped'] or 'none'}")
+    return 0
 
 
 @_command
@@ -301,7 +336,8 @@ def add_control_commands(subparsers: Any) -> None:
     """Add status, heartbeat, start, stop, restart, logs, events, cron, reload, shutdown."""
     common = [_common()]
 
-    p = subparsers.add_parser("status", parents=common, help="show every actor and cron task")
+    p = subparsers.add_parser("status", parents=common, help="show the tree of groups, actors and cron tasks")
+    p.add_argument("names", metavar="NAME", nargs="*", help="only these (names or globs; a group with its members)")
     _json_flag(p)
     p.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
@@ -316,12 +352,18 @@ def add_control_commands(subparsers: Any) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_heartbeat_status)
 
-    for name, func, text in (("start", cmd_start, "start a stopped actor"),
-                             ("stop", cmd_stop, "stop an actor (it stays stopped)"),
-                             ("restart", cmd_restart, "restart an actor")):
+    for name, func, text in (("start", cmd_start, "start stopped actors"),
+                             ("stop", cmd_stop, "stop actors (they stay stopped)"),
+                             ("restart", cmd_restart, "restart actors")):
         p = subparsers.add_parser(name, parents=common, help=text)
-        p.add_argument("name", metavar="NAME")
+        p.add_argument("names", metavar="NAME", nargs="+",
+                       help="an actor, a group, `all`, or a shell-style glob such as 'reader*'")
         p.set_defaults(func=func)
+
+    p = subparsers.add_parser("scale", parents=common, help="change the number of instances of an actor")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("count", metavar="N", type=int)
+    p.set_defaults(func=cmd_scale)
 
     p = subparsers.add_parser("logs", parents=common, help="buffered log lines, then -f follows")
     p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor")

@@ -95,8 +95,15 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         table.add_column(title, justify=justify, no_wrap=not last,  # type: ignore[arg-type]
                          min_width=10 if last else None, overflow="ellipsis" if last else "fold")
     for row in rows:
+        indent = "  " * int(row.get("depth") or 0)  # group members sit under their group
+        if row.get("kind") == "group":
+            table.add_row(
+                Text(indent + _plain(row.get("name")), style="bold"), _plain(row.get("strategy")),
+                _state(row.get("state")), "", "", _plain(row.get("restarts")), "", "", "", "",
+            )
+            continue
         table.add_row(
-            _plain(row.get("name")), _plain(row.get("kind")), _state(row.get("state")),
+            indent + _plain(row.get("name")), _plain(row.get("kind")), _state(row.get("state")),
             _plain(row.get("pid")), fmt_duration(row.get("uptime")), _plain(row.get("restarts")),
             fmt_duration(row.get("last_beat_age")), _percent(row.get("cpu_percent")),
             fmt_bytes(row.get("rss")), _plain(_note(row)),

@@ -42,11 +42,11 @@ _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the trailing NUL
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _BATCH = 256  # stream items coalesced into one write when they queue up
 _RESERVE = 16  # connection slots streams may never take: kept for request/reply clients
-_MUTATING = {"start", "stop", "restart", "reload", "shutdown", "cron_trigger"}
+_MUTATING = {"start", "stop", "restart", "scale", "reload", "shutdown", "cron_trigger"}
 _METHODS = {  # command -> ControlTarget method
     "status": "status", "heartbeat_status": "heartbeat_status", "start": "start_actor",
     "stop": "stop_actor", "restart": "restart_actor", "reload": "reload", "shutdown": "shutdown",
-    "logs": "log_tail", "cron_list": "cron_list", "cron_trigger": "cron_trigger",
+    "logs": "log_tail", "cron_list": "cron_list", "cron_trigger": "cron_trigger", "scale": "scale",
 }
 _NAMED = {"start", "stop", "restart", "cron_trigger"}
 _ASYNC = {"reload", "shutdown"}
@@ -273,7 +273,7 @@ class ControlServer:
     async def _call(self, cmd: str, args: Any, peer: PeerCred) -> bytes:
         started = time.perf_counter()
         if cmd in _MUTATING:
-            named = {"name": args.name} if cmd in _NAMED else {}
+            named = {"name": args.name} if cmd in _NAMED or cmd == "scale" else {}
             log.info("control.command", cmd=cmd, **named, peer_pid=peer.pid)
         try:
             if cmd == "logs":
@@ -293,6 +293,8 @@ class ControlServer:
         if cmd in _NAMED:
             result = await method(args.name)
             return {"run_id": result} if cmd == "cron_trigger" else result
+        if cmd == "scale":
+            return await method(args.name, args.count)
         if cmd in _ASYNC:
             return await method()
         return method()

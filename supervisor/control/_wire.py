@@ -51,6 +51,12 @@ class NameArgs(msgspec.Struct, **_Strict):
     name: NonEmpty
 
 
+class ScaleArgs(msgspec.Struct, **_Strict):
+    cmd: str
+    name: NonEmpty
+    count: Annotated[int, msgspec.Meta(ge=1)]
+
+
 class LogsArgs(msgspec.Struct, **_Strict):
     cmd: str
     n: Annotated[int, msgspec.Meta(ge=0)] | None = None
@@ -78,6 +84,7 @@ COMMANDS: dict[str, Command] = {
     "events": Command(NoArgs, True, "stream of state-change events"),
     "cron_list": Command(NoArgs, False, "one row per cron task"),
     "cron_trigger": Command(NameArgs, False, "run cron task NAME now; its run_id"),
+    "scale": Command(ScaleArgs, False, "run COUNT instances of actor NAME; started, stopped"),
 }
 _ACCEPTED = ", ".join(COMMANDS)
 

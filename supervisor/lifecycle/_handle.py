@@ -195,6 +195,10 @@ class ActorHandle:
         """A shutdown began: let the current run end, never start another (no restarts)."""
         self._feed(m.Retire())
 
+    def abandon(self, group: str) -> None:
+        """The actor's top-level group gave up: a stopped actor becomes ``failed``."""
+        self._feed(m.Abandon(group))
+
     async def restart(self) -> None:
         await self.stop()
         self.start()
@@ -365,6 +369,7 @@ class ActorHandle:
         command = CommandRun(
             actor=self.name, command=spec.command_spec, env=spec.env, cwd=spec.cwd,
             start_timeout=spec.start_timeout, stop_timeout=spec.stop_timeout,
+            stop_signal=signal.Signals[spec.stop_signal],
             heartbeat_timeout=spec.heartbeat_timeout, watchdog_from_ready=spec.watchdog_from_ready,
             restarts=self.restarts,
         )
@@ -427,6 +432,7 @@ class ActorHandle:
                 backend=self._backend,
                 env=self.spec.env,
                 cwd=self.spec.cwd,
+                instance=self.spec.instance,
             )
             if not await child.send(encode(init)):
                 return
@@ -443,7 +449,10 @@ class ActorHandle:
                 if run.ready.is_set():
                     tg.start_soon(self._watch_heartbeat, run, child)
                 await run.stop.wait()
-                await stop_process(child, stop_timeout=self.spec.stop_timeout, clock=self._clock, actor=self.name)
+                await stop_process(
+                    child, stop_timeout=self.spec.stop_timeout, clock=self._clock, actor=self.name,
+                    stop_signal=signal.Signals[self.spec.stop_signal],
+                )
 
     async def _watch_heartbeat(self, run: _Run, child: ChildProcess) -> None:
         beats = run.beats

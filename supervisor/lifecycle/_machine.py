@@ -24,6 +24,9 @@ The table (state, event -> next state; every other pair leaves the life as it is
     backoff  | BackoffElapsed -> starting        [Spawn]
     backoff  | Stop           -> stopped         [CancelTimer]
     backoff  | Retire         -> stopped         [CancelTimer]
+    stopped  | Abandon        -> failed          [StartTimer if failed_retry_after]   (its group gave up)
+    failed   | BackoffElapsed -> starting        [Spawn]   (failed_retry_after: intensity and backoff reset)
+    failed   | Stop, Retire   -> failed          [CancelTimer]
     any      | Retire         -> (same state)    (no run starts again: a shutdown began)
 
 A command actor's program that cannot run (``SpawnFailed(exited=True)``) is
@@ -48,13 +51,14 @@ from ._policy import backoff_delay, intensity_allows, should_restart
 from ._states import ALLOWED, ActorState, IllegalTransition
 
 __all__ = [
-    "Action", "BackoffElapsed", "CancelTimer", "ChildExited", "Emit", "Event", "Exit", "KillChild",
+    "Abandon", "Action", "BackoffElapsed", "CancelTimer", "ChildExited", "Emit", "Event", "Exit", "KillChild",
     "KillRun", "Life", "Policy", "Ready", "Retire", "Spawn", "SpawnFailed", "Spawned", "Start", "StartTimer",
     "Stop", "StopChild", "StopRun", "TaskEnded", "Transition", "decide",
 ]
 
 S = ActorState
 FAILED_HINT = "restart intensity exceeded; fix the actor, then `actorsup start NAME`"
+GROUP_FAILED_HINT = "its group exceeded its restart intensity; fix it, then `actorsup start GROUP`"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Policy:
     max_restarts: int = 5
     restart_window: float = 60.0
     jitter: Callable[[], float] = random.random  # the one source of chance, injectable
+    failed_retry_after: float | None = None  # a failed actor starts again after this long
 
     @classmethod
     def of(cls, spec: Any, jitter: Callable[[], float] = random.random) -> Policy:
@@ -90,6 +95,7 @@ class Policy:
             kind=spec.kind, restart=spec.restart, backoff_initial=spec.backoff_initial,
             backoff_max=spec.backoff_max, backoff_reset=spec.backoff_reset,
             max_restarts=spec.max_restarts, restart_window=spec.restart_window, jitter=jitter,
+            failed_retry_after=getattr(spec, "failed_retry_after", None),
         )
 
 
@@ -121,6 +127,13 @@ class Start:
 @dataclass(frozen=True)
 class Stop:
     """The user wants the actor stopped."""
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """The actor's top-level group gave up: a stopped member is left ``failed``."""
+
+    group: str
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,8 @@ class BackoffElapsed:
 
 
 Event = (
-    Start | Stop | Retire | Spawned | Ready | KillRun | StopRun | ChildExited | TaskEnded | SpawnFailed | BackoffElapsed
+    Start | Stop | Retire | Abandon | Spawned | Ready | KillRun | StopRun | ChildExited | TaskEnded | SpawnFailed
+    | BackoffElapsed
 )
 
 
@@ -235,12 +249,21 @@ _LIVE = (S.STARTING, S.RUNNING, S.STOPPING)
 def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, list[Action]]:
     """The next life and the actions for ``event``; a stale or irrelevant event changes nothing."""
     state = life.state
-    if isinstance(event, Start) and state in (S.STOPPED, S.FAILED):
-        if state is S.FAILED:
-            life = dataclasses.replace(life, restart_times=(), attempt=0)
+    retries = policy.failed_retry_after is not None
+    if state is S.FAILED and (isinstance(event, Start) or (retries and isinstance(event, BackoffElapsed))):
+        # a start, or failed_retry_after ran out: a fresh intensity window, and no retry timer left
+        life = dataclasses.replace(life, restart_times=(), attempt=0, want_running=True)
+        life, actions = _begin(life, policy)
+        return life, [CancelTimer(), *actions] if retries else actions
+    if isinstance(event, Start) and state is S.STOPPED:
         return _begin(dataclasses.replace(life, want_running=True), policy)
     if isinstance(event, BackoffElapsed) and state is S.BACKOFF:
         return _begin(life, policy)
+    if retries and isinstance(event, Stop | Retire) and state is S.FAILED:
+        return life, [CancelTimer()]
+    if isinstance(event, Abandon) and state is S.STOPPED:
+        failed = {"reason": "group_failed", "group": event.group, "hint": GROUP_FAILED_HINT}
+        return _moves(life, _retry(policy, now), (S.FAILED, failed))
     if isinstance(event, Retire) and state is not S.ERRORED:
         life = dataclasses.replace(life, want_running=False)
         if state is S.BACKOFF:
@@ -272,6 +295,11 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
     if isinstance(event, _RUN_ENDED) and state in _LIVE:
         return _after_exit(life, event, policy, now)
     return life, []
+
+
+def _retry(policy: Policy, now: float) -> list[Action]:
+    """The failed_retry_after timer of a life that just became failed."""
+    return [] if policy.failed_retry_after is None else [StartTimer(now + policy.failed_retry_after)]
 
 
 def _begin(life: Life, policy: Policy) -> tuple[Life, list[Action]]:
@@ -348,7 +376,8 @@ def _after_exit(
     if not allowed:
         failed = {"restarts": life.restarts, "window": policy.restart_window,
                   "max_restarts": policy.max_restarts, "hint": FAILED_HINT}
-        life, moved = _moves(dataclasses.replace(life, want_running=False), [], errored, (S.FAILED, failed))
+        life, moved = _moves(dataclasses.replace(life, want_running=False), _retry(policy, now), errored,
+                             (S.FAILED, failed))
         return life, actions + moved
     attempt = (0 if ran_for >= policy.backoff_reset else life.attempt) + 1
     delay = backoff_delay(attempt, policy.backoff_initial, policy.backoff_max, policy.jitter())

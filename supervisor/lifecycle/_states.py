@@ -30,7 +30,7 @@ class ActorState(enum.Enum):
 
 S = ActorState
 ALLOWED: dict[ActorState, frozenset[ActorState]] = {
-    S.STOPPED: frozenset({S.STARTING}),
+    S.STOPPED: frozenset({S.STARTING, S.FAILED}),  # failed: its group gave up
     S.STARTING: frozenset({S.RUNNING, S.ERRORED, S.STOPPING, S.STOPPED}),
     S.RUNNING: frozenset({S.ERRORED, S.STOPPING, S.STOPPED}),
     S.ERRORED: frozenset({S.BACKOFF, S.FAILED, S.STOPPED}),

@@ -35,7 +35,7 @@ async def run_task(
     try:
         cls = import_target(spec.target, None)
         actor = cls(**spec.args)
-        actor._bind(spec.name, structlog.get_logger().bind(actor=spec.name, pid=pid))
+        actor._bind(spec.name, structlog.get_logger().bind(actor=spec.name, pid=pid), spec.instance)
     except Exception as exc:
         return SpawnFailed("crash", "".join(traceback.format_exception(exc)))
     on_running(pid)

@@ -26,12 +26,9 @@ so a cancelled sender always knows exactly how many bytes went out.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import socket
-import struct
-import termios
 from collections import deque
 from typing import Any
 
@@ -46,10 +43,13 @@ from ._record import LogRecord
 from ._sinks import describe
 from ._spool import MEMORY_BYTES as SPOOL_MEMORY_BYTES
 from ._spool import Spool
+from ._tcpinfo import peer_window, unacked_bytes
 
 __all__ = ["NetworkSink", "SyslogSink", "TcpSink"]
 
 log = structlog.get_logger("actorsup.logs")
+
+Entry = tuple[bytes, bool]  # a frame, and whether it was read from the spool
 
 BATCH_BYTES = 256 * 1024
 REPLAY_BYTES = 8 * 1024 * 1024  # at most this much unacknowledged data is kept for a replay
@@ -86,10 +86,11 @@ class NetworkSink:
         self.close_timeout = close_timeout
         self._queue_max = spec.queue_size
         self._queue: deque[bytes] = deque()
-        self._replay: deque[bytes] = deque()  # frames to send again first
+        self._replay: deque[Entry] = deque()  # frames to send again first
         # Taken for sending and not yet confirmed by the peer, in order, each with its
         # mark: the end offset in this connection's stream (TCP), or the txnr (RELP).
-        self._sent: deque[tuple[int, bytes]] = deque()
+        # A frame read from the spool stays on its disk until confirmed (released).
+        self._sent: deque[tuple[int, bytes, bool]] = deque()
         self._sent_bytes = 0
         self._stream_sent = 0  # bytes the kernel took on this connection
         self._stream_end = 0  # stream offset at the end of the last frame taken
@@ -235,7 +236,7 @@ class NetworkSink:
         # Everything the peer may not have received goes first on the next connection.
         if self._sent:
             self.replayed += len(self._sent)
-            self._replay = deque(itertools.chain((frame for _, frame in self._sent), self._replay))
+            self._replay = deque(itertools.chain(((f, spooled) for _, f, spooled in self._sent), self._replay))
             self._sent.clear()
             self._sent_bytes = 0
         self._out = None
@@ -248,19 +249,27 @@ class NetworkSink:
         away; how much it held shows in the window the peer advertised last,
         against the widest it advertised on this connection.
         """
-        try:
-            unacked = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
-        except OSError:
+        unacked = unacked_bytes(sock)
+        if unacked is None:
             return  # no answer: everything kept is sent again
-        window = _peer_window(sock)
+        window = peer_window(sock)
         unread = max(0, self._widest_window - window) if window is not None else 0
         read = self._stream_sent - unacked - unread
         sent = self._sent
+        released = 0
         while sent and sent[0][0] <= read:
-            self._sent_bytes -= len(sent.popleft()[1])
+            _, frame, spooled = sent.popleft()
+            self._sent_bytes -= len(frame)
+            released += spooled
+        self._release(released)
+
+    def _release(self, count: int) -> None:
+        """``count`` frames read from the spool are confirmed: their disk space may go."""
+        if count and self._spool is not None:
+            self._spool.release(count)
 
     def _sample_window(self, sock: socket.socket) -> None:
-        window = _peer_window(sock)
+        window = peer_window(sock)
         if window is not None and window > self._widest_window:
             self._widest_window = window
 
@@ -321,41 +330,45 @@ class NetworkSink:
             self._sample_window(sock)
             self._trim_window()
 
-    def _next_frames(self, max_bytes: int, max_frames: int = 1 << 62) -> list[bytes]:
+    def _next_frames(self, max_bytes: int, max_frames: int = 1 << 62) -> list[Entry]:
         """The oldest frames waiting, in order: replay, then the memory queue, then the spool."""
-        frames: list[bytes] = []
+        frames: list[Entry] = []
         size = 0
         while size < max_bytes and len(frames) < max_frames:
             if self._replay:
-                frame = self._replay.popleft()
+                entry = self._replay.popleft()
             elif self._queue:
-                frame = self._queue.popleft()
+                entry = (self._queue.popleft(), False)
             elif self._spool is not None and self._spool.records:
                 more = self._spool.read(max_bytes - size, max_frames - len(frames))
-                frames.extend(more)
+                frames.extend((f, True) for f in more)
                 size += sum(map(len, more))
                 continue
             else:
                 break
-            frames.append(frame)
-            size += len(frame)
+            frames.append(entry)
+            size += len(entry[0])
         return frames
 
     def _take_batch(self) -> bytes | None:
         frames = self._next_frames(BATCH_BYTES)
         if not frames:
             return None
-        for frame in frames:
+        for frame, spooled in frames:
             self._stream_end += len(frame)
-            self._sent.append((self._stream_end, frame))
+            self._sent.append((self._stream_end, frame, spooled))
             self._sent_bytes += len(frame)
-        return b"".join(frames)
+        return b"".join(frame for frame, _ in frames)
 
     def _trim_window(self) -> None:
         # Frames older than replay_bytes are taken as read, whatever a reset says.
         sent, limit = self._sent, self.replay_bytes
+        released = 0
         while sent and self._sent_bytes - len(sent[0][1]) >= limit:
-            self._sent_bytes -= len(sent.popleft()[1])
+            _, frame, spooled = sent.popleft()
+            self._sent_bytes -= len(frame)
+            released += spooled
+        self._release(released)
 
     async def _housekeeping(self) -> None:
         """Flush (and fsync) the spool, and report memory-queue drops, about once a second."""
@@ -392,12 +405,16 @@ class NetworkSink:
                     confirmed = await self._finish(self._sock)
         self._closed = True
         if confirmed:
+            self._release(sum(spooled for _, _, spooled in self._sent))
             self._sent.clear()
             self._sent_bytes = 0
         elif self._sock is not None:
             self._settle(self._sock)
         self._requeue()
-        leftover = list(self._replay) + list(self._queue)
+        # Frames read from the spool are still on its disk, but in front of them go
+        # frames from memory: all of them are written again, in order, and close()
+        # then deletes the spool's copies.
+        leftover = [frame for frame, _ in self._replay] + list(self._queue)
         self._replay.clear()
         self._queue.clear()
         self._close_socket()
@@ -427,21 +444,6 @@ class NetworkSink:
                     return True
             except BlockingIOError:
                 continue
-
-
-_TCP_INFO_SND_WND = 228  # offsetof(struct tcp_info, tcpi_snd_wnd), Linux >= 6.2
-
-
-def _peer_window(sock: socket.socket) -> int | None:
-    """The receive window the peer advertised last, in bytes (None where the kernel does not say)."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SND_WND + 4)
-    except OSError:
-        return None
-    if len(info) < _TCP_INFO_SND_WND + 4:
-        return None
-    window: int = struct.unpack_from("I", info, _TCP_INFO_SND_WND)[0]
-    return window
 
 
 class TcpSink(NetworkSink):

@@ -6,13 +6,15 @@ is one ``syslog`` command, and the receiver answers every command with an
 ``rsp`` of the same txnr whose data starts with a status (``200 OK``). Up to
 ``window`` commands are outstanding at once, in txnr order.
 
-Unlike plain TCP, delivery is exact: a frame stays in memory until its
-``200`` arrives (and goes back to the spool at shutdown if it never does), so
+Unlike plain TCP, delivery is exact: a frame stays in memory, and a spooled
+one on the spool's disk too, until its ``200`` arrives (it goes back to the
+spool at shutdown if it never does, and survives a crash on disk), so
 after a reconnect only the unacknowledged frames are sent again, first, and
 the duplicates are at most one window. A ``500`` for an event (refused by the
-receiver) drops that event and counts it in ``logs.dropped``. An event the
-receiver closes the session on, three sessions in a row without any other
-event acknowledged, is dropped the same way instead of blocking the stream.
+receiver) drops that event and counts it in ``logs.dropped``. After a session
+that ended without any answer, frames go one at a time until one is answered;
+an event the receiver ends three such sessions on is dropped the same way,
+instead of blocking the stream forever.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class RelpSink(NetworkSink):
         self._session_acks = 0
         self._stuck_head: bytes | None = None
         self._stuck = 0
+        self._probe = False  # one frame at a time, to find the event a receiver ends sessions on
         self._session_open = False
         self._close_txnr: int | None = None
         self._close_confirmed = False
@@ -182,11 +185,13 @@ class RelpSink(NetworkSink):
         elif not self._sent or self._sent[0][0] != txnr:
             raise RelpProtocolError(f"answer for txnr {txnr}, expected {self._sent[0][0] if self._sent else 'none'}")
         else:
-            _, frame = self._sent.popleft()
+            _, frame, spooled = self._sent.popleft()
             self._sent_bytes -= len(frame)
+            self._release(spooled)
+            self._session_acks += 1
+            self._probe = False
             if data.startswith(b"200"):
                 self.acknowledged += 1
-                self._session_acks += 1
             else:
                 self._report_dropped(1, f"refused by the receiver: {_status(data)}")
         if self._acked is not None:
@@ -195,8 +200,9 @@ class RelpSink(NetworkSink):
     async def _send_loop(self, sock: socket.socket, *, until_empty: bool) -> None:
         while True:
             if self._out is None:
-                room = self.window - len(self._sent)
-                if room < max(1, self.window // 4) and self._sent:
+                window = 1 if self._probe else self.window
+                room = window - len(self._sent)
+                if room < max(1, window // 4) and self._sent:
                     await self._wait_ack()  # refill in batches, not one frame per answer
                     continue
                 frames = self._next_frames(BATCH_BYTES, room)
@@ -209,9 +215,9 @@ class RelpSink(NetworkSink):
                     self._wake = anyio.Event()
                     continue
                 parts: list[bytes] = []
-                for frame in frames:
+                for frame, spooled in frames:
                     parts.append(b"%d syslog %d %s\n" % (self._txnr, len(frame), frame))
-                    self._sent.append((self._txnr, frame))
+                    self._sent.append((self._txnr, frame, spooled))
                     self._sent_bytes += len(frame)
                     self._txnr = _next_txnr(self._txnr)
                 self._out = memoryview(b"".join(parts))
@@ -233,19 +239,26 @@ class RelpSink(NetworkSink):
         await self._acked.wait()
 
     def _note_stuck(self) -> None:
-        # A receiver that closes the session on one event (too big for it?) would
-        # otherwise get that same event first on every reconnect, forever.
+        # A receiver that ends the session on one event (too big for it?) would get
+        # that event again on every reconnect, forever. With several frames out, any
+        # of them may be the one (and a reset can swallow the answers to the others),
+        # so the sessions after one without any answer carry one frame each: ended
+        # STUCK_SESSIONS times on that same frame, it is dropped.
         if self._session_acks or not self._sent:
-            self._stuck, self._stuck_head = 0, None
+            self._stuck, self._stuck_head, self._probe = 0, None, False
+            return
+        if not self._probe:
+            self._probe = True
             return
         head = self._sent[0][1]
         self._stuck = self._stuck + 1 if head is self._stuck_head else 1
         self._stuck_head = head
         if self._stuck >= STUCK_SESSIONS:
-            self._sent.popleft()
+            _, _, spooled = self._sent.popleft()
             self._sent_bytes -= len(head)
+            self._release(spooled)
             self._stuck, self._stuck_head = 0, None
-            self._report_dropped(1, f"the receiver closed {STUCK_SESSIONS} sessions in a row on this event "
+            self._report_dropped(1, f"the receiver ended {STUCK_SESSIONS} sessions in a row on this event "
                                  f"({len(head)} bytes; larger than its maxDataSize?)")
 
     # --- shutdown ------------------------------------------------------------------

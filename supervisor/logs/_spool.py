@@ -1,9 +1,14 @@
 """On-disk spool for a network sink: append-only segment files.
 
 Each record is a 4-byte big-endian length and the framed bytes. Records are
-appended to the newest segment and read from the oldest; a segment is deleted
-once fully read. Segments left by an earlier run are picked up again at start
-(a torn last record is cut off).
+appended to the newest segment and read from the oldest. A record read is not
+gone yet: its segment file stays until the segment is read to its end and the
+sink has released every record of it (:meth:`Spool.release`: the receiver
+confirmed them), so a crash of the supervisor loses no event in flight; the next run
+sends them again (at-least-once). Segments left by an earlier run are picked
+up again at start (a torn last record is cut off). A clean :meth:`Spool.close`
+cuts the read part off a partly read segment, so the next run starts exactly
+where this one ended.
 
 Nothing is lost silently. New records wait in a small memory buffer and are
 written in chunks with ``os.write``, so a failed write (ENOSPC, EIO) is seen
@@ -54,6 +59,17 @@ class _Segment:
         self.offset = 0  # bytes already read
 
 
+class _Held:
+    """Records handed out by read() and not yet released, all from one segment file (or memory)."""
+
+    __slots__ = ("done", "path", "records")
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: the records never reached the disk, or their file is gone
+        self.records = 0
+        self.done = False  # the segment is read to its end: its file goes with the last release
+
+
 def _ignore(count: int, reason: str) -> None:
     pass
 
@@ -85,6 +101,7 @@ class Spool:
         self._reader: BinaryIO | None = None  # reads self._segments[0]
         self._read_buf = b""
         self._pending: deque[bytes] = deque()  # newer than everything on disk, not yet written
+        self._held: deque[_Held] = deque()  # read, not yet released: their files stay for a crash
         self._pending_bytes = 0
         self._unsynced = False
         self.error: OSError | None = None  # set while writes fail; cleared by the next one that succeeds
@@ -242,14 +259,12 @@ class Spool:
         if not self._segments:
             self._pop_pending()
             return 1
-        seg = self._segments.popleft()
-        if not self._segments:
-            self._close_writer()
-        self._close_reader()
-        self.records -= seg.records
-        self.bytes -= seg.size
-        seg.path.unlink(missing_ok=True)
-        return seg.records
+        seg = self._segments[0]
+        lost = seg.records
+        self.records -= lost
+        seg.records = 0
+        self._finish_head(gone=True)
+        return lost
 
     def _pop_pending(self) -> bytes:
         frame = self._pending.popleft()
@@ -272,24 +287,62 @@ class Spool:
             if seg.records == 0:
                 self._finish_head()
                 continue
+            before = len(out)
             try:
                 taken += self._read_segment(seg, out, max_bytes - taken, max_records)
             except OSError as exc:
+                self._hold(seg.path, len(out) - before)
                 lost = seg.records
                 self.records -= lost
                 seg.records = 0
-                self._finish_head()
+                self._finish_head(gone=True)
                 self._dropped(lost, f"spool segment {seg.path.name} unreadable ({exc}): its events dropped")
                 continue
+            self._hold(seg.path, len(out) - before)
             if seg.records == 0:
                 self._finish_head()
         if self.records == len(self._pending):
             self._finish_all()  # the disk part is drained: new records start a fresh segment
+        before = len(out)
         while self._pending and taken < max_bytes and len(out) < max_records:
             frame = self._pop_pending()
             out.append(frame)
             taken += len(frame)
+        self._hold(None, len(out) - before)
         return out
+
+    def release(self, count: int) -> None:
+        """The oldest ``count`` records handed out are delivered: a segment read to its end
+        and wholly released is deleted. Until then it stays, and a crash sends it again."""
+        held = self._held
+        while count and held:
+            entry = held[0]
+            take = min(count, entry.records)
+            entry.records -= take
+            count -= take
+            if entry.records:
+                break
+            if not entry.done and entry.path is not None:
+                break  # the segment being read: more of its records come
+            held.popleft()
+            if entry.path is not None:
+                entry.path.unlink(missing_ok=True)
+
+    def _hold(self, path: Path | None, count: int) -> None:
+        if not count:
+            return
+        if self._held and self._held[-1].path == path and not self._held[-1].done:
+            self._held[-1].records += count
+        else:
+            entry = _Held(path)
+            entry.records = count
+            self._held.append(entry)
+
+    def _held_for(self, path: Path) -> _Held | None:
+        for entry in reversed(self._held):
+            if entry.path == path:
+                return entry
+        return None
 
     def _read_segment(self, seg: _Segment, out: list[bytes], max_bytes: int, max_records: int) -> int:
         if self._reader is None:
@@ -320,12 +373,19 @@ class Spool:
         self._read_buf = buf[pos:]
         return taken
 
-    def _finish_head(self) -> None:
+    def _finish_head(self, *, gone: bool = False) -> None:
+        """The oldest segment has no unread record left (or is ``gone``: dropped, unreadable)."""
         self._close_reader()
         seg = self._segments.popleft()
         if not self._segments:
             self._close_writer()
         self.bytes -= seg.size
+        entry = self._held_for(seg.path)
+        if entry is not None and entry.records and not gone:
+            entry.done = True  # deleted with its last release
+            return
+        if entry is not None:
+            entry.path = None
         seg.path.unlink(missing_ok=True)
 
     def _finish_all(self) -> None:
@@ -370,6 +430,34 @@ class Spool:
         if self._fd is not None and self.fsync != "never":
             self._sync(self._fd)
         self._close_writer()
+        # The records handed out and not released are the caller's now (a sink
+        # prepends them): their copies go, and a partly read segment keeps only
+        # its unread records, so the next run starts exactly where this one ended.
+        unread = {seg.path for seg in self._segments}
+        for entry in self._held:
+            if entry.path is not None and entry.path not in unread:
+                entry.path.unlink(missing_ok=True)
+        self._held.clear()
+        for seg in self._segments:
+            if seg.offset:  # the one partly read (behind a prepended one, maybe)
+                self._cut_read_part(seg)
+
+    def _cut_read_part(self, seg: _Segment) -> None:
+        tmp = seg.path.with_suffix(".tmp")
+        try:
+            with open(seg.path, "rb") as src, open(tmp, "wb") as dst:
+                src.seek(seg.offset)
+                while chunk := src.read(_READ_CHUNK):
+                    dst.write(chunk)
+                if self.fsync != "never":
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            os.replace(tmp, seg.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the whole segment stays: its read part comes again (at-least-once)
+            return
+        seg.size -= seg.offset
+        seg.offset = 0
 
     def _close_writer(self) -> None:
         if self._fd is not None:

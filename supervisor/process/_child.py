@@ -232,17 +232,18 @@ async def wait_until(wait: Any, clock: Clock, deadline: float) -> bool:
 
 
 async def stop_process(
-    proc: StoppableProcess, *, stop_timeout: float, clock: Clock, actor: str, setting: str = "stop_timeout"
+    proc: StoppableProcess, *, stop_timeout: float, clock: Clock, actor: str, setting: str = "stop_timeout",
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> int | None:
-    """SIGTERM the group, wait ``stop_timeout``, SIGKILL the group, reap.
+    """``stop_signal`` (SIGTERM) to the group, wait ``stop_timeout``, SIGKILL the group, reap.
 
     Every step is logged, and the escalation names the setting that controls
     it. The reap runs shielded and bounded, so a cancelled caller still
     leaves no zombie behind. Returns the exit status (None if not reaped).
     """
     if proc.returncode is None:
-        proc.signal_group(signal.SIGTERM)
-        log.info("actor.signalled", actor=actor, pid=proc.pid, signal="SIGTERM")
+        proc.signal_group(stop_signal)
+        log.info("actor.signalled", actor=actor, pid=proc.pid, signal=stop_signal.name)
         if not await wait_until(proc.wait, clock, clock.now() + stop_timeout):
             log.warning(
                 "actor.stop_timeout",
@@ -250,7 +251,8 @@ async def stop_process(
                 pid=proc.pid,
                 signal="SIGKILL",
                 **{setting: stop_timeout},
-                hint=f"the actor ignored SIGTERM for {stop_timeout:g}s; raise {setting} if it needs longer",
+                hint=f"the actor ignored {stop_signal.name} for {stop_timeout:g}s; "
+                f"raise {setting} if it needs longer",
             )
             proc.signal_group(signal.SIGKILL)
     with anyio.CancelScope(shield=True), anyio.move_on_after(REAP_TIMEOUT):

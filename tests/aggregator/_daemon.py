@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,11 @@ def free_port() -> int:
 
 
 def find_binary(name: str, package: str) -> tuple[Path, Path]:
-    """(binary, install prefix) of ``/usr/sbin/NAME`` or ``/opt/PACKAGE/usr/sbin/NAME``; else skip (fail in CI)."""
+    """(binary, install prefix) of NAME on PATH (a wrapper, as .ci/run installs, counts as installed),
+    ``/usr/sbin/NAME``, or an unpacked ``/opt/PACKAGE/usr/sbin/NAME``; else skip (fail in CI)."""
+    found = shutil.which(name)
+    if found is not None:
+        return Path(found), Path("/")
     for prefix in (Path("/"), Path("/opt") / package):
         for sub in ("usr/sbin", "sbin", "usr/bin"):
             binary = prefix / sub / name

@@ -1,0 +1,245 @@
+"""The tree's I/O shell: start and stop in dependency order, carry out group decisions.
+
+:class:`TreeRunner` owns the :class:`~._strategy.TreeState` and the order
+:class:`~._order.Graph` of the running config. It watches the leaves' handles
+(an :class:`Observer`), queues what the strategy must hear (a member going to
+``backoff``, or to ``failed``), and one worker task feeds those events to the
+strategy in turn and carries out its actions through the handles' public API
+(``start``, ``stop``, ``wait_for``, ``abandon``). Events that a group action
+overtook (the leaf was stopped or started by the tree after the event) are
+dropped, as OTP flushes the exits of the children it terminates itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ..config import ActorSpec, Config, GroupSpec
+from ..core._bus import EventBus
+from ..lifecycle._handle import ActorHandle
+from ..lifecycle._observers import Observer, TransitionRecord
+from ..lifecycle._states import ActorState
+from ._instances import instance_names
+from ._model import Tree, build_tree
+from ._order import Graph, build_graph
+from ._strategy import Action, Emit, GiveUp, MarkFailed, StartLeaves, StopLeaves, TreeState
+
+__all__ = ["TreeRunner", "leaf_specs"]
+
+log = structlog.get_logger()
+S = ActorState
+SETTLED = (S.RUNNING, S.FAILED, S.STOPPED)  # where a started leaf ends up, one way or the other
+
+
+def leaf_specs(actors: Iterable[ActorSpec]) -> list[ActorSpec]:
+    """One spec per leaf: an actor with ``instances`` becomes ``NAME.i`` specs with their index.
+
+    An instance's spec drops the count, so scaling changes no surviving instance.
+    """
+    out: list[ActorSpec] = []
+    for spec in actors:
+        if spec.instances is None:
+            out.append(spec)
+            continue
+        for i, name in enumerate(instance_names(spec.name, spec.instances)):
+            out.append(msgspec.structs.replace(spec, name=name, instance=i, instances=None))
+    return out
+
+
+def tree_of(
+    groups: Iterable[GroupSpec], actors: Iterable[ActorSpec], table_order: tuple[str, ...] = ()
+) -> tuple[Tree, Graph]:
+    actors = list(actors)
+    tree = build_tree(groups, actors, table_order)
+    return tree, build_graph(tree, {a.name: a.depends_on for a in actors})
+
+
+@dataclass(frozen=True)
+class _Exited:
+    leaf: str
+    abnormal: bool
+    seq: int
+
+
+@dataclass(frozen=True)
+class _GaveUp:
+    leaf: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class _Revived:
+    leaf: str
+    seq: int
+
+
+_Event = _Exited | _GaveUp | _Revived
+
+
+class TreeRunner(Observer):
+    def __init__(
+        self, config: Config, handles: Mapping[str, ActorHandle], bus: EventBus, clock: Callable[[], float],
+        on_give_up: Callable[[], None],
+    ) -> None:
+        self.tree, self.graph = tree_of(config.groups, config.actors, config.table_order)
+        self.state = TreeState(self.tree)
+        self._handles = handles
+        self._bus = bus
+        self._now = clock
+        self._on_give_up = on_give_up
+        self._seq = itertools.count()
+        self._touched: dict[str, int] = {}  # leaf -> seq of the tree's last stop or start of it
+        self._send: MemoryObjectSendStream[_Event] | None = None  # while the worker runs
+        self._closing = False
+        self._acting = anyio.CancelScope()  # around the worker's actions; cancelled by close()
+        self.gave_up = False
+
+    def retree(self, config: Config) -> None:
+        """Adopt a changed config (reload, scale, dynamic children)."""
+        self.tree, self.graph = tree_of(config.groups, config.actors, config.table_order)
+        self.state = self.state.retree(self.tree)
+
+    # --- the observer side: never blocks, never decides ------------------------------
+    def on_transition(self, record: TransitionRecord) -> None:
+        if self._closing or self._send is None or record.actor not in self.tree.leaves:
+            return
+        seq = next(self._seq)
+        if record.new is S.BACKOFF:
+            reason = record.fields.get("reason")
+            self._send.send_nowait(_Exited(record.actor, reason not in ("completed", "stopped"), seq))
+        elif record.new is S.FAILED and record.old is S.ERRORED:
+            self._send.send_nowait(_GaveUp(record.actor, seq))
+        elif record.old is S.FAILED and record.new is S.STARTING:
+            self._send.send_nowait(_Revived(record.actor, seq))
+
+    # --- the worker ----------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._send, receive = anyio.create_memory_object_stream[_Event](math.inf)
+        task_status.started()
+        with self._send, receive:
+            async for event in receive:
+                if self._closing:
+                    continue
+                if self._touched.get(event.leaf, -1) > event.seq or event.leaf not in self.tree.leaves:
+                    continue  # a group action already took care of this leaf
+                if isinstance(event, _Revived):
+                    self.state.started_by_user(event.leaf)
+                    continue
+                now = self._now()
+                if isinstance(event, _Exited):
+                    actions = self.state.exited(event.leaf, event.abnormal, now)
+                else:
+                    actions = self.state.gave_up(event.leaf, now)
+                with anyio.CancelScope() as self._acting:
+                    await self.carry_out(actions)
+
+    def close(self) -> None:
+        """A shutdown began: decide nothing more."""
+        self._closing = True
+        self._acting.cancel()  # a group restart under way ends here: the shutdown stops everything
+        if self._send is not None:
+            self._send.close()  # the worker ends once it has drained the queue
+
+    async def carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if self._closing:
+                return
+            if isinstance(action, Emit):
+                log.log(action.level, action.event, **action.fields)
+                self._bus.publish({"event": action.event, **action.fields})
+            elif isinstance(action, StopLeaves):
+                await self.stop_leaves(action.leaves)
+            elif isinstance(action, StartLeaves):
+                await self.start_leaves(action.leaves)
+            elif isinstance(action, MarkFailed):
+                for leaf in action.leaves:
+                    self._handle(leaf).abandon(action.group)
+            elif isinstance(action, GiveUp):
+                self.gave_up = True
+                self._on_give_up()
+                return
+
+    # --- starting and stopping in order --------------------------------------------
+    def _handle(self, leaf: str) -> ActorHandle:
+        return self._handles[leaf]
+
+    def _touch(self, leaves: Iterable[str]) -> None:
+        seq = next(self._seq)
+        for leaf in leaves:
+            self._touched[leaf] = seq
+
+    async def start_leaves(self, leaves: Iterable[str]) -> None:
+        """Start ``leaves`` wave by wave; each wave settles (running, or given up) before the next."""
+        leaves = [leaf for leaf in leaves if leaf in self._handles]
+        self._touch(leaves)
+        for wave in self.graph.start_waves(leaves):
+            if self._closing:
+                return
+            for leaf in wave:
+                self._handle(leaf).start()
+            async with anyio.create_task_group() as tg:
+                for leaf in wave:
+                    tg.start_soon(self._handle(leaf).wait_for, *SETTLED)
+        # no touch here: a leaf that went down again while it started is news for the strategy
+
+    async def stop_leaves(self, leaves: Iterable[str]) -> None:
+        """Stop ``leaves``, each once everything among them that needs it has stopped."""
+        leaves = [leaf for leaf in leaves if leaf in self._handles]
+        self._touch(leaves)
+        down = [leaf for leaf in leaves if self._handle(leaf).state is S.BACKOFF]
+        for leaf in down:  # a leaf waiting out its backoff is down already: end the wait now
+            await self._handle(leaf).stop()
+
+        async def stop(leaf: str) -> None:
+            if leaf not in down:
+                await self._handle(leaf).stop()
+
+        await self._eagerly(leaves, self.graph.dependents, stop)
+        self._touch(leaves)
+
+    async def start_all(self, leaves: Iterable[str]) -> None:
+        """The first start: each leaf as soon as everything it needs is running."""
+        leaves = [leaf for leaf in leaves if leaf in self._handles]
+
+        async def start(leaf: str) -> None:
+            for needed in self.graph.needs.get(leaf, ()):
+                if needed in self._handles:
+                    await self._handle(needed).wait_for(S.RUNNING)
+            if not self._closing:  # a shutdown began while it waited: it stays down
+                self._handle(leaf).start()
+
+        async with anyio.create_task_group() as tg:
+            for leaf in leaves:
+                tg.start_soon(start, leaf)
+
+    async def stop_all(self, handles: Iterable[ActorHandle]) -> None:
+        """The last stop: every handle concurrently, each after the leaves that need it."""
+        by_name = {h.name: h for h in handles}
+
+        await self._eagerly(list(by_name), self.graph.dependents, lambda name: by_name[name].stop())
+
+    async def _eagerly(
+        self, names: list[str], before: Mapping[str, frozenset[str]], act: Callable[[str], Awaitable[object]]
+    ) -> None:
+        """Run ``act`` on every name once the ones in ``before[name]`` (among ``names``) are done."""
+        done = {name: anyio.Event() for name in names}
+
+        async def one(name: str) -> None:
+            for other in before.get(name, ()):
+                if other in done:
+                    await done[other].wait()
+            await act(name)
+            done[name].set()
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(one, name)
