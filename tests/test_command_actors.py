@@ -109,6 +109,23 @@ class TestAProgram:
             exited = (await sink.wait_for("actor.exited", actor="stubborn"))[0]
             assert (exited["reason"], exited["signal"]) == ("stopped", "SIGKILL")
 
+    async def test_stop_signal_is_what_stops_the_program(self, tmp_path: Path) -> None:
+        """stop_signal = "SIGINT": the program gets SIGINT at stop (and exits by itself, no SIGKILL)."""
+        script = _script(tmp_path, "polite.sh", """\
+            #!/bin/sh
+            trap 'echo got INT; exit 0' INT
+            echo trapped
+            while :; do sleep 0.05; done
+            """)
+        async with running_supervisor({"polite": _command([script], stop_signal="SIGINT")}) as (sup, sink):
+            await sink.wait_for("trapped", actor="polite")
+            with anyio.fail_after(10):
+                await sup.stop_actor("polite")
+            assert (await sink.wait_for("actor.signalled", actor="polite"))[0]["signal"] == "SIGINT"
+            await sink.wait_for("got INT", actor="polite")
+            exited = (await sink.wait_for("actor.exited", actor="polite"))[0]
+            assert (exited["reason"], exited["exit_code"]) == ("stopped", 0) and not sink.find("actor.stop_timeout")
+
     async def test_a_daemon_grandchild_dies_with_the_program(self, tmp_path: Path) -> None:
         """What the program forked (in its group, or setsid'ed away from it) is killed when it stops."""
         script = _script(tmp_path, "forker.sh", """\
@@ -152,6 +169,7 @@ class TestAProgramThatCannotRun:
             argv, code, words = [str(path)], "program_not_executable", "not executable"
         spec = _command(argv, max_restarts=1, backoff_initial=0.01, backoff_max=0.01)
         async with running_supervisor({"ghost": spec, "other": _command(["sleep", "60"])}) as (sup, sink):
+            await sink.wait_for("actor.started", actor="other")
             await sink.wait_for("actor.failed", actor="ghost")
             exits = sink.find("actor.exited", actor="ghost")
             assert len(exits) == 2 and all(e["reason"] == code and words in e["error"] for e in exits)
