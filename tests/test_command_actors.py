@@ -21,6 +21,7 @@ from harness import cli_supervisor, running_supervisor
 from supervisor.lifecycle._states import ActorState
 
 pytestmark = pytest.mark.anyio
+needs_systemd_notify = pytest.mark.skipif(not shutil.which("systemd-notify"), reason="needs systemd-notify")
 
 
 def _command(command: Any, **keys: Any) -> dict[str, Any]:
@@ -179,6 +180,7 @@ class TestAProgramThatCannotRun:
 
 
 class TestNotify:
+    @needs_systemd_notify
     async def test_started_only_at_ready(self, tmp_path: Path) -> None:
         """With notify = true a program is started at its READY=1, not when its process exists."""
         marker = tmp_path / "before-ready"
@@ -213,6 +215,7 @@ class TestNotify:
                 while not (sup.status()[0]["status_text"] or "").startswith("Ready to accept"):
                     await anyio.sleep(0.02)
 
+    @needs_systemd_notify
     async def test_a_program_that_stops_sending_watchdog_is_restarted(self, tmp_path: Path) -> None:
         """WATCHDOG=1 beats, then silence: actor.heartbeat_timeout after heartbeat_timeout, then a restart."""
         script = _script(tmp_path, "pinger.sh", """\
