@@ -25,6 +25,7 @@ from supervisor.command._spec import parse_command_spec
 from supervisor.config import SinkSpec
 from supervisor.core._clock import MonotonicClock
 from supervisor.lifecycle._machine import ChildExited, SpawnFailed
+from supervisor.lifecycle._stall import LoopWatch
 from supervisor.logs import LogRecord, LogRouter
 from tests.fakeclock import FakeClock
 
@@ -51,6 +52,13 @@ class _Memory:
 
     async def aclose(self) -> None:
         pass
+
+
+class _JumpClock(FakeClock):
+    async def jump(self, seconds: float) -> None:
+        """Time passes at once, as for a supervisor that was not running (SIGSTOP, a stalled loop)."""
+        self._now += seconds
+        await self.advance(0)
 
 
 class _Hooks:
@@ -107,7 +115,7 @@ class _Hooks:
 
 @asynccontextmanager
 async def _running(
-    table: dict[str, Any], clock: Any = None, **settings: Any
+    table: dict[str, Any], clock: Any = None, loop_watch: LoopWatch | None = None, **settings: Any
 ) -> AsyncIterator[tuple[_Hooks, list[ChildExited | SpawnFailed], anyio.Event, _Memory]]:
     """run_command in the background; yields the hooks, the result (once done), a done event and the log sink."""
     stop = anyio.Event()
@@ -120,7 +128,7 @@ async def _running(
 
     async def body() -> None:
         result.append(await run_command(run, router=router, clock=clock or MonotonicClock(), stop=stop,
-                                        hooks=hooks))
+                                        hooks=hooks, loop_watch=loop_watch))
         done.set()
 
     async with anyio.create_task_group() as tg:
@@ -208,6 +216,20 @@ class TestWatchdog:
             await _wait(done)
         assert hooks.names()[-1] == "heartbeat_timeout"
         assert result == [ChildExited(-signal.SIGKILL, None, None, program=True)]
+
+    async def test_a_stall_of_the_supervisor_extends_the_deadline(self) -> None:
+        """A supervisor stall longer than heartbeat_timeout (seen by the LoopWatch) is not the program's miss."""
+        clock = _JumpClock()
+        watch = LoopWatch(clock, tick=0.2, tolerance=0.3)
+        script = "systemd-notify --ready; systemd-notify WATCHDOG=1; exec sleep 30"
+        async with _running({"command": ["sh", "-c", script], "notify": True}, clock=clock, loop_watch=watch,
+                            heartbeat_timeout=1.0) as (hooks, result, done, _):
+            await _wait(hooks.called["beat"])
+            await clock.jump(5.0)
+            assert "heartbeat_timeout" not in hooks.names() and watch.stalls == 1
+            hooks.stop.set()
+            await _wait(done)
+        assert result == [ChildExited(-signal.SIGTERM, None, None, program=True)]
 
     async def test_errno_is_the_exit_error(self) -> None:
         """ERRNO= before a failing exit is the run's error text."""
