@@ -16,9 +16,12 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from harness import cli_supervisor, running_supervisor
+from harness import CaptureSink, cli_supervisor, running_supervisor
 
+from supervisor._supervisor import Supervisor
+from supervisor.config import parse_config
 from supervisor.lifecycle._states import ActorState
+from supervisor.logs import LogRouter, configure_supervisor_logging
 
 pytestmark = pytest.mark.anyio
 needs_systemd_notify = pytest.mark.skipif(not shutil.which("systemd-notify"), reason="needs systemd-notify")
@@ -156,6 +159,33 @@ class TestAProgram:
             assert [(e["reason"], e["exit_code"]) for e in exits] == [("exit", 0)] * 3
             assert failed["max_restarts"] == 2 and sup.handle("once").state is ActorState.FAILED
             assert sup.status()[0]["last_error"] == "exited with status 0"
+
+
+class TestInATree:
+    async def test_a_one_for_all_group_of_programs_restarts_together_in_dependency_order(self) -> None:
+        """Command actors in a one_for_all group with depends_on: one crash restarts both, db before app."""
+        actors = {"db": _command(["sleep", "60"], group="g", backoff_initial=0.01),
+                  "app": _command(["sleep", "61"], group="g", depends_on=["db"], backoff_initial=0.01)}
+        config = parse_config({"supervisor": {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0},
+                               "groups": {"g": {"strategy": "one_for_all"}}, "actors": actors}, label="t.toml")
+        sink = CaptureSink()
+        router = LogRouter([sink])
+        configure_supervisor_logging(router)
+        sup = Supervisor(config, router=router)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            try:
+                first = {n: (await sink.wait_for("actor.started", actor=n))[0]["pid"] for n in ("db", "app")}
+                os.kill(first["db"], signal.SIGKILL)
+                await sink.wait_for("group.restarting", group="g", trigger="db")
+                again = {n: (await sink.wait_for("actor.started", actor=n, count=2))[1] for n in ("db", "app")}
+                assert again["db"]["pid"] != first["db"] and again["app"]["pid"] != first["app"]
+                assert again["db"]["timestamp"] < again["app"]["timestamp"]
+                assert not _alive(first["app"])
+            finally:
+                with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                    sup.shutdown_nowait()
+                    await sup.closed.wait()
 
 
 class TestAProgramThatCannotRun:
