@@ -7,6 +7,8 @@ a generic ``except TimeoutError`` elsewhere must not swallow them.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "ControlError",
@@ -35,7 +37,7 @@ class ConfigError(SupervisorError):
         where = f"{file}: {path}: " if path else f"{file}: "
         super().__init__(where + problem)
 
-    def __reduce__(self):  # keep it picklable despite the custom __init__
+    def __reduce__(self) -> tuple[Any, ...]:  # keep it picklable despite the custom __init__
         return (type(self), (self.file, self.path, self.problem))
 
 
@@ -47,7 +49,7 @@ class ProtocolError(SupervisorError):
         self.actor = actor
         super().__init__(reason if actor is None else f"actor {actor!r}: {reason}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.reason, self.actor))
 
 
@@ -62,7 +64,7 @@ class HandshakeTimeout(SupervisorError):
             f"actor {actor!r}: no {stage} within start_timeout={timeout:g}s"
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.actor, self.timeout, self.stage))
 
 
@@ -73,7 +75,7 @@ class UnknownActor(SupervisorError):
         self.name = name
         super().__init__(f"no actor or cron task named {name!r}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name,))
 
 

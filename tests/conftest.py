@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import psutil
@@ -18,10 +19,8 @@ def _descendants() -> dict[int, float]:
     me = psutil.Process(os.getpid())
     found = {}
     for proc in me.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             found[proc.pid] = proc.create_time()
-        except psutil.NoSuchProcess:
-            pass
     return found
 
 
@@ -46,10 +45,8 @@ def no_leaked_processes():
         _, alive = psutil.wait_procs([psutil.Process(p) for p in leaked if psutil.pid_exists(p)], timeout=2)
         still = {p.pid: leaked[p.pid] for p in alive}
         for proc in alive:  # end only what this test started
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         if still:
             pytest.fail(f"test leaked processes: {still}")
 

@@ -43,7 +43,9 @@ class CaptureSink:
             if (event is None or e.get("event") == event) and all(e.get(k) == v for k, v in fields.items())
         ]
 
-    async def wait_for(self, event: str | None = None, count: int = 1, timeout: float = 45.0, **fields: Any) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, event: str | None = None, count: int = 1, timeout: float = 45.0, **fields: Any
+    ) -> list[dict[str, Any]]:
         """Wait until ``count`` matching events exist; fail with the recent log otherwise."""
         try:
             with anyio.fail_after(timeout):
@@ -51,11 +53,14 @@ class CaptureSink:
                     await self._changed.wait()
         except TimeoutError:
             recent = "\n".join(json.dumps(e) for e in self.events[-30:])
-            raise AssertionError(f"timed out waiting for {count} x {event} {fields}; recent events:\n{recent}") from None
+            problem = f"timed out waiting for {count} x {event} {fields}"
+            raise AssertionError(f"{problem}; recent events:\n{recent}") from None
         return found
 
 
-def make_config(actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any) -> Any:
+def make_config(
+    actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any
+) -> Any:
     settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0, **supervisor}
     return parse_config({"supervisor": settings, "actors": actors, "cron": cron or {}}, label="test.toml")
 

@@ -76,7 +76,8 @@ class TestBadConfig:
             ({"logs": {"sinks": [{"type": "tcp", "address": "localhost"}]}},
              'actorsup.toml: logs.sinks[0].address: expected "host:port", got "localhost"'),
             ({"logs": {"sinks": [{"type": "kafka"}]}},
-             'actorsup.toml: logs.sinks[0].type: expected one of "file", "relp", "stdout", "syslog", "tcp", got "kafka"'),
+             'actorsup.toml: logs.sinks[0].type: '
+             'expected one of "file", "relp", "stdout", "syslog", "tcp", got "kafka"'),
             ({"actors": {"x": {"target": STEADY}}, "cron": {"x": {"target": CRON, "interval": 1}}},
              "actorsup.toml: cron.x: name already used by actors.x"),
         ],

@@ -76,23 +76,32 @@ class TestSlowClient:
                 await tg.start(ControlServer(sup, path).serve)
                 async with await connect(path) as conn:
                     reader = BufferedByteReceiveStream(conn)
-                    await conn.send(b'{"cmd": "logs", "follow": true, "n": 0}\n')
+                    sup.router.emit({"event": "hello", "actor": "flooder"})  # a name with lines is known
+                    # One actor's lines only: the supervisor's own events (spares, beats) stay out.
+                    await conn.send(b'{"cmd": "logs", "follow": true, "n": 0, "actor": "flooder"}\n')
                     with anyio.fail_after(10):
                         assert json.loads(await reader.receive_until(b"\n", 10**6))["ok"] is True
                     for i in range(emitted):  # no checkpoint: nobody drains meanwhile
-                        sup.router.emit({"event": "flood", "i": i})
+                        sup.router.emit({"event": "flood", "actor": "flooder", "i": i})
                     queue = sup.router._followers[0].send
                     with anyio.fail_after(10):  # the supervisor's queue takes the router's backlog
                         while queue.statistics().current_buffer_used:
                             await anyio.sleep(0.01)
-                    sup.router.emit({"event": "last"})
+                    sup.router.emit({"event": "last", "actor": "flooder"})
                     got: list[dict[str, Any]] = []
                     with anyio.fail_after(20):
                         while not got or got[-1].get("event") != "last":
                             got.append(json.loads(await reader.receive_until(b"\n", 10**6)))
                 tg.cancel_scope.cancel()
+        # A loaded machine may let the client catch up in between: one marker per gap,
+        # each at its gap and counting exactly the lines missing there.
         markers = [e for e in got if e["event"] == "logs.skipped"]
-        flood = [e for e in got if e["event"] == "flood"]
-        assert len(markers) == 1 and markers[0]["skipped"] > 0
-        assert len(flood) + markers[0]["skipped"] == emitted
-        assert [e["i"] for e in flood] == list(range(len(flood)))  # the marker sits at the gap
+        assert markers and all(m["skipped"] > 0 for m in markers)
+        expected = 0
+        for event in got:
+            if event["event"] == "logs.skipped":
+                expected += event["skipped"]
+            elif event["event"] == "flood":
+                assert event["i"] == expected
+                expected += 1
+        assert expected == emitted

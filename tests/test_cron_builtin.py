@@ -61,7 +61,7 @@ class TestCleanupTask:
 
     def test_a_single_string_for_paths_is_rejected(self) -> None:
         """paths must be a list; a bare string would be swept character by character."""
-        with pytest.raises(TypeError, match="^paths must be a list of folders"):
+        with pytest.raises(TypeError, match=r"^paths must be a list of folders"):
             CleanupTask(paths="logs")  # type: ignore[arg-type]
 
     def test_unknown_args_are_rejected(self) -> None:

@@ -12,6 +12,7 @@ from supervisor.exceptions import ConfigError
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"
+FIELDS = "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first"
 
 
 def fire_times(expr: str, zone: str, start: str, count: int) -> list[str]:
@@ -28,8 +29,8 @@ class TestValidation:
     @pytest.mark.parametrize(
         ("expr", "message"),
         [
-            ("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, got 4"),
-            ("@daily", "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, got 1"),
+            ("* * * *", f"{FIELDS}, got 4"),
+            ("@daily", f"{FIELDS}, got 1"),
             ("61 * * * *", 'invalid minute field "61"'),
             ("*/0 * * * *", 'invalid minute field "*/0"'),
             ("0 24 * * *", 'invalid hour field "24"'),

@@ -238,6 +238,28 @@ class TestRotationOffTheLoop:
         assert max(gaps) < took / 3, f"the loop stalled for {max(gaps):.3f}s of a {took:.3f}s rotation"
 
 
+    @pytest.mark.anyio
+    async def test_lines_past_the_rotation_buffer_are_counted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While a rotation runs, lines past ROTATION_BUFFER are dropped and counted; the rest keep their order."""
+        from supervisor.logs import _file
+
+        monkeypatch.setattr(_file, "ROTATION_BUFFER", 1000)
+        path = tmp_path / "a.jsonl"
+        sink = FileSink(SinkSpec(type="file", path=path, max_bytes=500, backups=1, daily=False))
+        with structlog.testing.capture_logs() as logs:
+            for i in range(30):  # 100 or 101 bytes each; no run task yet, so the first rotation waits for aclose
+                sink.write(_rec(i, 80))
+            await sink.aclose()
+        kept = _ids(path.with_name("a.jsonl.1")) + _ids(path)
+        dropped = sum(e["count"] for e in logs if e["event"] == "logs.dropped")
+        # 5 lines of 100 bytes fill the first file (rotated away twice); 5 more and 4 of 101 bytes
+        # (two digits) are held, 904 bytes; the next would pass 1,000: it and the other 15 are dropped.
+        assert dropped == 16
+        assert kept == list(range(5, 14)) and _ids(path) == [10, 11, 12, 13]
+
+
 class TestStalledDisk:
     @pytest.mark.skipif(not _writer.NATIVE, reason="the C writer thread was not built")
     @pytest.mark.anyio

@@ -169,7 +169,7 @@ def test_no_native_switch_turns_both_off(value: str) -> None:
     """ACTORSUP_NO_NATIVE=1 (any value but "" or "0") makes both C modules give way to their Python twins."""
     env = {**os.environ, "ACTORSUP_NO_NATIVE": value}
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True", "False", "SyncWriter", "False"]
+    assert out.stdout.split() == ["False", "True", "False", "PyThreadWriter", "False"]
 
 
 @needs_c

@@ -433,6 +433,28 @@ class TestStdoutSink:
         assert len(ids) + logs[0]["count"] == emitted and logs[0]["reason"] == "stdout is not read fast enough"
 
     @pytest.mark.anyio
+    async def test_report_is_never_dropped(self, unread_pipe: tuple[int, int]) -> None:
+        """A logs.dropped report reaches stdout though the queue is past its limit: the count it carries survives."""
+        read_end, write_end = unread_pipe
+        sink = StdoutSink(SinkSpec(type="stdout"), fd=write_end)
+        configure_supervisor_logging(LogRouter([sink]))
+        sink.write_many(20, None, [b"x" * 999 + b"\n"] * 5000)  # 5 MB queued: past the limit
+        sink._dropped = 7  # as if 7 lines had been dropped
+        sink._report_dropped("stdout is not read fast enough")
+        sink.write(LogRecord(20, None, b'{"after":1}'))
+        sink.flush()  # an ordinary line: still no room
+        received = b""
+        with anyio.fail_after(10):
+            while b'"logs.dropped"' not in received or not received.endswith(b"\n"):
+                received += await anyio.to_thread.run_sync(os.read, read_end, 1 << 20, abandon_on_cancel=True)
+        await sink.aclose()
+        received += os.read(read_end, 1 << 20)
+        report = json.loads(received.splitlines()[5000])
+        assert report["event"] == "logs.dropped" and report["count"] == 7
+        assert b'{"after":1}' not in received  # dropped, and counted in the report at close
+        assert json.loads(received.splitlines()[-1])["count"] == 1
+
+    @pytest.mark.anyio
     async def test_close_with_a_stuck_reader_is_bounded(self, unread_pipe: tuple[int, int]) -> None:
         """aclose() gives a reader that never reads CLOSE_TIMEOUT seconds, then counts the lines not known written."""
         from supervisor.logs._sinks import CLOSE_TIMEOUT

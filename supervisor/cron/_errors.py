@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..exceptions import SupervisorError
 
 __all__ = ["CronError", "InvalidCronTask", "TaskBusy", "TaskNotRunning"]
@@ -19,7 +21,7 @@ class InvalidCronTask(CronError, ValueError):
         self.problem = problem
         super().__init__(f"cron task {task!r}: {problem}")
 
-    def __reduce__(self):  # picklable despite the custom __init__
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the custom __init__
         return (type(self), (self.task, self.problem))
 
 
@@ -30,7 +32,7 @@ class TaskNotRunning(CronError):
         self.task = task
         super().__init__(f"cron task {task!r} is not started; call start_task({task!r}) first")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task,))
 
 
@@ -47,5 +49,5 @@ class TaskBusy(CronError):
             '"queue" or "replace"'
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task, self.running, self.overlap))

@@ -387,6 +387,7 @@ class CronScheduler:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            error: str | None
             if not finished:
                 outcome, error = "killed", "the task was stopped during the run"
             elif entry.reason is not None and (result is None or scope.cancel_called):

@@ -163,7 +163,10 @@ class FileSink(_BufferedSink):
             self._submit(self._fd)
 
     def drain(self) -> None:
-        """Flush, and return once every line so far is in the file or counted as dropped."""
+        """Flush, and return once every line so far is in the file or counted as dropped.
+
+        Lines held for a rotation under way are written once it is done.
+        """
         self.flush()
         self._writer.drain()
         self._collect_failures()
@@ -267,7 +270,8 @@ class FileSink(_BufferedSink):
         """Close the active file for the worker thread to rotate; lines wait until the new one is open."""
         self.flush()
         self._rotating_fd, self._fd = self._fd, None
-        self._held.append(_Held(self._clock.wall(), *_next_midnight(self._clock.wall())[1:]))
+        now = self._clock.wall()
+        self._held.append(_Held(now, _next_midnight(now)[1]))
         if self._rotation_wake is not None:
             self._rotation_wake.set()
 
@@ -288,8 +292,8 @@ class FileSink(_BufferedSink):
         """Rotate on a worker thread, once for each group of held lines, and write each to its new file."""
         async with self._rotations:
             while self._held:
-                old, self._rotating_fd = self._rotating_fd, None
-                done = await anyio.to_thread.run_sync(self._rotate_files, old, self._day)
+                done = await anyio.to_thread.run_sync(self._rotate_files, self._rotating_fd, self._day)
+                self._rotating_fd = None  # closed by the thread (cleared only now: a cancel may come before it runs)
                 held = self._held.popleft()
                 self._held_bytes -= held.size
                 self._collect_failures()  # the old file's last lines

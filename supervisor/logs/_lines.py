@@ -191,9 +191,9 @@ class LineAssembler:
         elif state == _FRAMES:
             if text[:1] in (" ", "\t"):
                 self._add_tb(text)
-                if self._group and not self._tb_event and (m := _GROUP_EXC.match(text)):
-                    if not m[1].startswith(("File ", "Traceback")):
-                        self._tb_event = m[1]
+                m = _GROUP_EXC.match(text) if self._group and not self._tb_event else None
+                if m is not None and not m[1].startswith(("File ", "Traceback")):
+                    self._tb_event = m[1]
             elif self._group or not text:
                 self._flush_tb()
                 self._line(text)
