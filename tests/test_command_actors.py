@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -17,9 +18,11 @@ import anyio
 import psutil
 import pytest
 from harness import CaptureSink, cli_supervisor, running_supervisor
+from rich.console import Console
 
 from supervisor._supervisor import Supervisor
 from supervisor.config import parse_config
+from supervisor.control._render import status_table
 from supervisor.lifecycle._states import ActorState
 from supervisor.logs import LogRouter, configure_supervisor_logging
 
@@ -244,6 +247,9 @@ class TestNotify:
             with anyio.fail_after(10):
                 while not (sup.status()[0]["status_text"] or "").startswith("Ready to accept"):
                     await anyio.sleep(0.02)
+            out = io.StringIO()  # as `actorsup status` shows it
+            Console(file=out, width=300, color_system=None).print(status_table(sup.status()))
+            assert "STATUS=Ready to accept connections" in out.getvalue()
 
     @needs_systemd_notify
     async def test_a_program_that_stops_sending_watchdog_is_restarted(self, tmp_path: Path) -> None:
