@@ -120,7 +120,7 @@ class EventStream:
 
     def drain(self) -> list[dict[str, Any]]:
         """Every event read so far and not yet consumed."""
-        events = []
+        events: list[dict[str, Any]] = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -421,7 +421,7 @@ def _cpu(proc: psutil.Process) -> float:
         t = proc.cpu_times()
     except psutil.NoSuchProcess:
         return 0.0
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 # --- supervisord ----------------------------------------------------------------------
