@@ -55,6 +55,8 @@ BAD = [
      'actors.a.probe.http: expected an http:// or https:// URL with a host, got "ftp:/nowhere"'),
     ('kind = "command"\ncommand = "sleep 1"\nuser = "no-such-user-actorsup"', "actors.a.user: user not found"),
     ('command = "sleep 1"\ntarget = "app:Worker"', 'actors.a.command: only a command actor has command'),
+    ('kind = "command"\ncommand = "sleep"\nargs = { seconds = 1 }',
+     "actors.a.args: a command actor has no constructor: put its arguments in command"),
 ]
 
 

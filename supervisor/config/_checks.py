@@ -59,6 +59,9 @@ def check_actor(spec: ActorSpec) -> None:
         for key in COMMAND_ONLY:
             if getattr(spec, key) not in (None, False):
                 raise Invalid(f'only a command actor has {key}: add kind = "command" (and remove target)', (key,))
+    elif spec.args:
+        raise Invalid('a command actor has no constructor: put its arguments in command = ["program", "arg"]',
+                      ("args",))
     _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
     for key, value in spec.env.items():  # what exec() refuses
         if not key or "=" in key or "\0" in key:
