@@ -211,10 +211,12 @@ class Supervisor:
         """The actors ``name`` stands for: ``all``, a glob (``'reader*'``), a group's leaves,
         an actor's instances, or itself; raise :class:`UnknownActor` if it names nothing."""
         tree = self.tree.tree
+        # per-run cron tasks have no handle: only a scheduler to stop and start
+        per_run = [n for n in self.cron.list_tasks() if n not in self.handles]
         if name == "all":
-            return list(self._order)
+            return [*self._order, *per_run]
         if any(c in name for c in "*?["):
-            names = [*self._order, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
+            names = [*self._order, *per_run, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
             found = [leaf for n in names if fnmatch.fnmatchcase(n, name) for leaf in self.leaves(n)]
             if not found:
                 raise UnknownActor(name)
@@ -224,7 +226,8 @@ class Supervisor:
         instances = [leaf for leaf in tree.instances_of(name) if leaf != name]
         if instances:
             return instances
-        self.handle(name)
+        if name not in per_run:
+            self.handle(name)
         return [name]
 
     def _in_tree(self, leaves: list[str]) -> list[str]:
@@ -236,17 +239,29 @@ class Supervisor:
         self._refuse_while_shutting_down(f"start {name}")
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
-        if len(leaves) == 1:
+        if len(leaves) == 1 and leaves[0] in self.handles:
             self.handle(leaves[0]).start()
         else:
             await self.tree.start_leaves(leaves)
+        await self._schedule_crons(leaves)
 
     async def stop_actor(self, name: str) -> None:
-        """Stop them (in stop order); group restarts leave them stopped until started again."""
+        """Stop them (in stop order); group restarts leave them stopped until started again.
+
+        A cron task's scheduler stops too (no due times, triggers refused) until it is started.
+        """
         leaves = self.leaves(name)
+        crons = [leaf for leaf in leaves if leaf in self.cron.list_tasks()]
+        for leaf in crons:  # first: nothing is due while its process stops
+            self.cron.pause_task(leaf)
         for leaf in self._in_tree(leaves):
             self.tree.state.stopped_by_user(leaf)
-        await self.tree.stop_leaves(leaves)
+        await self.tree.stop_leaves(leaves)  # graceful: a run in progress gets the stop signal
+        for leaf in crons:
+            executor = self._executors.get(leaf)
+            if isinstance(executor, PerRunExecutor) and executor.current is not None:
+                await executor.current.stop()
+            await self.cron.stop_task(leaf)
 
     async def restart_actor(self, name: str) -> None:
         leaves = self.leaves(name)
@@ -255,6 +270,12 @@ class Supervisor:
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
         await self.tree.start_leaves(leaves)
+        await self._schedule_crons(leaves)  # a stopped cron task is scheduled again
+
+    async def _schedule_crons(self, leaves: list[str]) -> None:
+        for leaf in leaves:
+            if leaf in self.cron.list_tasks():
+                await self.cron.start_task(leaf)
 
     async def scale(self, name: str, count: int) -> dict[str, list[str]]:
         """Run ``count`` instances of actor ``name``: start the new ones, stop the highest."""
