@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from .app._sdnotify import SystemdNotifier
-from .config import ActorSpec, Config, CronSpec, load_config
+from .config import ActorSpec, Config, CronSpec, SinkSpec, load_config
 from .core._bus import EventBus
 from .core._clock import Clock, MonotonicClock
 from .cron import CronManager
@@ -30,7 +30,8 @@ from .exceptions import ConfigError, ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
-from .logs import LogRouter
+from .logs import LogRouter, Sink, build_sinks
+from .logs._build import SinkPlan, plan_sinks
 from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
@@ -54,8 +55,12 @@ class Supervisor:
         clock: Clock | None = None,
         spawner: Spawner | None = None,
         bus: EventBus | None = None,
+        sink_builder: Callable[[tuple[SinkSpec, ...]], list[Sink]] = build_sinks,
     ) -> None:
+        """``sink_builder`` makes the sinks a reload adds (`actorsup run` passes one that
+        honours ``--log-format``)."""
         self.config = config
+        self._sink_builder = sink_builder
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
@@ -323,24 +328,50 @@ class Supervisor:
                 tree_of(config.groups, config.actors, config.table_order)
             except DependencyError as exc:
                 raise ConfigError("<config>", f"actors.{exc.actor}.depends_on", str(exc)) from None
-            old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
-            new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
-            added = [n for n in new if n not in old]
-            removed = [n for n in old if n not in new]
-            changed = [n for n in new if n in old and new[n] != old[n]]
-            self.notifier.reloading()
-            gone = [n for n in (*removed, *changed) if n in self.handles]
-            await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
-            self.tree.retree(config)  # raises on a bad tree before anything else changed
-            self.config = config
-            for name in (*removed, *changed):
-                await self._remove(name)
-            for name in (*changed, *added):
-                await self._add_spec(new[name])
-            self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
-            log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
-            self.notifier.ready()
-            return {"added": added, "removed": removed, "changed": changed}
+            sinks = await self._plan_sinks(config)
+            try:
+                return await self._apply(config, sinks)
+            except BaseException:
+                if sinks is not None and self.config is not config:  # not swapped in: close them
+                    with anyio.CancelScope(shield=True):
+                        for sink in sinks.added:
+                            await sink.aclose()
+                raise
+
+    async def _plan_sinks(self, config: Config) -> SinkPlan | None:
+        """The new sinks of a changed ``[logs]`` (built, not yet running); None if unchanged."""
+        if config.logs == self.config.logs:
+            return None
+        try:
+            return await plan_sinks(self.router.sinks, config.logs.sinks, self._sink_builder)
+        except (OSError, ValueError) as exc:
+            where = str(config.source) if config.source else "<config>"
+            raise ConfigError(where, "logs.sinks", f"{exc}; the sinks are unchanged") from None
+
+    async def _apply(self, config: Config, sinks: SinkPlan | None) -> dict[str, list[str]]:
+        old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
+        new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
+        added = [n for n in new if n not in old]
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and new[n] != old[n]]
+        self.notifier.reloading()
+        gone = [n for n in (*removed, *changed) if n in self.handles]
+        await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
+        self.tree.retree(config)  # raises on a bad tree before anything else changed
+        self.config = config
+        if sinks is not None:
+            await self.router.replace_sinks(sinks)
+        for name in (*removed, *changed):
+            await self._remove(name)
+        for name in (*changed, *added):
+            await self._add_spec(new[name])
+        self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
+        result = {"added": added, "removed": removed, "changed": changed}
+        if sinks is not None:
+            result["logs"] = sinks.changes
+        log.info("supervisor.reloaded", **result)
+        self.notifier.ready()
+        return result
 
     async def _add_spec(self, spec: ActorSpec) -> None:
         if isinstance(spec, CronSpec):
