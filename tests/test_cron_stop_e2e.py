@@ -85,3 +85,15 @@ async def test_stopped_cron_task_is_paused_until_started(tmp_path: Path, isolati
         assert "cron.misfire" not in report_events(sup, stopped_at)
         triggered = await cli(config, "cron", "trigger", "report", check=False)
         assert triggered.returncode == 0 or b"still running" in triggered.stderr, triggered.stderr
+
+
+async def test_unknown_name_lists_per_run_cron_tasks(tmp_path: Path) -> None:
+    """A typo's known names include per-run cron tasks, which have no status row."""
+    config = tmp_path / "actorsup.toml"
+    config.write_text(textwrap.dedent(CONFIG.format(isolation="per-run")))
+    async with cli_supervisor(config) as sup:
+        await sup.log.wait_for("supervisor.started")
+        typo = await cli(config, "stop", "reprot", check=False)
+        assert typo.returncode == 1
+        assert typo.stderr.decode() == ("actorsup: stop: no actor or cron task named 'reprot'; "
+                                        "known names: tick, report\n")

@@ -339,8 +339,11 @@ class ControlServer:
         return actor in self._names() or bool(self._method("log_tail")(1, actor))
 
     def _names(self) -> dict[str, str]:
-        """Every actor and cron task: name -> kind."""
-        return {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+        """Every actor and cron task: name -> kind (a per-run cron task has no status row)."""
+        names = {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+        for row in self._method("cron_list")():
+            names.setdefault(str(row.get("name")), "cron")
+        return names
 
     def _unknown(self, cmd: str, exc: UnknownActor) -> bytes:
         names = self._names()
