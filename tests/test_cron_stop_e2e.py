@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.harness import CliSupervisor, cli_supervisor
+from tests.harness import CliSupervisor, cli_supervisor, running_supervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -97,3 +97,16 @@ async def test_unknown_name_lists_per_run_cron_tasks(tmp_path: Path) -> None:
         assert typo.returncode == 1
         assert typo.stderr.decode() == ("actorsup: stop: no actor or cron task named 'reprot'; "
                                         "known names: tick, report\n")
+
+
+async def test_restart_of_a_stopped_cron_task_schedules_it_again(tmp_path: Path) -> None:
+    """`restart` of a stopped cron task (like `start`) starts its scheduler again."""
+    cron = {"job": {"target": "tests.sample_actors:CronOk", "interval": 3600}}
+    async with running_supervisor({}, cron, state_dir=str(tmp_path)) as (sup, log):
+        await log.wait_for("actor.started", actor="job")
+        await sup.stop_actor("job")
+        assert sup.cron_list()[0]["started"] is False
+        await sup.restart_actor("job")
+        assert sup.cron_list()[0]["started"] is True
+        await sup.cron_trigger("job")
+        assert (await log.wait_for("cron.run.finished", actor="job"))[0]["outcome"] == "ok"
