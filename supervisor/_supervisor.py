@@ -35,8 +35,9 @@ from .logs._build import SinkPlan, plan_sinks
 from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
+from .process._forkserver import ForkServerSpawner, spawner_for
 from .process._resources import ResourceSampler
-from .process._spawn import Spawner, WarmSpawner
+from .process._spawn import Spawner
 from .tree._instances import scale_plan
 from .tree._order import DependencyError
 from .tree._shell import TreeRunner, leaf_specs, tree_of
@@ -64,13 +65,7 @@ class Supervisor:
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
-        self.spawner = spawner or WarmSpawner(
-            spares=config.supervisor.spare_processes,
-            pythonpath=[str(config.base_dir)],
-            clock=self.clock,
-            ring_size=config.supervisor.channel_ring,
-            backend=config.supervisor.backend,
-        )
+        self.spawner = spawner or spawner_for(config, self.clock)
         self.monitor = HeartbeatMonitor(
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
@@ -359,6 +354,8 @@ class Supervisor:
         await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
         self.tree.retree(config)  # raises on a bad tree before anything else changed
         self.config = config
+        if isinstance(self.spawner, ForkServerSpawner):
+            self.spawner.renew(config.supervisor.preload)  # preloaded modules re-imported
         if sinks is not None:
             await self.router.replace_sinks(sinks)
         for name in (*removed, *changed):
@@ -449,6 +446,7 @@ class Supervisor:
             "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
             "rss": sample.rss if sample else None,
             "last_error": h.last_error,
+            "status_text": h.status_text,  # a command actor's STATUS= (sd_notify)
             "group": h.spec.group,
             "depth": depth,
         }

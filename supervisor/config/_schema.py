@@ -8,6 +8,7 @@ across fields live in ``_checks``, next door.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -19,6 +20,7 @@ from ._types import (
     Count,
     Folder,
     Level,
+    Module,
     Name,
     NonNegative,
     Port,
@@ -43,6 +45,7 @@ __all__ = [
 # Bounds past which `run` cannot work (or would walk millions of files).
 MAX_SPARE_PROCESSES = 64
 MAX_BACKUPS = 1000
+COMMAND_ONLY = ("command", "notify", "probe", "user")  # keys of kind = "command" alone
 
 
 class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +60,13 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
     control_socket: SomePath | None = None  # unset: state_dir / "actorsup.sock"
     state_dir: SomePath = Path(".actorsup")  # unset: .actorsup in the config's folder
     backend: Literal["trio", "asyncio"] = "trio"
-    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1
+    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1  # forked ones with the fork server
+    spawner: Literal["forkserver", "spawn"] = "forkserver" if sys.platform == "linux" else "spawn"
+    preload: tuple[Module, ...] = ()  # imported once by the fork server's template
+    # Children run this many nice steps below the supervisor: a restart storm (or
+    # hundreds of actors starting) then cannot take the CPU from the supervisor's
+    # heartbeat checks and control socket; an actor busy for long still gets its share.
+    child_nice: Annotated[int, Range(ge=0, le=19)] = 5
     metrics_port: Port | None = None
     log_buffer: Count = 1000
     channel_ring: Size = 128 * 1024
@@ -71,11 +80,11 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance", "command_spec", "watchdog_from_ready"})
 
     name: str  # the table key ("reader.1" for an instance)
-    target: Target
-    kind: Literal["process", "task"] = "process"
+    target: Target = ""  # required but for kind = "command" (see _checks.check_actor)
+    kind: Literal["process", "task", "command"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     # These four, when unset, come from [supervisor] (heartbeat_timeout: from
     # 2 x this table's heartbeat_interval if that is set).
@@ -105,13 +114,23 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     critical: bool = False
     stop_signal: StopSignal = "SIGTERM"
     failed_retry_after: Positive | None = None
+    # kind = "command": raw here, validated as a whole by supervisor.command.parse_command_spec
+    command: Any = None
+    notify: bool = False
+    probe: Any = None
+    user: str | None = None
+    # filled in by the loader for kind = "command": the parsed CommandSpec (typed Any so that loading a
+    # config without command actors does not import them), and whether the table set heartbeat_timeout
+    command_spec: Any = None
+    watchdog_from_ready: bool = False
 
 
 class CronSpec(ActorSpec, frozen=True, kw_only=True):
     """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
 
     _not_keys: ClassVar[frozenset[str]] = frozenset(
-        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after"}
+        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after",
+         *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
     )
 
     interval: Positive | None = None

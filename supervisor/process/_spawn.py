@@ -17,8 +17,8 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
@@ -33,6 +33,10 @@ from ..exceptions import HandshakeTimeout, ProtocolError
 from ._child import REAP_TIMEOUT, ChildProcess, wait_until
 from ._popen import AsyncPopen
 from ._reaper import Reaper
+
+if TYPE_CHECKING:
+    from ..command._launch import CommandProcess
+    from ..command._privileges import Credentials
 
 __all__ = ["ColdSpawner", "Spawner", "WarmSpawner", "await_hello", "discard"]
 
@@ -62,6 +66,12 @@ class Spawner(Protocol):
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         """Background work (the reaper, keeping a pool warm); returns when cancelled."""
 
+    def spawn_command(
+        self, argv: Sequence[str], *, actor: str, env: Mapping[str, str], cwd: str | None,
+        credentials: Credentials | None,
+    ) -> CommandProcess:
+        """A command actor's program, started and tracked by the reaper (ProgramError if it cannot run)."""
+
 
 class ColdSpawner:
     def __init__(
@@ -72,11 +82,13 @@ class ColdSpawner:
         clock: Clock | None = None,
         ring_size: int = RING_SIZE,
         backend: str | None = None,
+        child_nice: int = 0,
     ) -> None:
         """``ring_size``: bytes of each child's shared-memory frame ring; 0 sends frames on the socket.
 
         ``backend``: the anyio backend children will be asked to run, so a child
         preloads only that one (asyncio's import is ~35 ms of a cold start).
+        ``child_nice``: nice steps below the supervisor for each child (``[supervisor] child_nice``).
         """
         self.python = python
         self.ring_size = ring_size
@@ -86,6 +98,8 @@ class ColdSpawner:
         env["ACTORSUP_PARENT_PID"] = str(os.getpid())
         if backend is not None:
             env["ACTORSUP_BACKEND"] = backend
+        if child_nice:
+            env["ACTORSUP_NICE"] = str(child_nice)  # applied by actors._runtime
         paths = [*pythonpath, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -125,6 +139,18 @@ class ColdSpawner:
             await discard(child)
             raise
         return child
+
+    def spawn_command(
+        self, argv: Sequence[str], *, actor: str, env: Mapping[str, str], cwd: str | None,
+        credentials: Credentials | None,
+    ) -> CommandProcess:
+        """As :meth:`spawn` without the channel: the program has the tree cookie and is tracked."""
+        from ..command._launch import launch  # only a config with command actors pays for the import
+
+        token = self.reaper.new_token()
+        proc = launch(argv, env=self.reaper.child_env(dict(env), token), cwd=cwd, credentials=credentials)
+        self.reaper.track(proc, token, actor)
+        return proc
 
 
 async def await_hello(child: ChildProcess, actor: str, start_timeout: float, clock: Clock) -> None:
