@@ -110,3 +110,21 @@ async def test_restart_of_a_stopped_cron_task_schedules_it_again(tmp_path: Path)
         assert sup.cron_list()[0]["started"] is True
         await sup.cron_trigger("job")
         assert (await log.wait_for("cron.run.finished", actor="job"))[0]["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("isolation", ["resident", "per-run"])
+async def test_stop_during_a_run_stops_it_gracefully(tmp_path: Path, isolation: str) -> None:
+    """`stop` during a run: its process gets SIGTERM (its finally runs), the run is recorded, nothing restarts."""
+    cron = {"f": {"target": "tests.sample_actors:CronFinally", "interval": 3600, "isolation": isolation,
+                  "stop_timeout": 5}}
+    async with running_supervisor({}, cron, state_dir=str(tmp_path)) as (sup, log):
+        await sup.cron_trigger("f")
+        await log.wait_for("cron.finally.begin", actor="f")
+        with anyio.fail_after(4):  # well within stop_timeout: no SIGKILL
+            await sup.stop_actor("f")
+        assert log.find("cron.finally.ran", actor="f")
+        assert [e["reason"] for e in log.find("actor.exited", actor="f")] == ["stopped"]
+        assert (await log.wait_for("cron.run.finished", actor="f"))[0]["outcome"] in ("error", "killed")
+        assert sup.cron_list()[0]["started"] is False
+        stopped = log.find("actor.exited", actor="f")[0]["seq"]
+        assert [e for e in log.find("actor.starting", actor="f") if e["seq"] > stopped] == []
