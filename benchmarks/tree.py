@@ -180,8 +180,13 @@ redirect_stderr = true
 """
 
 
-def bench_supervisord_stop(programs: int, repeat: int, settle: float, problems: list[str]) -> list[float]:
-    """SIGTERM -> exit of supervisord 4.3 with ``programs`` running programs, in ms."""
+def bench_supervisord_stop(programs: int, repeat: int, settle: float, one_group: bool,
+                           problems: list[str]) -> list[float]:
+    """SIGTERM -> exit of supervisord 4.3 with ``programs`` running programs, in ms.
+
+    Each ``[program:]`` is a group of its own, and supervisord stops its groups one after
+    another; ``one_group`` puts all of them into one ``[group:]``, whose members it stops together.
+    """
     peer_python(SUPERVISORD_PEER, SUPERVISORD_REQ)
     supervisord = peer_bin(SUPERVISORD_PEER, "supervisord")
     samples: list[float] = []
@@ -194,7 +199,9 @@ def bench_supervisord_stop(programs: int, repeat: int, settle: float, problems: 
                    "stamp_socket": stamp_path}
             conf = Path(tmp) / "supervisord.conf"
             conf.write_text(_SD_HEAD.format(**fmt) + "".join(
-                _SD_PROGRAM.format(i=i, **fmt) for i in range(programs)))
+                _SD_PROGRAM.format(i=i, **fmt) for i in range(programs))
+                + (f"\n[group:all]\nprograms = {','.join(f'idle{i:02d}' for i in range(programs))}\n"
+                   if one_group else ""))
             proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             children: dict[int, psutil.Process] = {}
@@ -253,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
                 figures += _figures("SIGTERM -> exit", bench_stop(cmd, args.actors, args.repeat, args.settle,
                                                                    problems), f"{args.actors} idle actors")
             elif part == "peer":
-                figures += _figures("supervisord 4.3 SIGTERM -> exit",
-                                    bench_supervisord_stop(args.actors, args.repeat, args.settle, problems),
-                                    f"{args.actors} programs")
+                for one_group in (False, True):
+                    samples = bench_supervisord_stop(args.actors, args.repeat, args.settle, one_group, problems)
+                    figures += _figures(f"supervisord 4.3 SIGTERM -> exit{', one group' if one_group else ''}",
+                                        samples, f"{args.actors} programs"
+                                        + (" in one [group:]" if one_group else ", a group each"))
             else:
                 to_event, to_all = bench_group(cmd, args.members, args.repeat, args.settle, problems)
                 figures += _figures("one_for_all kill -> group.restarting", to_event, f"{args.members} members")
