@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,3 +199,57 @@ class TestStdoutStaysJson:
                 assert await cli.process.wait() == 0
         errors = cli.log.find("logs.sink_error", spool_dir=f"{folder}/plain/spool")
         assert len(errors) == 1 and errors[0]["seq"] == 1
+
+
+def read_until(fd: int, needle: bytes, seconds: float = 30) -> bytes:
+    """Bytes from ``fd`` until ``needle`` has been seen (bounded)."""
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"no {needle!r} within {seconds}s; got {seen[-2000:]!r}")
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # a pty's other end closed
+            chunk = b""
+        if not chunk:
+            pytest.fail(f"output ended before {needle!r}; got {seen[-2000:]!r}")
+        seen += chunk
+    return seen
+
+
+class TestConsoleFormat:
+    @pytest.mark.parametrize("how", ["--log-format console, piped", "auto, at a terminal"])
+    def test_console_lines_for_people(self, folder: Path, how: str) -> None:
+        """Console format (asked for, or auto at a tty) prints aligned human lines, not JSON."""
+        import pty
+
+        mark = uuid.uuid4().hex
+        argv = [sys.executable, "-m", "supervisor", "run", str(write(folder))]
+        env = dict(os.environ, PYTHONPATH=os.getcwd(), ACTORSUP_TEST_MARK=mark)
+        if how.startswith("--log-format"):
+            reader, writer = os.pipe()
+            argv.append("--log-format=console")
+        else:
+            reader, writer = pty.openpty()
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=writer, stderr=subprocess.PIPE)
+        os.close(writer)
+        try:
+            seen = read_until(reader, b"supervisor.started")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            os.close(reader)
+            assert process.stderr is not None
+            process.stderr.close()
+        text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode("utf-8", "replace"))  # colours off
+        started = next(line for line in text.splitlines() if "supervisor.started" in line)
+        assert re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[info     \] supervisor.started +actors=\['first'\] "
+                        r"config=", started.strip()), started
+        assert '"seq"' not in text  # no JSON line at all

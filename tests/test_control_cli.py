@@ -123,6 +123,23 @@ class TestHeartbeat:
         assert "actor-001  healthy" in out
 
 
+    @pytest.mark.parametrize("state, code", [("running", 0), ("errored", 1)])
+    async def test_check_exits_non_zero_unless_healthy(self, sock: Path, state: str, code: int,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+        """heartbeat status --check exits 1 when the overall status is not healthy (a HEALTHCHECK)."""
+        target = FakeTarget()
+        target.rows["actor-001"]["state"] = state
+        async with serving(target, sock):
+            assert await cli("heartbeat", "status", "--check", "--json", "--socket", str(sock)) == code
+            assert await cli("heartbeat", "status", "--socket", str(sock)) == 0  # without --check: 0
+        assert json.loads(capsys.readouterr().out.splitlines()[0])["status"] == ("healthy" if code == 0 else "error")
+
+    async def test_check_with_no_components_is_not_healthy(self, sock: Path) -> None:
+        """An unknown overall status (nothing reported yet) fails --check too."""
+        async with serving(FakeTarget([]), sock):
+            assert await cli("heartbeat", "status", "--check", "--json", "--socket", str(sock)) == 1
+
+
 class TestLifecycle:
     @pytest.mark.parametrize("cmd, word", [("start", "started"), ("stop", "stopped"), ("restart", "restarted")])
     async def test_commands(self, sock: Path, capsys: pytest.CaptureFixture[str], cmd: str, word: str) -> None:
@@ -130,8 +147,59 @@ class TestLifecycle:
         target = FakeTarget()
         async with serving(target, sock):
             assert await cli(cmd, "actor-001", "--socket", str(sock)) == 0
-        assert capsys.readouterr().out == f"{word} actor-001\n"
+        pid = "" if cmd == "stop" else " (pid 10001)"
+        assert capsys.readouterr().out == f"{word} actor-001{pid}\n"
         assert target.calls == [(cmd, "actor-001")]
+
+    @pytest.mark.parametrize("cmd", ["start", "restart"])
+    async def test_an_actor_that_does_not_come_up_is_a_failure(
+            self, sock: Path, capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+        """start/restart of an actor whose code no longer imports: exit 1 with its error, not success."""
+        target = FakeTarget()
+        target.start_outcome["actor-001"] = {
+            "state": "backoff", "pid": None,
+            "last_error": {"error": "ModuleNotFoundError: No module named 'gone'", "exit_code": 1}}
+        async with serving(target, sock):
+            assert await cli(cmd, "actor-001", "--socket", str(sock)) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (f"actorsup: {cmd} actor-001: it is backoff: ModuleNotFoundError: No module "
+                                "named 'gone'; see `actorsup logs actor-001`\n")
+
+    async def test_starting_a_failed_actor_waits_for_it_to_leave_failed(
+            self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """start of a failed actor is not judged by the failed state it still shows just after."""
+        target = FakeTarget()
+        target.rows["actor-001"]["state"] = "failed"
+        target.start_outcome["actor-001"] = {"state": "failed"}  # the handle has not moved yet
+        async with serving(target, sock):
+            async def comes_up() -> None:
+                await anyio.sleep(0.3)
+                target.rows["actor-001"]["state"] = "running"
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(comes_up)
+                assert await cli("start", "actor-001", "--socket", str(sock)) == 0
+        assert capsys.readouterr().out == "started actor-001 (pid 10001)\n"
+
+    async def test_an_actor_still_starting_at_the_timeout(
+            self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An actor that stays starting past --timeout is reported as such (exit 1)."""
+        target = FakeTarget()
+        target.start_outcome["actor-001"] = {"state": "starting"}
+        async with serving(target, sock):
+            assert await cli("restart", "actor-001", "--timeout", "0.2", "--socket", str(sock)) == 1
+        assert capsys.readouterr().err == ("actorsup: restart actor-001: it is still starting after 0.2s; "
+                                           "see `actorsup logs actor-001`\n")
+
+    @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+    def test_timeout_must_be_positive(self, capsys: pytest.CaptureFixture[str], value: str) -> None:
+        """--timeout 0 (or negative, or not a number) is a usage error that says what is accepted."""
+        with pytest.raises(SystemExit) as info:
+            parser().parse_args(["status", "--timeout", value])
+        assert info.value.code == 2
+        assert (f"argument --timeout: must be a number of seconds > 0, such as 5 or 0.5 (got {value!r})"
+                in capsys.readouterr().err)
 
     async def test_unknown_name(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An unknown actor is one line on stderr and exit 1."""
@@ -139,7 +207,8 @@ class TestLifecycle:
             assert await cli("restart", "ghost", "--socket", str(sock)) == 1
         captured = capsys.readouterr()
         assert captured.out == ""
-        assert captured.err == "actorsup: restart: no actor or cron task named 'ghost'\n"
+        assert captured.err == ("actorsup: restart: no actor or cron task named 'ghost'; known names: "
+                                "actor-000, actor-001, actor-002\n")
 
 
 class TestLogs:
@@ -237,7 +306,21 @@ class TestCron:
         """Triggering a task that does not exist is exit 1 with the command as the user typed it."""
         async with serving(FakeTarget(), sock):
             assert await cli("cron", "trigger", "nightly", "--socket", str(sock)) == 1
-        assert capsys.readouterr().err == "actorsup: cron trigger: no actor or cron task named 'nightly'\n"
+        assert capsys.readouterr().err == ("actorsup: cron trigger: no actor or cron task named 'nightly'; "
+                                           "known names: actor-000, actor-001, actor-002\n")
+
+    async def test_trigger_an_actor(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Triggering an actor says it is not a cron task (exit 1), once, in the user's words."""
+        async with serving(FakeTarget(make_rows(10)), sock):
+            assert await cli("cron", "trigger", "actor-000", "--socket", str(sock)) == 1
+        assert capsys.readouterr().err == ("actorsup: cron trigger: 'actor-000' is an actor (process), "
+                                           "not a cron task; cron tasks: actor-009\n")
+
+    async def test_logs_of_an_unknown_name(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`logs nosuch` is exit 1 with the known names, not silence and exit 0."""
+        async with serving(FakeTarget(), sock):
+            assert await cli("logs", "nosuch", "--socket", str(sock)) == 1
+        assert capsys.readouterr().err.startswith("actorsup: logs: no actor or cron task named 'nosuch'")
 
 
 class TestReloadShutdown:
@@ -266,6 +349,24 @@ class TestReloadShutdown:
             assert await cli("reload", "--socket", str(sock)) == 1
         assert capsys.readouterr().err == ('actorsup: reload rejected: actorsup.toml: actors.web.restart: '
                                            'invalid value "sometimes"; the running config is kept\n')
+
+    async def test_reload_rejected_json(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """reload --json reports a rejected config as one JSON object on stdout, exit 1."""
+        target = FakeTarget()
+        target.reload_error = ConfigError("actorsup.toml", "actors.web.restart", 'invalid value "sometimes"')
+        async with serving(target, sock):
+            assert await cli("reload", "--json", "--socket", str(sock)) == 1
+        captured = capsys.readouterr()
+        assert json.loads(captured.out) == {
+            "ok": False, "code": "config_error", "error": 'reload rejected: actorsup.toml: actors.web.restart: '
+            'invalid value "sometimes"; the running config is kept'}
+        assert captured.err == ""
+
+    async def test_json_errors_are_json(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """With --json every failure, even no supervisor at all, is one JSON object on stdout."""
+        assert await cli("status", "--json", "--socket", str(sock)) == 1
+        reply = json.loads(capsys.readouterr().out)
+        assert (reply["ok"], reply["code"]) == (False, "not_listening")
 
     async def test_shutdown(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """shutdown asks the supervisor to stop and confirms."""
@@ -318,9 +419,11 @@ class TestFindingTheSocket:
                                  monkeypatch: pytest.MonkeyPatch) -> None:
         """With no socket, config, variable or ./actorsup.toml, the command is a usage error (exit 2)."""
         monkeypatch.chdir(sock.parent)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(sock.parent))  # and no demo runs
         assert await cli("status") == 2
         assert capsys.readouterr().err == ("actorsup: no control socket given: pass --socket PATH or -c "
-                                           "CONFIG (or set ACTORSUP_SOCKET; there is no ./actorsup.toml here)\n")
+                                           "CONFIG (or set ACTORSUP_SOCKET; there is no ./actorsup.toml here, "
+                                           "and no demo is running)\n")
 
     @pytest.mark.parametrize("command", [["status", "--json"], ["logs"], ["shutdown"]])
     async def test_an_invalid_config_does_not_lock_the_cli_out(
@@ -350,10 +453,24 @@ class TestFindingTheSocket:
         config = sock.parent / "bad.toml"
         config.write_text("[supervisor\n")
         assert await cli("status", "-c", str(config)) == 1
-        err = capsys.readouterr().err.splitlines()
-        assert err[0].startswith(f"actorsup: no supervisor is listening at {sock.parent}/.actorsup/actorsup.sock")
-        assert err[1].startswith(f"actorsup: (the socket path comes from a config that does not parse: "
-                                 f"{config}: invalid TOML: ")
+        err = capsys.readouterr().err
+        assert err.startswith(f"actorsup: no supervisor is listening at {sock.parent}/.actorsup/actorsup.sock")
+        assert f" (the socket path comes from a config that does not parse: {config}: invalid TOML: " in err
+
+    @pytest.mark.parametrize("kind", ["folder", "file"])
+    async def test_a_socket_path_that_is_not_a_socket(
+            self, sock: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+        """--socket naming a folder or a regular file says so (exit 2), not "connection refused"."""
+        if kind == "folder":
+            sock.mkdir()
+            expected = (f"actorsup: control socket {sock}: it is a folder, not a socket (the socket itself is "
+                        f"usually {sock}/actorsup.sock); point --socket or -c at a running supervisor's socket\n")
+        else:
+            sock.write_text("")
+            expected = (f"actorsup: control socket {sock}: it is a regular file, not a socket; point --socket "
+                        "or -c at a running supervisor's socket\n")
+        assert await cli("status", "--socket", str(sock)) == 2
+        assert capsys.readouterr().err == expected
 
     async def test_a_missing_config_is_a_usage_error(self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """-c naming a file that does not exist exits 2 with one line."""

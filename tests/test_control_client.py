@@ -115,7 +115,8 @@ class TestRequests:
             with pytest.raises(RequestFailed) as info:
                 await in_thread(request, sock, "stop", name="ghost")
         assert (info.value.cmd, info.value.code, info.value.message) == (
-            "stop", "unknown_actor", "no actor or cron task named 'ghost'")
+            "stop", "unknown_actor", "no actor or cron task named 'ghost'; known names: "
+            "actor-000, actor-001, actor-002")
 
     async def test_async_request(self, sock: Path) -> None:
         """arequest returns the result and raises RequestFailed like the blocking client."""

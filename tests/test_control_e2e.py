@@ -173,3 +173,40 @@ class TestResourceLimits:
             exited = (await log.wait_for("actor.exited", actor="hog"))[0]
             assert exited["reason"] == "rss_limit"
             await log.wait_for("actor.started", actor="hog", count=2)
+
+
+class TestRestartTellsTheTruth:
+    async def test_restart_of_code_that_no_longer_imports_fails(self, tmp_path) -> None:
+        """restart after the actor's module broke: exit 1 naming the error; a fixed module: exit 0."""
+        module = tmp_path / "myactor.py"
+        good = "from actors import Actor\nimport anyio\n\nclass Web(Actor):\n    async def run(self):\n" \
+               "        await anyio.sleep_forever()\n"
+        module.write_text(good)
+        config = tmp_path / "actorsup.toml"
+        config.write_text('[supervisor]\ncontrol_socket = "ctl.sock"\n\n[actors.web]\ntarget = "myactor:Web"\n')
+        async with cli_supervisor(config) as sup:
+            await sup.log.wait_for("actor.started", actor="web")
+            module.write_text("import no_such_module_anywhere\n" + good)
+            broken = await cli(config, "restart", "web", check=False)
+            assert broken.returncode == 1, broken.stdout
+            err = broken.stderr.decode()
+            assert err.startswith("actorsup: restart web: it is ") and "no_such_module_anywhere" in err, err
+            assert err.endswith("; see `actorsup logs web`\n")
+            module.write_text(good)
+            fixed = await cli(config, "restart", "web")
+            assert fixed.stdout.decode().startswith("restarted web (pid ")
+
+
+class TestStoppedCronTask:
+    async def test_trigger_of_a_stopped_cron_task_is_refused(self, config) -> None:
+        """After `stop job`, `cron trigger job` is refused with a message instead of a phantom run_id."""
+        async with cli_supervisor(config) as sup:
+            await sup.log.wait_for("supervisor.started")
+            await cli(config, "stop", "job")
+            refused = await cli(config, "cron", "trigger", "job", check=False)
+            assert refused.returncode == 1
+            assert refused.stderr.decode() == ("actorsup: cron trigger: 'job' is stopped; start it first "
+                                               "(`actorsup start job`), then trigger it\n")
+            await cli(config, "start", "job")
+            triggered = await cli(config, "cron", "trigger", "job")
+            assert triggered.stdout.decode().startswith("triggered job: run_id ")

@@ -76,16 +76,18 @@ class TestSlowClient:
                 await tg.start(ControlServer(sup, path).serve)
                 async with await connect(path) as conn:
                     reader = BufferedByteReceiveStream(conn)
-                    await conn.send(b'{"cmd": "logs", "follow": true, "n": 0}\n')
+                    sup.router.emit({"event": "hello", "actor": "flooder"})  # a name with lines is known
+                    # One actor's lines only: the supervisor's own events (spares, beats) stay out.
+                    await conn.send(b'{"cmd": "logs", "follow": true, "n": 0, "actor": "flooder"}\n')
                     with anyio.fail_after(10):
                         assert json.loads(await reader.receive_until(b"\n", 10**6))["ok"] is True
                     for i in range(emitted):  # no checkpoint: nobody drains meanwhile
-                        sup.router.emit({"event": "flood", "i": i})
+                        sup.router.emit({"event": "flood", "actor": "flooder", "i": i})
                     queue = sup.router._followers[0].send
                     with anyio.fail_after(10):  # the supervisor's queue takes the router's backlog
                         while queue.statistics().current_buffer_used:
                             await anyio.sleep(0.01)
-                    sup.router.emit({"event": "last"})
+                    sup.router.emit({"event": "last", "actor": "flooder"})
                     got: list[dict[str, Any]] = []
                     with anyio.fail_after(20):
                         while not got or got[-1].get("event") != "last":

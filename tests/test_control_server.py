@@ -237,8 +237,35 @@ class TestCommands:
         """A name the supervisor does not have is an unknown_actor error."""
         async with serving(FakeTarget(), sock):
             reply = await ask(sock, cmd="restart", name="nope")
-        assert reply == {"ok": False, "code": "unknown_actor",
-                         "error": "no actor or cron task named 'nope'"}
+        assert reply == {"ok": False, "code": "unknown_actor", "error": "no actor or cron task named 'nope'; "
+                         "known names: actor-000, actor-001, actor-002"}
+
+    async def test_cron_trigger_on_an_actor_says_what_it_is(self, sock: Path) -> None:
+        """cron_trigger naming an actor says it is an actor, not that the name is unknown."""
+        async with serving(FakeTarget(make_rows(10)), sock):
+            reply = await ask(sock, cmd="cron_trigger", name="actor-001")
+        assert reply == {"ok": False, "code": "not_cron", "error": "cron trigger: 'actor-001' is an actor "
+                         "(process), not a cron task; cron tasks: actor-009"}
+
+    async def test_trigger_of_a_stopped_cron_task_is_refused(self, sock: Path) -> None:
+        """A stopped cron task is not triggered (no run_id for a run that never happens)."""
+        target = FakeTarget(make_rows(10))
+        target.rows["actor-009"]["state"] = "stopped"
+        async with serving(target, sock):
+            reply = await ask(sock, cmd="cron_trigger", name="actor-009")
+        assert reply == {"ok": False, "code": "stopped", "error": "cron trigger: 'actor-009' is stopped; "
+                         "start it first (`actorsup start actor-009`), then trigger it"}
+        assert target.calls == []
+
+    async def test_logs_of_an_unknown_name_is_an_error(self, sock: Path) -> None:
+        """logs for a name that is neither running nor in the buffer is unknown_actor, not an empty list."""
+        target = FakeTarget()
+        target.log("kept", actor="removed-by-reload")
+        async with serving(target, sock), Conn.open(sock) as conn:
+            assert (await conn.ask(cmd="logs", actor="nosuch"))["code"] == "unknown_actor"
+            assert (await conn.ask(cmd="logs", actor="removed-by-reload"))["ok"] is True
+            assert await conn.ask(cmd="logs", actor="actor-001") == {"ok": True, "result": []}
+            assert await conn.ask(cmd="logs", actor="removed-by-reload", n=0) == {"ok": True, "result": []}
 
     async def test_reload_diff(self, sock: Path) -> None:
         """reload answers the added, removed and changed names."""

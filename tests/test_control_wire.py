@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,41 @@ class TestRender:
                b' "seq": 1, "items": 3}')
         assert log_line(raw) == "T info    web[7] fetched items=3"
 
+    def test_log_line_shows_a_structured_traceback_in_full(self) -> None:
+        """A supervisor traceback renders as indented Python traceback text ending in the exception."""
+        import structlog
+
+        structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.dict_tracebacks,
+                                        structlog.processors.JSONRenderer()],
+                            logger_factory=structlog.ReturnLoggerFactory())
+        try:
+            try:
+                raise ValueError("inner " + "x" * 300)
+            except ValueError as exc:
+                raise KeyError("outer") from exc
+        except KeyError:
+            raw = structlog.get_logger().exception("job.failed", actors=["a", "b", "c"]).encode()
+        lines = log_line(raw).splitlines()
+        assert lines[0] == '- error   supervisor job.failed actors=["a","b","c"]'
+        assert lines[1] == "    Traceback (most recent call last):"
+        assert "    ValueError: inner " + "x" * 300 in lines
+        assert "    The above exception was the direct cause of the following exception:" in lines
+        assert lines[-1] == "    KeyError: 'outer'"
+
+    def test_log_line_shows_an_actor_traceback_text(self) -> None:
+        """An actor's exception text (already formatted) is shown on its own lines, last line included."""
+        raw = json.dumps({"timestamp": "T", "level": "error", "event": "boom", "actor": "web",
+                          "exception": "Traceback (most recent call last):\n  File \"a.py\", line 1, in run\n"
+                                       "RuntimeError: " + "y" * 250}).encode()
+        assert log_line(raw).splitlines() == [
+            "T error   web boom", "    Traceback (most recent call last):", '      File "a.py", line 1, in run',
+            "    RuntimeError: " + "y" * 250]
+
+    def test_log_line_shows_lists_in_full(self) -> None:
+        """A list value is shown whole, not as its length and last item."""
+        raw = b'{"level": "info", "event": "supervisor.started", "actors": ["fetch", "parse", "nightly"]}'
+        assert log_line(raw) == '- info    supervisor supervisor.started actors=["fetch","parse","nightly"]'
+
     def test_log_line_that_is_not_json(self) -> None:
         """A line that is not a JSON object is shown as it is."""
         assert log_line(b"plain text\n") == "plain text"
@@ -165,3 +201,60 @@ class TestRender:
         assert lines[0] == "status: error  total=1  error=1"
         assert lines[1].split() == ["NAME", "STATUS", "LAST", "HEARTBEAT", "AGE", "ERRORS"]
         assert lines[2].split() == ["db", "error", "1m15s", "2:", "conn", "refused"]
+
+
+def rendered(table: object, width: int) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(table)
+    return out.getvalue().splitlines()
+
+
+class TestTablesFit:
+    @pytest.mark.parametrize("width", [80, 60, 40])
+    def test_status_fits_the_terminal_dropping_columns_by_priority(self, width: int) -> None:
+        """At 80, 60 and 40 columns no line is wider; whole columns drop, none is squeezed."""
+        from supervisor.control._render import status_table
+        from supervisor.control.testing import make_rows
+
+        rows = make_rows(3)
+        rows[1].update(name="a-long-actor-name-for-fetching", rss=2**40,
+                       last_error={"error": "RuntimeError: " + "the upstream said no " * 10})
+        lines = rendered(status_table(rows, width), width)
+        assert max(map(len, lines)) <= width
+        headers = lines[0].split()
+        assert headers[:2] == ["NAME", "STATE"]  # the most needed columns stay
+        assert "a-long-actor-name-for-fetching" in lines[2]  # the name is never cut
+        for title in ("KIND", "PID", "UPTIME", "RESTARTS", "CPU", "RSS"):  # a column is there whole or not at all
+            assert title in headers or all(title not in line for line in lines)
+
+    def test_status_at_80_columns_keeps_the_core_and_shortens_the_error(self) -> None:
+        """At 80 columns: name, state, restarts, beat age and pid stay; the error is cut with an ellipsis."""
+        from supervisor.control._render import status_table
+        from supervisor.control.testing import make_rows
+
+        rows = make_rows(2)
+        rows[0]["last_error"] = "x" * 200
+        lines = rendered(status_table(rows, 80), 80)
+        assert {"NAME", "STATE", "PID", "RESTARTS", "BEAT"} <= set(lines[0].split())
+        assert max(map(len, lines)) <= 80 and lines[1].endswith("…")
+
+    def test_piped_status_drops_nothing(self) -> None:
+        """Without a width (output piped) every column is shown."""
+        from supervisor.control._render import status_table
+        from supervisor.control.testing import make_rows
+
+        assert rendered(status_table(make_rows(2)), 300)[0].split() == [
+            "NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "BEAT", "AGE", "CPU", "%", "RSS", "LAST", "ERROR"]
+
+    def test_generic_table_fits(self) -> None:
+        """cron list style rows fit 80 columns: the name stays, long text columns shrink."""
+        from supervisor.control._render import generic_table
+
+        rows = [{"name": f"task-{i}", "schedule": "cron 0 3 * * MON-FRI (Europe/Amsterdam)", "next_run_in": 3600,
+                 "last_outcome": "ok", "running": False, "last_error": "E" * 120} for i in range(3)]
+        lines = rendered(generic_table(rows, width=80), 80)
+        assert max(map(len, lines)) <= 80 and lines[0].split()[0] == "NAME"

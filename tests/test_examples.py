@@ -34,6 +34,22 @@ def test_python_example_runs(script: str) -> None:
 
 
 @pytest.mark.slow
+def test_embed_example_shows_the_restart_and_a_running_fetcher() -> None:
+    """embed.py prints fetcher's restart (stopping .. started), then a status with fetcher running."""
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart/embed.py"], capture_output=True, text=True, timeout=90, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    events = [line for line in lines if line.startswith("actor.")]
+    assert events[0] == "actor.stopping fetcher stopping" and events[-1] == "actor.started fetcher running"
+    status = next(line for line in lines if line.startswith("[("))
+    assert "('fetcher', 'running')" in status
+    assert any(line.startswith("the control socket ") and line.endswith(" answers: 4 rows") for line in lines)
+
+
+@pytest.mark.slow
 def test_serve_example_answers_the_cli_and_shuts_down() -> None:
     """examples/quickstart/serve.py serves the control socket: `status` sees its actors, `shutdown` ends it."""
     config = "examples/quickstart/actorsup.toml"

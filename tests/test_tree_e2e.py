@@ -275,6 +275,7 @@ async def test_cli_scale_and_several_names(tmp_path: Path) -> None:
         await run.log.wait_for("actor.started", actor="x")
         assert "started ['w.1', 'w.2']" in await cli("scale", "w", "3")
         await run.log.wait_for("actor.started", actor="w.2")
+        await run.log.wait_for("actor.started", actor="w.1")  # instances start concurrently
         assert await cli("stop", "w.2", "x") == "stopped w.2\nstopped x\n"
         rows = {r["name"]: r["state"] for r in json.loads(await cli("status", "--json"))}
         assert rows["w.2"] == "stopped" and rows["x"] == "stopped" and rows["w.1"] == "running"

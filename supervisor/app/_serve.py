@@ -14,7 +14,9 @@ from .._supervisor import Supervisor
 from ..config import Config
 from ..control import ControlServer, socket_path_for
 from ..logs import LogRouter, build_sinks, configure_supervisor_logging
+from ..logs._sinks import Sink, StdoutSink
 from . import _signals
+from ._console import ConsoleSink, wants_console
 
 __all__ = ["serve"]
 
@@ -40,10 +42,10 @@ class _Stop:
             supervisor.shutdown_nowait()
 
 
-async def serve(config: Config, socket_override: Path | None = None) -> int:
+async def serve(config: Config, socket_override: Path | None = None, log_format: str = "json") -> int:
     """Run a supervisor until SIGINT/SIGTERM or `actorsup shutdown`: exit status 0, or 3 once
     something critical gave up (``supervisor.give_up``)."""
-    router = _router_with_sinks(config)
+    router = _router_with_sinks(config, log_format)
     stop = _Stop()
     status = 0
     try:
@@ -61,7 +63,14 @@ async def serve(config: Config, socket_override: Path | None = None) -> int:
     return status
 
 
-def _router_with_sinks(config: Config) -> LogRouter:
+def _console_stdout(sinks: list[Sink], log_format: str) -> list[Sink]:
+    """The stdout sinks rendered for people when ``log_format`` asks for it."""
+    if not wants_console(log_format):
+        return sinks
+    return [ConsoleSink(sink.spec) if type(sink) is StdoutSink else sink for sink in sinks]
+
+
+def _router_with_sinks(config: Config, log_format: str = "json") -> LogRouter:
     """The log router, with every event of building its sinks delivered through them.
 
     A sink may log while it is built (a spool folder it cannot use): those events
@@ -70,7 +79,7 @@ def _router_with_sinks(config: Config) -> LogRouter:
     """
     staging = LogRouter([], ring_size=10_000)
     configure_supervisor_logging(staging)
-    sinks = build_sinks(config.logs.sinks)
+    sinks = _console_stdout(list(build_sinks(config.logs.sinks)), log_format)
     router = LogRouter(sinks, ring_size=config.supervisor.log_buffer)
     configure_supervisor_logging(router)
     for record in staging.tail():

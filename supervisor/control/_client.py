@@ -3,26 +3,46 @@
 from __future__ import annotations
 
 import errno
+import json
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-from anyio.streams.buffered import BufferedByteReceiveStream
-
 from ..exceptions import ControlError
-from ._errors import NoReply, NotListening, RequestFailed
-from ._sock import connect
-from ._wire import decode_reply, encode
+from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
 
 __all__ = ["ControlClient", "arequest", "request"]
 
+# The stdlib's json, not msgspec: the CLI's requests and replies are small, and
+# msgspec's import (its C module pulls datetime, uuid, decimal) would be most
+# of a `status` command's start-up time.
 _MAX_REPLY = 256 * 1024 * 1024  # a reply line; status of thousands of actors fits easily
 _GONE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.ENOTSOCK)
 
 
+def _not_a_socket(path: Path) -> ControlError | None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        hint = f" (the socket itself is usually {path / 'actorsup.sock'})"
+        return BadSocketPath(path, "it is a folder, not a socket" + hint, BadSocketPath.CLIENT_ADVICE)
+    if not stat.S_ISSOCK(mode):
+        return BadSocketPath(path, "it is a regular file, not a socket", BadSocketPath.CLIENT_ADVICE)
+    return None
+
+
+def encode(request: dict[str, Any]) -> bytes:
+    """One request line: compact JSON plus the newline."""
+    return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
 def _connect_error(path: Path, exc: OSError) -> ControlError:
+    if exc.errno in (errno.ECONNREFUSED, errno.ENOTSOCK) and (wrong := _not_a_socket(path)):
+        return wrong
     if exc.errno in _GONE:
         reason = "no socket file" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else "connection refused"
         return NotListening(path, reason)
@@ -36,7 +56,7 @@ def _result(cmd: str, path: Path, line: bytes) -> Any:
     if not line:
         raise NoReply(path, cmd)
     try:
-        reply = decode_reply(line)
+        reply = json.loads(line)
     except Exception:
         raise ControlError(f"the process at {path} sent a reply that is not JSON: {line[:80]!r}") from None
     if not isinstance(reply, dict) or "ok" not in reply:
@@ -111,6 +131,11 @@ def request(path: str | Path, cmd: str, *, timeout: float | None = 30.0, **args:
 
 async def arequest(path: str | Path, cmd: str, **args: Any) -> Any:
     """The anyio version of :func:`request` (bound it with ``anyio.fail_after``)."""
+    import anyio  # only async callers pay for it: the CLI stays fast
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    from ._sock import connect
+
     path = Path(path)
     try:
         conn = await connect(path)

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ControlError
 from ._client import ControlClient
-from ._errors import NoReply, NotListening, RequestFailed
-from ._locate import Located, locate_socket
-from ._render import generic_table, heartbeat_tables, log_line, status_table
+from ._errors import BadSocketPath, NoReply, NotListening, RequestFailed
+from ._locate import Located, demo_socket, locate_socket
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -56,7 +55,8 @@ def _located(config: Path) -> Located:
 
 
 def locate(args: argparse.Namespace) -> Located:
-    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``.
+    """``--socket``, else ``-c CONFIG``, else ``$ACTORSUP_SOCKET``, else ``./actorsup.toml``,
+    else the demo's socket (see :func:`demo_socket`) when a demo runs.
 
     A config is only read for its socket, never validated: a supervisor stays
     reachable while its config file is being edited.
@@ -69,8 +69,10 @@ def locate(args: argparse.Namespace) -> Located:
         return Located(Path(os.environ[SOCKET_ENV]), None)
     if Path(DEFAULT_CONFIG).is_file():
         return _located(Path(DEFAULT_CONFIG))
+    if (demo := demo_socket()).is_socket():
+        return Located(demo, None)  # `actorsup run` with no config, started from anywhere
     raise _Usage(f"no control socket given: pass --socket PATH or -c CONFIG "
-                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here)")
+                 f"(or set {SOCKET_ENV}; there is no ./{DEFAULT_CONFIG} here, and no demo is running)")
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:
@@ -92,20 +94,20 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
             located = locate(args)
             return body(args, located.path)
         except _Usage as exc:
-            _err(str(exc))
-            return 2
+            return _fail(args, "usage", str(exc), 2)
         except RequestFailed as exc:
             shown = exc.cmd.replace("_", " ")
-            _err(exc.message if exc.message.startswith(exc.cmd) else f"{shown}: {exc.message}")
-            return 2 if exc.code in _USAGE_CODES else 1
+            message = exc.message if exc.message.startswith((exc.cmd, shown)) else f"{shown}: {exc.message}"
+            return _fail(args, exc.code, message, 2 if exc.code in _USAGE_CODES else 1)
         except NotListening as exc:
-            _err(str(exc))
+            message = str(exc)
             if located is not None and located.problem:
-                _err(f"(the socket path comes from a config that does not parse: {located.problem})")
-            return 1
+                message += f" (the socket path comes from a config that does not parse: {located.problem})"
+            return _fail(args, "not_listening", message, 1)
+        except BadSocketPath as exc:
+            return _fail(args, "bad_socket_path", str(exc), 2)
         except ControlError as exc:
-            _err(str(exc))
-            return 1
+            return _fail(args, "control_error", str(exc), 1)
         except KeyboardInterrupt:
             return 130
         except BrokenPipeError:  # `actorsup logs -f | head`: the reader left
@@ -115,11 +117,37 @@ def _command(body: Callable[[argparse.Namespace, Path], int]) -> Func:
     return run
 
 
+def _fail(args: argparse.Namespace, code: str, message: str, status: int) -> int:
+    """Report a failure: one stderr line, or with --json one JSON object on stdout."""
+    if getattr(args, "json", False):
+        _print_json({"ok": False, "code": code, "error": message})
+    else:
+        _err(message)
+    return status
+
+
+def _render() -> Any:
+    from . import _render  # rich is only paid for by human output
+
+    return _render
+
+
+def _log_line() -> Any:
+    from ._logline import log_line
+
+    return log_line
+
+
 def _console() -> Any:
     from rich.console import Console  # rich is only paid for by human output
 
-    # Piped output is not cut to 80 columns: a script grepping it wants whole rows.
-    return Console(width=None if sys.stdout.isatty() else 200)
+    # Piped output is not cut: a script grepping it wants whole rows.
+    return Console(width=None if sys.stdout.isatty() else 1000)
+
+
+def _width(console: Any) -> int | None:
+    """The terminal's width for tables to fit in; None when piped (nothing is dropped)."""
+    return int(console.width) if sys.stdout.isatty() else None
 
 
 def _print_json(value: Any) -> None:
@@ -135,7 +163,11 @@ def _client(args: argparse.Namespace, path: Path) -> ControlClient:
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     if not args.watch:
         rows = _rows(args, path)
-        _print_json(rows) if args.json else _console().print(status_table(rows))
+        if args.json:
+            _print_json(rows)
+        else:
+            console = _console()
+            console.print(_render().status_table(rows, _width(console)))
         return 0
     return _watch(args, path)
 
@@ -180,12 +212,13 @@ def _watch(args: argparse.Namespace, path: Path) -> int:
             return 0
         from rich.live import Live
 
-        with Live(status_table(_rows(args, path)), console=_console(),
+        console = _console()
+        with Live(_render().status_table(_rows(args, path), _width(console)), console=console,
                   auto_refresh=False) as live:
             count = 1
             while args.count is None or count < args.count:
                 time.sleep(args.interval)
-                live.update(status_table(_rows(args, path)), refresh=True)
+                live.update(_render().status_table(_rows(args, path), _width(console)), refresh=True)
                 count += 1
     except KeyboardInterrupt:
         pass
@@ -200,22 +233,77 @@ def cmd_heartbeat_status(args: argparse.Namespace, path: Path) -> int:
         _print_json(report)
     else:
         console = _console()
-        for part in heartbeat_tables(report):
+        for part in _render().heartbeat_tables(report, _width(console)):
             console.print(part)
-    return 0
+    return 1 if args.check and report.get("status") != "healthy" else 0
+
+
+_UP = {"running"}
+_DOWN = {"errored", "backoff", "failed"}  # "stopped" is where start and restart begin
+
+
+def _row(client: ControlClient, name: str) -> dict[str, Any] | None:
+    rows: list[dict[str, Any]] = client.request("status")
+    return next((r for r in rows if r.get("name") == name), None)
+
+
+def _settle(client: ControlClient, name: str, before: str | None, seconds: float) -> dict[str, Any] | None:
+    """The actor's status row once it is up or has given up (or ``seconds`` have passed).
+
+    A failed or errored actor may still show that state just after the request, before
+    it starts again: its state must have left ``before`` for a failure to count.
+    """
+    deadline = time.monotonic() + seconds
+    moved = before not in _DOWN
+    while True:
+        row = _row(client, name)
+        state = None if row is None else row.get("state")
+        moved = moved or state != before
+        if row is None or row.get("kind") in ("cron", "group") or state in _UP or (moved and state in _DOWN):
+            return row
+        if time.monotonic() >= deadline:
+            return row
+        time.sleep(0.05)
 
 
 def _lifecycle(cmd: str, done: str) -> Func:
     @_command
     def run(args: argparse.Namespace, path: Path) -> int:
         with _client(args, path) as client:
+            failed = 0
             for name in args.names:  # each: an actor, a group, `all` or a glob
-                client.request(cmd, name=name)
-                print(f"{done} {name}")
-        return 0
+                failed += _one_lifecycle(client, args, cmd, done, name)
+        return 1 if failed else 0
 
     run.__name__ = f"cmd_{cmd}"
     return run
+
+
+def _one_lifecycle(client: ControlClient, args: argparse.Namespace, cmd: str, done: str, name: str) -> int:
+    """One name of start/stop/restart; 1 when the actor did not come up."""
+    before = _row(client, name) if cmd != "stop" else None
+    client.request(cmd, name=name)
+    # The request returns once the actor is asked to run: whether it comes up (its code
+    # may no longer import) shows in its state a moment later. A group, `all` or a glob
+    # has no row of that name: it is done once the supervisor answers.
+    row = None if cmd == "stop" or before is None else _settle(client, name, before.get("state"), args.timeout)
+    if row is None or row.get("kind") in ("cron", "group") or row.get("state") in _UP:
+        pid = f" (pid {row['pid']})" if row is not None and row.get("pid") else ""
+        print(f"{done} {name}{pid}")
+        return 0
+    state, error = row.get("state"), row.get("last_error")
+    why = f"it is {state}" + (f": {_short_error(error)}" if error else "")
+    if state not in _DOWN:
+        why = f"it is still {state} after {args.timeout:g}s"
+    _fail(args, "not_running", f"{cmd} {name}: {why}; see `actorsup logs {name}`", 1)
+    return 1
+
+
+def _short_error(error: Any) -> str:
+    if isinstance(error, dict):
+        error = error.get("error") or error
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 cmd_start = _lifecycle("start", "started")
@@ -238,11 +326,11 @@ def cmd_scale(args: argparse.Namespace, path: Path) -> int:
 @_command
 def cmd_logs(args: argparse.Namespace, path: Path) -> int:
     request: dict[str, Any] = {"n": args.n, "actor": args.name}
-    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else log_line
+    render = (lambda raw: raw.decode("utf-8", "replace").rstrip("\n")) if args.json else _log_line()
     with _client(args, path) as client:
         if not args.follow:
             for event in client.request("logs", **request):
-                print(json.dumps(event, ensure_ascii=False) if args.json else log_line(event))
+                print(json.dumps(event, ensure_ascii=False) if args.json else _log_line()(event))
             return 0
         try:
             for raw in client.stream("logs", follow=True, **request):
@@ -273,7 +361,8 @@ def cmd_cron_list(args: argparse.Namespace, path: Path) -> int:
     elif not rows:
         print("no cron tasks")
     else:
-        _console().print(generic_table(rows))
+        console = _console()
+        console.print(_render().generic_table(rows, width=_width(console)))
     return 0
 
 
@@ -296,8 +385,7 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
         except RequestFailed as exc:
             if exc.code != "config_error":
                 raise
-            _err(f"reload rejected: {exc.message}")
-            return 1
+            return _fail(args, exc.code, f"reload rejected: {exc.message}", 1)
     if args.json:
         _print_json(diff)
     else:
@@ -305,6 +393,17 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
         changed = any(diff.get(key) for key in ("added", "removed", "changed"))
         print("reloaded: " + ("; ".join(parts) if changed else "no changes"))
     return 0
+
+
+@_command
+def cmd_top(args: argparse.Namespace, path: Path) -> int:
+    from ._top import _NotATerminal, run_top
+
+    try:
+        return run_top(path, interval=args.interval, timeout=args.timeout, lines=args.lines)
+    except _NotATerminal:
+        raise _Usage("top needs a terminal (stdin and stdout); piped, use "
+                     "`actorsup status --watch --json`") from None
 
 
 @_command
@@ -323,20 +422,48 @@ def _common() -> argparse.ArgumentParser:
     which.add_argument("--socket", metavar="PATH", help="control socket of the supervisor")
     which.add_argument("-c", "--config", metavar="CONFIG",
                        help=f"its config file (default: ${SOCKET_ENV}, then ./{DEFAULT_CONFIG})")
-    parent.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="how long to wait for a reply (default: 30)")
+    parent.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="how long to wait for a reply, and for start/restart to come up (default: 30)")
     return parent
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, such as 5 or 0.5 (got {text!r})")
+    return value
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON (errors too: {\"ok\": false, \"code\", \"error\"})")
+
+
+def _command_parser(subparsers: Any, name: str, text: str, examples: str, *,
+                    parents: list[argparse.ArgumentParser] | None = None,
+                    description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help has a description and worked examples."""
+    import textwrap  # argparse's own import: free
+
+    description = textwrap.fill(description or text[:1].upper() + text[1:] + ".", 78)
+    return subparsers.add_parser(  # type: ignore[no-any-return]
+        name, parents=parents or [], help=text, description=description,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_control_commands(subparsers: Any) -> None:
     """Add status, heartbeat, start, stop, restart, logs, events, cron, reload, shutdown."""
     common = [_common()]
 
-    p = subparsers.add_parser("status", parents=common, help="show the tree of groups, actors and cron tasks")
+    p = _command_parser(subparsers, "status", "show the tree of groups, actors and cron tasks", """
+actorsup status                      # state, pid, uptime, restarts, CPU, RSS
+actorsup status 'reader*' pipeline   # these rows (a group with its members)
+actorsup status --json | jq '.[] | select(.state != "running")'
+actorsup status --watch --interval 2 # redraw every 2 s until Ctrl-C""", parents=common)
     p.add_argument("names", metavar="NAME", nargs="*", help="only these (names or globs; a group with its members)")
     _json_flag(p)
     p.add_argument("--watch", action="store_true", help="redraw live until Ctrl-C")
@@ -346,49 +473,82 @@ def add_control_commands(subparsers: Any) -> None:
                    help="--watch: stop after N refreshes")
     p.set_defaults(func=cmd_status)
 
-    hb = subparsers.add_parser("heartbeat", help="heartbeat monitor commands")
+    hb = _command_parser(subparsers, "heartbeat", "heartbeat monitor commands", """
+actorsup heartbeat status""")
     hb_sub = hb.add_subparsers(dest="heartbeat_command", required=True, metavar="COMMAND")
-    p = hb_sub.add_parser("status", parents=common, help="overall health, counts and components")
+    p = _command_parser(hb_sub, "status", "overall health, counts and components", """
+actorsup heartbeat status
+actorsup heartbeat status --check    # exit 1 unless healthy (HEALTHCHECK)""", parents=common)
     _json_flag(p)
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when the overall status is not healthy (error or unknown)")
     p.set_defaults(func=cmd_heartbeat_status)
 
-    for name, func, text in (("start", cmd_start, "start stopped actors"),
+    for name, func, text in (("start", cmd_start, "start stopped actors and wait until they run"),
                              ("stop", cmd_stop, "stop actors (they stay stopped)"),
-                             ("restart", cmd_restart, "restart actors")):
-        p = subparsers.add_parser(name, parents=common, help=text)
+                             ("restart", cmd_restart, "restart actors and wait until they run again")):
+        p = _command_parser(subparsers, name, text, f"""
+actorsup {name} fetcher
+actorsup {name} 'reader*' pipeline   # a glob, a group""", parents=common)
         p.add_argument("names", metavar="NAME", nargs="+",
                        help="an actor, a group, `all`, or a shell-style glob such as 'reader*'")
         p.set_defaults(func=func)
 
-    p = subparsers.add_parser("scale", parents=common, help="change the number of instances of an actor")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("count", metavar="N", type=int)
+    p = _command_parser(subparsers, "scale", "change the number of instances of an actor", """
+actorsup scale reader 4""", parents=common)
+    p.add_argument("name", metavar="NAME", help="an actor with `instances` in its config")
+    p.add_argument("count", metavar="N", type=int, help="how many instances to run")
+    _json_flag(p)
     p.set_defaults(func=cmd_scale)
 
-    p = subparsers.add_parser("logs", parents=common, help="buffered log lines, then -f follows")
-    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p = _command_parser(subparsers, "logs", "buffered log lines, then -f follows", """
+actorsup logs                        # everything in the supervisor's buffer
+actorsup logs fetcher -n 20          # the last 20 lines of one actor
+actorsup logs -f --json | jq .event  # follow, as JSON lines""", parents=common)
+    p.add_argument("name", metavar="NAME", nargs="?", default=None, help="only this actor's lines")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
                    help="only the last N buffered lines")
     _json_flag(p)
     p.set_defaults(func=cmd_logs)
 
-    p = subparsers.add_parser("events", parents=common, help="stream state changes as JSON lines")
+    p = _command_parser(subparsers, "events", "stream state changes as JSON lines", """
+actorsup events | jq 'select(.state == "errored")'""", parents=common)
     p.set_defaults(func=cmd_events)
 
-    cron = subparsers.add_parser("cron", help="cron task commands")
+    cron = _command_parser(subparsers, "cron", "cron task commands", """
+actorsup cron list
+actorsup cron trigger nightly""")
     cron_sub = cron.add_subparsers(dest="cron_command", required=True, metavar="COMMAND")
-    p = cron_sub.add_parser("list", parents=common, help="every cron task and its next run")
+    p = _command_parser(cron_sub, "list", "every cron task and its next run", """
+actorsup cron list --json""", parents=common)
     _json_flag(p)
     p.set_defaults(func=cmd_cron_list)
-    p = cron_sub.add_parser("trigger", parents=common, help="run a cron task now")
-    p.add_argument("name", metavar="NAME")
+    p = _command_parser(cron_sub, "trigger", "run a cron task now", """
+actorsup cron trigger nightly""", parents=common)
+    p.add_argument("name", metavar="NAME", help="the cron task, as named in the config ([cron.NAME])")
     _json_flag(p)
     p.set_defaults(func=cmd_cron_trigger)
 
-    p = subparsers.add_parser("reload", parents=common, help="re-read the config and apply it")
+    p = _command_parser(subparsers, "reload", "re-read the config and apply it", """
+actorsup reload                      # prints what was added, removed, changed
+actorsup reload --json""", parents=common,
+                        description="Re-read the config and apply it. An invalid config is rejected "
+                        "and the running one kept (exit 1).")
     _json_flag(p)
     p.set_defaults(func=cmd_reload)
 
-    p = subparsers.add_parser("shutdown", parents=common, help="stop every actor and exit")
+    p = _command_parser(subparsers, "top", "a live view: actors, and the selected one's logs", """
+actorsup top                         # up/down or k/j select an actor, q quits
+actorsup top --interval 2 --lines 20""", parents=common,
+                        description="A live view in a terminal: every actor's state, restarts, CPU, RSS "
+                        "and beat age, and the latest log lines of the selected actor. Up/down (or k/j) "
+                        "select, q or Ctrl-C quit.")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="refresh period (default: 1)")
+    p.add_argument("--lines", type=int, default=10, metavar="N", help="log lines shown (default: 10)")
+    p.set_defaults(func=cmd_top)
+
+    p = _command_parser(subparsers, "shutdown", "stop every actor and exit", """
+actorsup shutdown -c /etc/myapp/actorsup.toml""", parents=common)
     p.set_defaults(func=cmd_shutdown)

@@ -71,11 +71,14 @@ class NoReply(ControlError):
 class BadSocketPath(ControlError):
     """The configured control socket path cannot be used (a config problem, not a conflict)."""
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    SERVER_ADVICE = "set another [supervisor] control_socket (or pass --socket PATH)"
+    CLIENT_ADVICE = "point --socket or -c at a running supervisor's socket"
+
+    def __init__(self, path: str | Path, problem: str, advice: str = SERVER_ADVICE) -> None:
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"control socket {self.path}: {problem}; set another [supervisor] "
-                         "control_socket (or pass --socket PATH)")
+        self.advice = advice
+        super().__init__(f"control socket {self.path}: {problem}; {advice}")
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.problem))
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (type(self), (self.path, self.problem, self.advice))

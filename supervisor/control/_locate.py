@@ -10,12 +10,12 @@ a test checks that both agree.
 
 from __future__ import annotations
 
+import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Located", "locate_socket"]
+__all__ = ["Located", "demo_socket", "locate_socket"]
 
 _TABLE = re.compile(r"^\s*\[\s*([^\]\s]+)\s*\]")
 _KEY = re.compile(r"""^\s*(control_socket|state_dir)\s*=\s*(?:"([^"\\]*)"|'([^']*)')\s*(?:#.*)?$""")
@@ -53,6 +53,8 @@ def _scan(text: str) -> dict[str, Any]:
 
 def locate_socket(config: Path) -> Located:
     """The control socket of ``config``; raise ``OSError`` if the file cannot be read."""
+    import tomllib  # only when a config names the socket
+
     text = config.read_bytes().decode("utf-8", "replace")
     base = config.resolve().parent
     try:
@@ -61,3 +63,16 @@ def locate_socket(config: Path) -> Located:
         return Located(_from_table(base, _scan(text)), f"{config}: invalid TOML: {exc}")
     table = data.get("supervisor")
     return Located(_from_table(base, table if isinstance(table, dict) else {}), None)
+
+
+def demo_socket() -> Path:
+    """Where `actorsup run` with no config (the demo) listens, whatever the current folder.
+
+    ``$XDG_RUNTIME_DIR/actorsup-demo/`` (a per-user folder), else a per-uid folder
+    in the temporary directory; clients find it when nothing else names a socket.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    # $TMPDIR or /tmp, as tempfile.gettempdir() would say, without its 5 ms import.
+    temporary = Path(os.environ.get("TMPDIR") or "/tmp")
+    base = Path(runtime) / "actorsup-demo" if runtime else temporary / f"actorsup-demo-{os.getuid()}"
+    return base / "actorsup.sock"

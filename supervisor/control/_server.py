@@ -65,6 +65,15 @@ def peer_credentials(sock: socket.socket) -> PeerCred:
     return PeerCred(*_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)))
 
 
+class _Refused(Exception):
+    """A request the server turns down itself, with its own code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
 class _Drop(Exception):
     """End this connection now (the client is gone or stuck)."""
 
@@ -290,6 +299,8 @@ class ControlServer:
         if cmd == "ping":
             return {"pid": os.getpid(), "protocol": PROTOCOL}
         method = self._method(_METHODS[cmd])
+        if cmd == "cron_trigger":
+            self._refuse_stopped(args.name)
         if cmd in _NAMED:
             result = await method(args.name)
             return {"run_id": result} if cmd == "cron_trigger" else result
@@ -306,12 +317,40 @@ class ControlServer:
         return method
 
     def _tail_reply(self, args: LogsArgs) -> bytes:
-        lines = [_raw_json(line) for line in self._method("log_tail")(args.n, args.actor)]
-        return encode({"ok": True, "result": lines})
+        raw = self._method("log_tail")(args.n, args.actor)
+        if not raw and args.actor is not None and not self._known(args.actor):
+            raise UnknownActor(args.actor)
+        return encode({"ok": True, "result": [_raw_json(line) for line in raw]})
+
+    def _refuse_stopped(self, name: str) -> None:
+        """A stopped cron task is paused: a trigger would answer a run_id for a run that never comes."""
+        for row in self.target.status():
+            if row.get("name") == name and row.get("kind") == "cron" and row.get("state") == "stopped":
+                raise _Refused("stopped", f"cron trigger: {name!r} is stopped; start it first "
+                               f"(`actorsup start {name}`), then trigger it")
+
+    def _known(self, actor: str) -> bool:
+        """A current actor, or one with buffered lines (removed by a reload); else a typo."""
+        return actor in self._names() or bool(self._method("log_tail")(1, actor))
+
+    def _names(self) -> dict[str, str]:
+        """Every actor and cron task: name -> kind."""
+        return {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+
+    def _unknown(self, cmd: str, exc: UnknownActor) -> bytes:
+        names = self._names()
+        if cmd == "cron_trigger" and exc.name in names:
+            tasks = ", ".join(n for n, kind in names.items() if kind == "cron") or "none"
+            return error_reply("not_cron", f"cron trigger: {exc.name!r} is an actor ({names[exc.name]}), "
+                               f"not a cron task; cron tasks: {tasks}")
+        known = ", ".join(names) or "none"
+        return error_reply("unknown_actor", f"{exc}; known names: {_cut(known)}")
 
     def _failure(self, cmd: str, exc: Exception) -> bytes:
+        if isinstance(exc, _Refused):
+            return error_reply(exc.code, exc.message)
         if isinstance(exc, UnknownActor):
-            return error_reply("unknown_actor", str(exc))
+            return self._unknown(cmd, exc)
         if isinstance(exc, ConfigError):
             return error_reply("config_error", f"{exc}; the running config is kept")
         if isinstance(exc, SupervisorError):
@@ -350,7 +389,10 @@ class ControlServer:
                     # Follow first, then take the tail with no await in between:
                     # no line falls between the two.
                     items = await stack.enter_async_context(self._method("follow_logs")(args.actor))
-                    backlog = [_line(b) for b in self._method("log_tail")(args.n, args.actor)]
+                    tail = self._method("log_tail")(args.n, args.actor)
+                    if not tail and args.actor is not None and not self._known(args.actor):
+                        raise UnknownActor(args.actor)
+                    backlog = [_line(b) for b in tail]
             except Exception as exc:
                 await self._send(conn, self._failure(cmd, exc))
                 return
@@ -407,6 +449,10 @@ async def _cancel_on_hangup(reader: BufferedByteReceiveStream, scope: anyio.Canc
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 4] + ", ..."
 
 
 def _line(data: bytes) -> bytes:

@@ -44,6 +44,7 @@ class FakeTarget:
         self.reload_result: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
         self.gate: anyio.Event | None = None  # when set, lifecycle calls wait on it
         self.shutdown_requested = False
+        self.start_outcome: dict[str, dict[str, Any]] = {}  # name -> row fields after start/restart
         self._followers: list[tuple[str | None, MemoryObjectSendStream[bytes]]] = []
         self._runs = itertools.count(1)
 
@@ -76,6 +77,8 @@ class FakeTarget:
         if self.gate is not None:
             await self.gate.wait()
         row["state"] = state
+        if op != "stop":
+            row.update(self.start_outcome.get(name, {}))
         self.bus.publish({"event": f"actor.{op}", "actor": name, "state": state})
 
     # --- ControlTarget ---------------------------------------------------------
