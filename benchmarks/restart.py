@@ -8,7 +8,11 @@ subprocess, JSON log lines on its stdout):
 2. hang -> ``actor.heartbeat_timeout``: when the benchmark reads that line,
    minus when the actor blocked its loop, minus ``heartbeat_timeout``;
 3. supervisord 4.3 on the same crash (installed into benchmarks/.peers/);
-4. idle CPU and RSS of the supervisor with 50 process actors beating at 1 Hz.
+4. idle CPU and RSS of the supervisor with 50 process actors beating at 1 Hz;
+5. ``command``: ``sleep`` as a command actor and as a supervisord program, in
+   the same run: SIGKILL -> the new ``sleep`` exists (both watched the same
+   way, from /proc); and a command actor's last ``WATCHDOG=1`` (sd_notify) ->
+   ``actor.heartbeat_timeout``, minus ``heartbeat_timeout``.
 
 Run from the repository root:  .venv/bin/python benchmarks/restart.py [--quick]
 It exits 0 when a target is missed (misses are marked MISS) and 1 only when a
@@ -22,6 +26,7 @@ import json
 import os
 import platform
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +38,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +120,7 @@ class EventStream:
 
     def drain(self) -> list[dict[str, Any]]:
         """Every event read so far and not yet consumed."""
-        events = []
+        events: list[dict[str, Any]] = []
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -415,7 +421,7 @@ def _cpu(proc: psutil.Process) -> float:
         t = proc.cpu_times()
     except psutil.NoSuchProcess:
         return 0.0
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 # --- supervisord ----------------------------------------------------------------------
@@ -437,7 +443,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl = unix://{tmp}/supervisor.sock
 
 [program:x]
-command = {python} {script} {stamp_socket}{bare}
+command = {program}
 autorestart = true
 startsecs = 0
 startretries = 1000000
@@ -458,9 +464,8 @@ def bench_supervisord(n: int, settle: float, bare: bool, problems: list[str]) ->
         stamp_path = f"{tmp}/stamp.sock"
         stamps.bind(stamp_path)
         conf = Path(tmp) / "supervisord.conf"
-        conf.write_text(_SUPERVISORD_CONF.format(
-            tmp=tmp, python=sys.executable, script=FIXTURES / "sd_child.py",
-            stamp_socket=stamp_path, bare=" --bare" if bare else ""))
+        program = f"{sys.executable} {FIXTURES / 'sd_child.py'} {stamp_path}{' --bare' if bare else ''}"
+        conf.write_text(_SUPERVISORD_CONF.format(tmp=tmp, program=program))
         log = open(Path(tmp) / "supervisord.out", "wb")  # noqa: SIM115 (closed with the peer below)
         proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -502,6 +507,123 @@ def bench_supervisord(n: int, settle: float, bare: bool, problems: list[str]) ->
     return samples
 
 
+# --- command actors -----------------------------------------------------------------------
+def _sleep_child(parent: int, old: int | None, timeout: float) -> tuple[int, float]:
+    """Poll /proc until ``parent`` has a ``sleep`` child other than ``old``: (pid, when seen)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _children(parent):
+            if pid != old and _comm(pid) == "sleep":
+                return pid, time.monotonic()
+        time.sleep(0.0005)
+    raise BenchError(f"no new sleep child of {parent} within {timeout:g}s")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += map(int, f.read().split())
+    except OSError:
+        pass
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _sleep_crashes(parent: int, n: int, settle: float, known: dict[int, psutil.Process]) -> list[float]:
+    """SIGKILL the ``sleep`` child of ``parent`` ``n`` times; ms until its replacement exists."""
+    samples: list[float] = []
+    pid, _ = _sleep_child(parent, None, 60)
+    for _ in range(n):
+        time.sleep(settle)
+        child = known.setdefault(pid, psutil.Process(pid))
+        if child.create_time() != psutil.Process(pid).create_time():
+            raise BenchError(f"pid {pid} was reused; not killing it")
+        t_kill = time.monotonic()
+        child.send_signal(signal.SIGKILL)
+        pid, t_seen = _sleep_child(parent, pid, 30)
+        known[pid] = psutil.Process(pid)
+        samples.append((t_seen - t_kill) * 1000)
+    return samples
+
+
+def bench_command_crash(cmd: list[str], n: int, settle: float, problems: list[str],
+                        extra: dict[str, Any]) -> list[float]:
+    """``sleep`` as a command actor: SIGKILL -> the new sleep exists, in ms."""
+    with tempfile.TemporaryDirectory(prefix="actorsup-bench-") as tmp:
+        config = write_config(Path(tmp), {"heartbeat_interval": 1.0, "stop_timeout": 1.0, **extra},
+                              {"sleeper": {"kind": "command", "command": ["sleep", "3600"], **_NO_BACKOFF}})
+        with run_actorsup(cmd, config, problems) as run:
+            return _sleep_crashes(run.proc.pid, n, settle, run.children)
+
+
+def bench_supervisord_sleep(n: int, settle: float, problems: list[str]) -> list[float]:
+    """``sleep`` as a supervisord 4.3 program: SIGKILL -> the new sleep exists, in ms."""
+    peer_python(SUPERVISORD_PEER, SUPERVISORD_REQ)
+    supervisord = peer_bin(SUPERVISORD_PEER, "supervisord")
+    with tempfile.TemporaryDirectory(prefix="sd-bench-") as tmp:
+        conf = Path(tmp) / "supervisord.conf"
+        conf.write_text(_SUPERVISORD_CONF.format(tmp=tmp, program=f"{shutil.which('sleep') or 'sleep'} 3600"))
+        with open(Path(tmp) / "supervisord.out", "wb") as log:
+            proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            children: dict[int, psutil.Process] = {}
+            try:
+                return _sleep_crashes(proc.pid, n, settle, children)
+            finally:
+                problems += [f"supervisord: {p}" for p in stop_tree(proc, timeout=15, known=children.values())]
+
+
+@dataclass
+class WatchdogFigures:
+    """Last WATCHDOG=1 -> actor.heartbeat_timeout, minus the timeout, in ms, three ways."""
+
+    logged: list[float] = field(default_factory=list)  # the event's own timestamp (wall clocks)
+    read: list[float] = field(default_factory=list)  # when the benchmark read the line (+ stdout's flush)
+    beat_age: list[float] = field(default_factory=list)  # the supervisor's last_beat_age
+
+
+def bench_watchdog(cmd: list[str], n: int, problems: list[str], extra: dict[str, Any]) -> WatchdogFigures:
+    """A command actor pings WATCHDOG=1 (sd_notify), then stops: how late is actor.heartbeat_timeout?"""
+    out = WatchdogFigures()
+    with tempfile.TemporaryDirectory(prefix="actorsup-bench-") as tmp:
+        pinger = {"kind": "command", "notify": True, "heartbeat_timeout": HEARTBEAT_TIMEOUT, **_NO_BACKOFF,
+                  "command": [sys.executable, str(FIXTURES / "watchdog_pinger.py"), "5", str(HEARTBEAT_INTERVAL)]}
+        config = write_config(Path(tmp), {"heartbeat_interval": HEARTBEAT_INTERVAL, "stop_timeout": 0.1, **extra},
+                              {"pinger": pinger})
+        with run_actorsup(cmd, config, problems) as run:
+            last: dict[Any, tuple[float, float]] = {}
+            while len(out.read) < n:
+                t_read, event = run.events.until(
+                    lambda e: _is(e, "bench.last_watchdog", "pinger") or _is(e, "actor.heartbeat_timeout", "pinger"),
+                    60, "bench.last_watchdog or actor.heartbeat_timeout")
+                pid = event.get("pid")
+                if event["event"] == "bench.last_watchdog":
+                    last[pid] = (float(event["t"]), float(event["wall"]))
+                    if isinstance(pid, int) and psutil.pid_exists(pid):
+                        run.record(pid)
+                    continue
+                stamps = last.pop(pid, None)
+                if stamps is None:
+                    problems.append("watchdog: a heartbeat timeout before the last WATCHDOG=1 (not counted)")
+                    continue
+                logged = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+                out.logged.append((logged - stamps[1] - HEARTBEAT_TIMEOUT) * 1000)
+                out.read.append((t_read - stamps[0] - HEARTBEAT_TIMEOUT) * 1000)
+                age = event.get("last_beat_age")
+                if isinstance(age, (int, float)):
+                    out.beat_age.append((age - HEARTBEAT_TIMEOUT) * 1000)
+    return out
+
+
 # --- main -------------------------------------------------------------------------------
 def _summary_figures(label: str, samples: list[float], target: float | None,
                      note: str = "") -> list[Figure]:
@@ -519,7 +641,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="fewer samples and a shorter idle window (a smoke run)")
     parser.add_argument("--skip-peer", action="store_true", help="do not measure supervisord")
-    parser.add_argument("--only", choices=["crash", "hang", "peer", "idle"], action="append",
+    parser.add_argument("--only", choices=["crash", "hang", "peer", "idle", "command"], action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--idle-actors", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=None,
@@ -549,7 +671,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = set(args.only or ["crash", "hang", "peer", "idle"])
+    parts = set(args.only or ["crash", "hang", "peer", "idle", "command"])
     if args.skip_peer:
         parts.discard("peer")
     cmd = actorsup_command(args.actorsup)
@@ -620,11 +742,33 @@ def main(argv: list[str] | None = None) -> int:
                               note=f"{f.children} processes{pss}"))
         figures.append(Figure("idle CPU, all children", f.children_cpu_pct, "% core"))
 
+    def command() -> None:
+        ours = bench_command_crash(cmd, args.restarts, args.settle, problems, extra)
+        figures.extend(_summary_figures("sleep as a command actor: crash -> running", ours, None,
+                                        "SIGKILL to the new sleep in /proc"))
+        if not args.skip_peer:
+            theirs = bench_supervisord_sleep(args.restarts, args.settle, problems)
+            figures.extend(_summary_figures("sleep under supervisord 4.3: crash -> running", theirs, None,
+                                            "the same watch, the same run"))
+            figures.append(Figure("ratio supervisord/actorsup for sleep (p50)",
+                                  summarize(theirs).p50 / summarize(ours).p50, "x", note="> 1: actorsup is faster"))
+        w = bench_watchdog(cmd, args.restarts, problems, extra)
+        figures.extend(_summary_figures("last WATCHDOG=1 -> heartbeat_timeout excess", w.logged, HANG_EXCESS_MS,
+                                        f"timeout {HEARTBEAT_TIMEOUT:g}s; the event's timestamp"))
+        s = summarize(w.read)
+        figures.append(Figure("  the same, read from stdout p50", s.p50, "ms",
+                              note=f"p95 {s.p95:.1f} ms; + the stdout sink's flush (<= 50 ms)"))
+        if w.beat_age:
+            s = summarize(w.beat_age)
+            figures.append(Figure("  last_beat_age - timeout p50", s.p50, "ms",
+                                  note=f"p95 {s.p95:.1f} ms (the supervisor's own view)"))
+
     load_before = os.getloadavg()
     attempt("crash", crash)
     attempt("hang", hang)
     attempt("peer", peer)
     attempt("idle", idle)
+    attempt("command", command)
 
     print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
           f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}; backend: {args.backend or 'default'}")

@@ -397,6 +397,7 @@ class Supervisor:
             "cpu_percent": round(sample.cpu_percent, 1) if sample and sample.cpu_percent is not None else None,
             "rss": sample.rss if sample else None,
             "last_error": h.last_error,
+            "status_text": h.status_text,  # a command actor's STATUS= (sd_notify)
             "group": h.spec.group,
             "depth": depth,
         }

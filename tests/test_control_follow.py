@@ -93,8 +93,15 @@ class TestSlowClient:
                         while not got or got[-1].get("event") != "last":
                             got.append(json.loads(await reader.receive_until(b"\n", 10**6)))
                 tg.cancel_scope.cancel()
+        # A loaded machine may let the client catch up in between: one marker per gap,
+        # each at its gap and counting exactly the lines missing there.
         markers = [e for e in got if e["event"] == "logs.skipped"]
-        flood = [e for e in got if e["event"] == "flood"]
-        assert len(markers) == 1 and markers[0]["skipped"] > 0
-        assert len(flood) + markers[0]["skipped"] == emitted
-        assert [e["i"] for e in flood] == list(range(len(flood)))  # the marker sits at the gap
+        assert markers and all(m["skipped"] > 0 for m in markers)
+        expected = 0
+        for event in got:
+            if event["event"] == "logs.skipped":
+                expected += event["skipped"]
+            elif event["event"] == "flood":
+                assert event["i"] == expected
+                expected += 1
+        assert expected == emitted

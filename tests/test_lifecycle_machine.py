@@ -192,6 +192,30 @@ class TestEdges:
         assert moves(actions) == [("starting", "errored"), ("errored", "backoff")] and emits(actions) == []
         assert new.last_error == "too slow"
 
+    def test_program_that_cannot_run_is_an_exit_then_the_restart_path(self) -> None:
+        """starting + SpawnFailed(exited) -> a published actor.exited with the reason, then errored -> backoff."""
+        failed = m.SpawnFailed("program_not_found", "program not found: nosuch (PATH=/bin)", exited=True)
+        new, actions = decide(life(S.STARTING), failed, POLICY, NOW)
+        assert emits(actions) == [m.Emit(30, "actor.exited", {
+            "pid": None, "reason": "program_not_found", "error": "program not found: nosuch (PATH=/bin)",
+        }, publish=True)]
+        assert moves(actions) == [("starting", "errored"), ("errored", "backoff")]
+        assert new.last_error == "program not found: nosuch (PATH=/bin)" and new.restarts == 1
+
+    def test_program_that_cannot_run_under_temporary_is_stopped(self) -> None:
+        """A temporary command actor whose program is missing: actor.exited, errored -> stopped, no restart."""
+        temporary = dataclasses.replace(POLICY, restart="temporary")
+        failed = m.SpawnFailed("program_not_executable", "not executable: /tmp/x", exited=True)
+        _new, actions = decide(life(S.STARTING), failed, temporary, NOW)
+        assert [e.event for e in emits(actions)] == ["actor.exited"]
+        assert moves(actions) == [("starting", "errored"), ("errored", "stopped")] and others(actions) == []
+
+    def test_program_exit_0_says_no_run(self) -> None:
+        """A command actor's program that exits 0 is reason exit, worded without Python's run()."""
+        _new, actions = decide(RUNNING, m.ChildExited(0, program=True), POLICY, NOW)
+        assert emits(actions)[0].fields == {"pid": 42, "reason": "exit", "exit_code": 0}
+        assert _new.last_error == "exited with status 0"
+
     def test_cancelled_task_is_stopped(self) -> None:
         """A task actor cancelled by a stop ends with reason stopped and a log-only actor.exited."""
         stopping, _ = decide(RUNNING, m.Stop(), POLICY, NOW)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from supervisor.process._cgroup import open_tree
-from supervisor.process._reaper import ENV_KEY, Reaper
+from supervisor.process._reaper import ENV_KEY, Reaper, own_children
 from tests.harness import cli_supervisor, running_supervisor
 
 pytestmark = pytest.mark.anyio
@@ -201,3 +201,26 @@ class TestReaper:
                     await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
         assert reaper._watch is not None and reaper._watch.returncode is not None
+
+
+class TestZombies:
+    async def test_a_grandchild_killed_with_its_group_is_reaped(self) -> None:
+        """SIGKILL of a program's group: its child dies as a zombie reparented here, and is reaped (no cookie left)."""
+        from supervisor.command._launch import launch
+
+        reaper = Reaper()
+        async with anyio.create_task_group() as tg:
+            await tg.start(reaper.run)
+            token = reaper.new_token()
+            proc = launch(["sh", "-c", "sleep 300 & echo $!; wait"], env=reaper.child_env(dict(os.environ), token))
+            reaper.track(proc, token, "parent")  # type: ignore[arg-type]  # duck-typed: pid, token, on_exit
+            line = await proc.stdout.receive()
+            grandchild = int(line.split()[0])
+            assert proc.signal_group(9)
+            await proc.wait()  # reaps sh; its dead child is reparented to us as a zombie
+            with anyio.fail_after(GONE_WITHIN):
+                while grandchild in own_children():
+                    reaper.sweep()
+                    await anyio.sleep(0.01)
+            await proc.aclose()
+            tg.cancel_scope.cancel()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._schema import ActorSpec, CronSpec, SinkSpec, SupervisorSettings
+from ._schema import COMMAND_ONLY, ActorSpec, CronSpec, SinkSpec, SupervisorSettings
 from ._types import Invalid, show
 
 __all__ = ["CHECKS", "MAX_SOCKET_PATH", "check_actor", "check_cron", "check_sink", "check_supervisor"]
@@ -53,6 +53,15 @@ def check_supervisor(spec: SupervisorSettings) -> None:
 
 
 def check_actor(spec: ActorSpec) -> None:
+    if spec.kind != "command":
+        if not spec.target:
+            raise Invalid("required key is missing", ("target",))
+        for key in COMMAND_ONLY:
+            if getattr(spec, key) not in (None, False):
+                raise Invalid(f'only a command actor has {key}: add kind = "command" (and remove target)', (key,))
+    elif spec.args:
+        raise Invalid('a command actor has no constructor: put its arguments in command = ["program", "arg"]',
+                      ("args",))
     _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
     for key, value in spec.env.items():  # what exec() refuses
         if not key or "=" in key or "\0" in key:

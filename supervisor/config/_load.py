@@ -135,6 +135,8 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
         for name, raw in data.get(section, {}).items():
             try:
                 spec = _actor(cls, name, read_keys(raw, cls, base_dir), sup)
+                if spec.kind == "command":
+                    spec = _command(spec, raw)
                 if import_targets:
                     check_runnable(spec, base_class, base_dir)
             except Invalid as exc:
@@ -179,6 +181,22 @@ def _actor(cls: type[S], name: str, given: dict[str, Any], sup: SupervisorSettin
         inherited["heartbeat_timeout"] = 2 * given["heartbeat_interval"]
     spec: S = build(cls, {"name": name, **inherited, **given})
     return spec
+
+
+def _command(spec: S, raw: dict[str, Any]) -> S:
+    """A command actor's own keys, parsed by supervisor.command (imported only for such a config)."""
+    from ..command._errors import SpecError
+    from ..command._spec import parse_command_spec
+
+    # `group` names a supervision group (design: supervision trees), never a Unix group here
+    table = {key: value for key, value in raw.items() if key != "group"}
+    try:
+        command = parse_command_spec(table)
+    except SpecError as exc:
+        raise Invalid(str(exc), tuple(exc.key.split(".")) if exc.key else ()) from None
+    return msgspec.structs.replace(
+        spec, command_spec=command, watchdog_from_ready="heartbeat_timeout" in raw
+    )
 
 
 def _logs(raw: Any, base_dir: Path) -> LogsSettings:

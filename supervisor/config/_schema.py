@@ -43,6 +43,7 @@ __all__ = [
 # Bounds past which `run` cannot work (or would walk millions of files).
 MAX_SPARE_PROCESSES = 64
 MAX_BACKUPS = 1000
+COMMAND_ONLY = ("command", "notify", "probe", "user")  # keys of kind = "command" alone
 
 
 class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,11 +72,11 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One supervised actor (``[actors.NAME]``) or cron task (``[cron.NAME]``)."""
 
-    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance"})
+    _not_keys: ClassVar[frozenset[str]] = frozenset({"name", "instance", "command_spec", "watchdog_from_ready"})
 
     name: str  # the table key ("reader.1" for an instance)
-    target: Target
-    kind: Literal["process", "task"] = "process"
+    target: Target = ""  # required but for kind = "command" (see _checks.check_actor)
+    kind: Literal["process", "task", "command"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     # These four, when unset, come from [supervisor] (heartbeat_timeout: from
     # 2 x this table's heartbeat_interval if that is set).
@@ -105,13 +106,23 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     critical: bool = False
     stop_signal: StopSignal = "SIGTERM"
     failed_retry_after: Positive | None = None
+    # kind = "command": raw here, validated as a whole by supervisor.command.parse_command_spec
+    command: Any = None
+    notify: bool = False
+    probe: Any = None
+    user: str | None = None
+    # filled in by the loader for kind = "command": the parsed CommandSpec (typed Any so that loading a
+    # config without command actors does not import them), and whether the table set heartbeat_timeout
+    command_spec: Any = None
+    watchdog_from_ready: bool = False
 
 
 class CronSpec(ActorSpec, frozen=True, kw_only=True):
     """``[cron.NAME]``: an actor's keys (but kind and restart) plus its timing."""
 
     _not_keys: ClassVar[frozenset[str]] = frozenset(
-        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after"}
+        {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after",
+         *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
     )
 
     interval: Positive | None = None

@@ -50,6 +50,13 @@ def import_target(target: str, base_dir: Path | None = None, base_class: str = "
 
 def check_runnable(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
     """Import ``spec.target`` and check that its ``run`` and constructor fit the spec."""
+    if spec.kind != "command":  # a command's program is looked up at each start (actor.exited if missing)
+        _check_target(spec, base_class, base_dir)
+    if spec.cwd is not None and not Path(spec.cwd).is_dir():
+        raise Invalid(f"not a directory (create it or fix the path), got {show(spec.cwd)}", ("cwd",))
+
+
+def _check_target(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
     try:
         cls = import_target(spec.target, base_dir, base_class)
     except ImportError as exc:
@@ -58,8 +65,6 @@ def check_runnable(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
         raise Invalid(str(exc), ("target",)) from None
     _check_run(spec.target, cls)
     _check_args(spec.target, cls, spec.args)
-    if spec.cwd is not None and not Path(spec.cwd).is_dir():
-        raise Invalid(f"not a directory (create it or fix the path), got {show(spec.cwd)}", ("cwd",))
 
 
 def _check_run(target: str, cls: type) -> None:

@@ -168,11 +168,19 @@ def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None,
         _Column("BEAT AGE", cells(fmt_duration, "last_beat_age"), 3, "right"),
         _Column("CPU %", cells(_percent, "cpu_percent"), 8, "right"),
         _Column("RSS", cells(fmt_bytes, "rss"), 7, "right"),
-        _Column("LAST ERROR", cells(_plain, "last_error"), 5, flexible=True),
+        _Column("LAST ERROR", ["" if row.get("kind") == "group" else _plain(_note(row)) for row in rows], 5,
+                flexible=True),
     ]
     names = [row.get("name") for row in rows]
     at = names.index(selected) if selected in names else None
     return _fit(columns, width, caption=None if rows else "no actors", selected=at)
+
+
+def _note(row: Mapping[str, Any]) -> Any:
+    """The last error, or while a command actor runs, what it last said with STATUS= (sd_notify)."""
+    if row.get("status_text") and row.get("state") == "running":
+        return f"STATUS={row['status_text']}"
+    return row.get("last_error")
 
 
 _STATES = {"state", "status", "outcome", "last_outcome"}

@@ -10,12 +10,13 @@ Everything that lives and dies with one child sits in one :class:`_Run`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import select
 import signal
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -40,6 +41,9 @@ from ._stall import LoopWatch
 from ._states import TRANSITION_EVENTS, ActorState
 from ._task import run_task
 
+if TYPE_CHECKING:
+    from ..command._launch import CommandProcess
+
 __all__ = ["ActorHandle", "Exit"]
 
 log = structlog.get_logger()
@@ -60,10 +64,13 @@ def _readable(sock: socket.socket) -> bool:
 class _Run:
     """One run of a child (or of a task actor): created at spawn, dropped at exit."""
 
-    __slots__ = ("beats", "child", "exiting", "handshake_over", "health", "limits", "ready", "stop")
+    __slots__ = (
+        "beats", "child", "exiting", "handshake_over", "health", "limits", "program", "ready", "status_text", "stop",
+    )
 
     def __init__(self, spec: ActorSpec) -> None:
         self.child: ChildProcess | None = None
+        self.program: CommandProcess | None = None  # a command actor's process (no channel)
         self.stop = anyio.Event()  # end the run gracefully (SIGTERM, or cancel a task)
         self.ready = anyio.Event()
         self.handshake_over = anyio.Event()  # Ready arrived, or a stop came first
@@ -71,6 +78,7 @@ class _Run:
         self.exiting: Exiting | None = None
         self.health = HealthTracker(spec.health_failure_threshold)
         self.limits = LimitChecker(spec.max_rss, spec.max_cpu, spec.cpu_window)
+        self.status_text: str | None = None  # a command actor's last STATUS=
 
 
 class ActorHandle:
@@ -141,7 +149,19 @@ class ActorHandle:
 
     @property
     def child(self) -> ChildProcess | None:
+        """The running child with a channel (None for a command actor's program)."""
         return self._run.child if self._run is not None else None
+
+    @property
+    def _process(self) -> ChildProcess | CommandProcess | None:
+        """The running child or program: what is signalled and sampled."""
+        run = self._run
+        return None if run is None else run.child or run.program
+
+    @property
+    def status_text(self) -> str | None:
+        """What a command actor's program last said with ``STATUS=`` (sd_notify)."""
+        return self._run.status_text if self._run is not None else None
 
     @property
     def beats(self) -> HeartbeatDeadline | None:
@@ -185,12 +205,12 @@ class ActorHandle:
 
     def kill_now(self, reason: str) -> None:
         """SIGKILL the running child's group at once (a run that must not go on)."""
-        if self.child is not None:
+        if self._process is not None:
             self._feed(m.KillRun(reason))
 
     def request_kill(self, reason: str) -> None:
         """Restart the running child gracefully (unhealthy, resource limit)."""
-        if self.child is not None:
+        if self._process is not None:
             self._feed(m.StopRun(reason))
 
     # --- feeding the machine ------------------------------------------------------
@@ -225,8 +245,8 @@ class ActorHandle:
             if run is not None:
                 run.stop.set()
                 run.handshake_over.set()
-        elif isinstance(action, m.KillChild) and run is not None and run.child is not None:
-            run.child.signal_group(signal.SIGKILL)
+        elif isinstance(action, m.KillChild) and run is not None and (proc := run.child or run.program) is not None:
+            proc.signal_group(signal.SIGKILL)
 
     def _announce(self, t: m.Transition) -> None:
         event = TRANSITION_EVENTS[t.new]
@@ -242,7 +262,7 @@ class ActorHandle:
     # --- resources ----------------------------------------------------------------
     def sample(self, max_age: float = 1.0) -> ResourceSample | None:
         """A fresh-enough psutil sample of the running child (None for tasks or no child)."""
-        child = self.child
+        child = self._process
         now = self._clock.now()
         if child is None or child.create_time is None:
             return None
@@ -262,6 +282,9 @@ class ActorHandle:
         record = BeatRecord(self.name, now, self.restarts, sample if self._sampled_at != before else None)
         for observer in self.observers:
             observer.on_beat(record)
+        self._check_limits(run, now, sample)
+
+    def _check_limits(self, run: _Run, now: float, sample: ResourceSample | None) -> None:
         if sample is None:
             return
         reason = run.limits.check(now, sample)
@@ -315,6 +338,8 @@ class ActorHandle:
                     on_running=lambda pid: self._on_task_running(run, pid),
                     on_beat=lambda now: self._on_task_beat(run, now),
                 )
+            if self.spec.kind == "command":
+                return await self._run_command(run)
             try:
                 child = await self._spawner.spawn(actor=self.name, start_timeout=self.spec.start_timeout)
             except HandshakeTimeout as exc:
@@ -336,6 +361,33 @@ class ActorHandle:
                 self._loop_watch.discard(run.beats)
             self._run = None
             self.resources = None  # a stopped actor has no RSS
+
+    async def _run_command(self, run: _Run) -> m.ChildExited | m.SpawnFailed:
+        from ..command._run import CommandRun, run_command
+
+        spec = self.spec
+        command = CommandRun(
+            actor=self.name, command=spec.command_spec, env=spec.env, cwd=spec.cwd,
+            start_timeout=spec.start_timeout, stop_timeout=spec.stop_timeout,
+            stop_signal=signal.Signals[spec.stop_signal],
+            heartbeat_timeout=spec.heartbeat_timeout, watchdog_from_ready=spec.watchdog_from_ready,
+            restarts=self.restarts,
+        )
+        hooks = _CommandHooks(self, run)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hooks.sample_while_running)
+                ended = await run_command(
+                    command, router=self._router, clock=self._clock, stop=run.stop, hooks=hooks,
+                    launcher=functools.partial(self._spawner.spawn_command, actor=self.name),
+                    loop_watch=self._loop_watch,
+                )
+                tg.cancel_scope.cancel()
+            return ended
+        finally:
+            if run.program is not None:
+                self._sampler.forget(run.program.pid)
+                run.program = None
 
     def _on_task_running(self, run: _Run, pid: int) -> None:
         run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
@@ -548,3 +600,71 @@ class ActorHandle:
         finally:
             assembler.close()
             done.set()
+
+
+class _CommandHooks:
+    """What a command actor's run reports, turned into the handle's events, logs and observers."""
+
+    def __init__(self, handle: ActorHandle, run: _Run) -> None:
+        self.handle = handle
+        self.run = run
+        self.spawned_event = anyio.Event()
+
+    def spawned(self, proc: CommandProcess) -> None:
+        self.run.program = proc
+        self.handle._feed(m.Spawned(proc.pid))
+        self.spawned_event.set()
+
+    def ready(self, pid: int) -> None:
+        self.handle._feed(m.Ready(pid))
+        self.run.ready.set()
+        self.run.handshake_over.set()
+
+    def beat(self, now: float) -> None:
+        # A mirror of the run's watchdog deadline, for status' last_beat_age (the LoopWatch has the real one).
+        if self.run.beats is None:
+            self.run.beats = HeartbeatDeadline(self.handle.spec.heartbeat_timeout, now)
+        self.run.beats.beat(now)
+        self.handle._on_beat(self.run, now)
+
+    def status(self, text: str) -> None:
+        self.run.status_text = text
+
+    def health(self, ok: bool, error: str | None) -> None:
+        h = self.handle
+        record = HealthRecord(h.name, h._clock.now(), ok, error)
+        for observer in h.observers:
+            observer.on_health(record)
+
+    def unhealthy(self, failures: int, error: str) -> None:
+        h = self.handle
+        log.warning("actor.unhealthy", actor=h.name, pid=h.pid, failures=failures, error=error)
+        h._bus.publish({"event": "actor.unhealthy", "actor": h.name, "failures": failures})
+        h.request_kill("unhealthy")
+
+    def heartbeat_timeout(self, age: float, timeout: float) -> None:
+        h = self.handle
+        log.warning(
+            "actor.heartbeat_timeout", actor=h.name, pid=h.pid, last_beat_age=round(age, 6), heartbeat_timeout=timeout
+        )
+        h._bus.publish({"event": "actor.heartbeat_timeout", "actor": h.name, "pid": h.pid})
+        h._feed(m.KillRun("heartbeat_timeout"))
+
+    def start_timeout(self, timeout: float) -> None:
+        h = self.handle
+        log.warning(
+            "actor.handshake_timeout", actor=h.name, pid=h.pid, start_timeout=timeout,
+            hint="no READY=1 within start_timeout (notify = true): raise start_timeout, or check that the "
+            "program sends READY=1 to $NOTIFY_SOCKET",
+        )
+        h._feed(m.KillRun("handshake_timeout"))
+
+    async def sample_while_running(self) -> None:
+        """RSS and CPU of the program for status and the limits: a program may never beat."""
+        h = self.handle
+        await self.spawned_event.wait()
+        while True:
+            now = h._clock.now()
+            every = min(h.spec.heartbeat_interval * 0.9, STATUS_SAMPLE_INTERVAL)  # a sample is ~0.1 ms
+            self.handle._check_limits(self.run, now, h.sample(max_age=0.0))
+            await h._clock.sleep_until(now + every)

@@ -29,6 +29,9 @@ The table (state, event -> next state; every other pair leaves the life as it is
     failed   | Stop, Retire   -> failed          [CancelTimer]
     any      | Retire         -> (same state)    (no run starts again: a shutdown began)
 
+A command actor's program that cannot run (``SpawnFailed(exited=True)``) is
+an ``actor.exited`` with the reason (``program_not_found``...) and the error.
+
 After exit (``ChildExited``, ``TaskEnded``, ``SpawnFailed``), in one step:
 stopping or policy says no -> [errored ->] stopped; intensity exceeded ->
 errored -> failed; otherwise errored -> backoff [StartTimer]. ``errored`` is
@@ -167,6 +170,7 @@ class ChildExited:
     returncode: int
     exiting_reason: str | None = None  # from the child's Exiting frame, if it sent one
     exiting_error: str | None = None
+    program: bool = False  # a command actor's program: it has no run() to return from
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,9 @@ class TaskEnded:
 
 @dataclass(frozen=True)
 class SpawnFailed:
-    reason: str  # handshake_timeout | protocol_error | spawn_error
+    reason: str  # handshake_timeout | protocol_error | spawn_error | program_not_found | ...
     error: str
+    exited: bool = False  # a command actor's program could not run: say so in actor.exited
 
 
 @dataclass(frozen=True)
@@ -333,7 +338,8 @@ def classify(life: Life, event: ChildExited | TaskEnded | SpawnFailed) -> Exit:
     if event.exiting_reason == "completed" and rc == 0:
         return Exit("completed", code)
     if rc == 0:
-        return Exit("exit", code, error="exited with status 0 without returning from run()")
+        return Exit("exit", code, error="exited with status 0" if event.program else
+                    "exited with status 0 without returning from run()")
     return Exit("crash", code, sig, event.exiting_error)
 
 
@@ -348,6 +354,9 @@ def _after_exit(
         actions.append(Emit(30 if ended.abnormal else 20, "actor.exited", fields, publish=True))
     elif isinstance(event, TaskEnded):
         actions.append(Emit(20, "actor.exited", {"pid": life.pid, "reason": ended.reason}))
+    elif event.exited:
+        fields = {"pid": None, "reason": ended.reason, "error": ended.error}
+        actions.append(Emit(30, "actor.exited", fields, publish=True))
     ran_for = now - life.started_at if life.started_at is not None else 0.0
     last_error = life.last_error
     if ended.error:

@@ -32,14 +32,15 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._cgroup import CgroupTree, open_tree
-from ._child import ChildProcess
 from ._deathwatch import tree_tokens
 
 __all__ = ["ENV_KEY", "Reaper", "own_children"]
@@ -87,6 +88,26 @@ def cookie_of(pid: int) -> list[str]:
         return []
 
 
+class Tracked(Protocol):
+    """What :meth:`Reaper.track` needs of a child (a ChildProcess, a command actor's CommandProcess)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    token: str
+    on_exit: Callable[[], None] | None
+
+
+def zombie_session(pid: int) -> int | None:
+    """The session id of ``pid`` if it is a zombie (its /proc stat outlives its environ)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return int(fields[3]) if len(fields) > 3 and fields[0] == b"Z" else None
+
+
 class _Adopted:
     __slots__ = ("killed", "pidfd", "token")
 
@@ -126,7 +147,7 @@ class Reaper:
         """``env`` with ``token`` appended to the cookie (a nested supervisor keeps the outer one)."""
         return {**env, ENV_KEY: " ".join(filter(None, (env.get(ENV_KEY, ""), token)))}
 
-    def track(self, child: ChildProcess, token: str, actor: str) -> None:
+    def track(self, child: Tracked, token: str, actor: str) -> None:
         """``child`` was started with ``token``; kill its leftovers once it has been reaped."""
         child.token = token
         child.on_exit = lambda: self.exited(token)
@@ -204,6 +225,8 @@ class Reaper:
             if token is None and self.cgroups is not None:  # no cookie, but in one of our cgroups
                 serial = self.cgroups.serial_of(pid)
                 token = None if serial is None else f"{self.prefix}.{serial}"
+            if token is None:  # a zombie has no environ left: ours if it is in a session one of ours led
+                token = self._session_owner(pid)
             if token is None:
                 continue  # not from our children (a host's own child): none of our business
             try:
@@ -213,6 +236,13 @@ class Reaper:
             self._adopted[pid] = _Adopted(pidfd, token)
             new.append(pid)
         return new
+
+    def _session_owner(self, pid: int) -> str | None:
+        """The token of the child (a session leader) whose session dead ``pid`` was in, if any."""
+        session = zombie_session(pid)
+        if session is None:
+            return None
+        return next((token for token, (_, leader) in self._owners.items() if leader == session), None)
 
     async def _reap_adopted(self, pid: int) -> None:
         await anyio.wait_readable(self._adopted[pid].pidfd)  # cancelled: _close collects it

@@ -17,8 +17,8 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
@@ -33,6 +33,10 @@ from ..exceptions import HandshakeTimeout, ProtocolError
 from ._child import REAP_TIMEOUT, ChildProcess, wait_until
 from ._popen import AsyncPopen
 from ._reaper import Reaper
+
+if TYPE_CHECKING:
+    from ..command._launch import CommandProcess
+    from ..command._privileges import Credentials
 
 __all__ = ["ColdSpawner", "Spawner", "WarmSpawner", "await_hello", "discard"]
 
@@ -61,6 +65,12 @@ class Spawner(Protocol):
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         """Background work (the reaper, keeping a pool warm); returns when cancelled."""
+
+    def spawn_command(
+        self, argv: Sequence[str], *, actor: str, env: Mapping[str, str], cwd: str | None,
+        credentials: Credentials | None,
+    ) -> CommandProcess:
+        """A command actor's program, started and tracked by the reaper (ProgramError if it cannot run)."""
 
 
 class ColdSpawner:
@@ -125,6 +135,18 @@ class ColdSpawner:
             await discard(child)
             raise
         return child
+
+    def spawn_command(
+        self, argv: Sequence[str], *, actor: str, env: Mapping[str, str], cwd: str | None,
+        credentials: Credentials | None,
+    ) -> CommandProcess:
+        """As :meth:`spawn` without the channel: the program has the tree cookie and is tracked."""
+        from ..command._launch import launch  # only a config with command actors pays for the import
+
+        token = self.reaper.new_token()
+        proc = launch(argv, env=self.reaper.child_env(dict(env), token), cwd=cwd, credentials=credentials)
+        self.reaper.track(proc, token, actor)
+        return proc
 
 
 async def await_hello(child: ChildProcess, actor: str, start_timeout: float, clock: Clock) -> None:
