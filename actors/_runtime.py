@@ -129,6 +129,9 @@ def _attach_ring(fd_text: str | None) -> SharedRing | None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     _die_with_parent()
+    nice = os.environ.pop("ACTORSUP_NICE", "")
+    if nice:  # below the supervisor, so a restart storm cannot starve its beats and control socket
+        os.nice(int(nice))
     channel = ChildChannel(socket.socket(fileno=int(argv[1])), _attach_ring(argv[2] if len(argv) > 2 else None))
     channel.hello(os.getpid())
     _preload()

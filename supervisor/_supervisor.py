@@ -34,8 +34,9 @@ from .logs import LogRouter
 from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
+from .process._forkserver import ForkServerSpawner, spawner_for
 from .process._resources import ResourceSampler
-from .process._spawn import Spawner, WarmSpawner
+from .process._spawn import Spawner
 from .tree._instances import scale_plan
 from .tree._order import DependencyError
 from .tree._shell import TreeRunner, leaf_specs, tree_of
@@ -59,13 +60,7 @@ class Supervisor:
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
-        self.spawner = spawner or WarmSpawner(
-            spares=config.supervisor.spare_processes,
-            pythonpath=[str(config.base_dir)],
-            clock=self.clock,
-            ring_size=config.supervisor.channel_ring,
-            backend=config.supervisor.backend,
-        )
+        self.spawner = spawner or spawner_for(config, self.clock)
         self.monitor = HeartbeatMonitor(
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
@@ -312,6 +307,8 @@ class Supervisor:
             await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
             self.tree.retree(config)  # raises on a bad tree before anything else changed
             self.config = config
+            if isinstance(self.spawner, ForkServerSpawner):
+                self.spawner.renew(config.supervisor.preload)  # preloaded modules re-imported
             for name in (*removed, *changed):
                 await self._remove(name)
             for name in (*changed, *added):

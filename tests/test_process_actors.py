@@ -5,16 +5,30 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import anyio
 import psutil
 import pytest
 
 from supervisor.lifecycle._states import ActorState
+from tests import harness
 from tests.harness import running_supervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 T = "tests.sample_actors:"
+
+
+@pytest.fixture(autouse=True, params=["forkserver", "spawn"])
+def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both spawners: children forked by the template, and spawned ones."""
+    make_config = harness.make_config
+
+    def with_spawner(actors: Any, cron: Any = None, **supervisor: Any) -> Any:
+        return make_config(actors, cron, **{"spawner": request.param, **supervisor})
+
+    monkeypatch.setattr(harness, "make_config", with_spawner)
+    return str(request.param)
 
 
 class TestRestarts:
@@ -119,7 +133,9 @@ class TestRestarts:
             assert "exceeds" in error["error"] or "undecodable" in error["error"]
             await log.wait_for("actor.failed", actor="g")
             assert log.find("actor.exited", actor="g")[0]["reason"] == "protocol_error"
-            assert sup.handles["s"].state is ActorState.RUNNING
+            with anyio.fail_after(20):  # it may start later than g fails
+                await sup.wait_for_state("s", ActorState.RUNNING)
+            assert log.find("actor.exited", actor="s") == []
 
     @pytest.mark.parametrize("channel_ring", ["128KiB", 0], ids=["ring", "socket"])
     async def test_the_event_before_garbage_is_never_lost(self, channel_ring: str | int) -> None:

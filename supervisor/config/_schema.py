@@ -8,6 +8,7 @@ across fields live in ``_checks``, next door.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -19,6 +20,7 @@ from ._types import (
     Count,
     Folder,
     Level,
+    Module,
     Name,
     NonNegative,
     Port,
@@ -58,7 +60,13 @@ class SupervisorSettings(msgspec.Struct, frozen=True, kw_only=True):
     control_socket: SomePath | None = None  # unset: state_dir / "actorsup.sock"
     state_dir: SomePath = Path(".actorsup")  # unset: .actorsup in the config's folder
     backend: Literal["trio", "asyncio"] = "trio"
-    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1
+    spare_processes: Annotated[int, Range(ge=0, le=MAX_SPARE_PROCESSES)] = 1  # forked ones with the fork server
+    spawner: Literal["forkserver", "spawn"] = "forkserver" if sys.platform == "linux" else "spawn"
+    preload: tuple[Module, ...] = ()  # imported once by the fork server's template
+    # Children run this many nice steps below the supervisor: a restart storm (or
+    # hundreds of actors starting) then cannot take the CPU from the supervisor's
+    # heartbeat checks and control socket; an actor busy for long still gets its share.
+    child_nice: Annotated[int, Range(ge=0, le=19)] = 5
     metrics_port: Port | None = None
     log_buffer: Count = 1000
     channel_ring: Size = 128 * 1024

@@ -24,6 +24,7 @@ __all__ = [
     "Invalid",
     "Level",
     "Match",
+    "Module",
     "Name",
     "NonNegative",
     "Parse",
@@ -154,6 +155,7 @@ Port = Annotated[int, Range(ge=0, le=65535)]
 NAME = Match(r"[A-Za-z0-9_.-]+", "a string made of letters, digits, '_', '.' or '-'")
 Name = Annotated[str, NAME]  # of an actor, a cron task, ...
 Target = Annotated[str, Match(r"[^:]+:.+", '"module:Class"')]
+Module = Annotated[str, Match(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", 'a module name such as "myapp.models"')]
 Size = Annotated[int, Parse(lambda value, _: parse_size(value))]  # bytes, or "10MiB"
 SomePath = Annotated[Path, Parse(_path)]
 Folder = Annotated[str, Parse(lambda value, base: str(_path(value, base)))]

@@ -147,14 +147,33 @@ class Reaper:
         """``env`` with ``token`` appended to the cookie (a nested supervisor keeps the outer one)."""
         return {**env, ENV_KEY: " ".join(filter(None, (env.get(ENV_KEY, ""), token)))}
 
-    def track(self, child: Tracked, token: str, actor: str) -> None:
-        """``child`` was started with ``token``; kill its leftovers once it has been reaped."""
+    def reserve(self, token: str) -> Path | None:
+        """A child with ``token`` is being made elsewhere (a fork server): not adopted before :meth:`track`.
+
+        Returns its cgroup leaf, made now, for ``clone3(CLONE_INTO_CGROUP)`` (None without cgroups).
+        Undo with :meth:`exited` if it never gets tracked; its process, if any, is then killed as a leftover.
+        """
+        self._live[token] = 0
+        if self.cgroups is None:
+            return None
+        leaf = self.cgroups.leaf(int(token.rpartition(".")[2]))
+        try:
+            leaf.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        return leaf
+
+    def track(self, child: Tracked, token: str, actor: str, *, placed: bool = False) -> None:
+        """``child`` was started with ``token``; kill its leftovers once it has been reaped.
+
+        ``placed``: it was born in its cgroup leaf (see :meth:`reserve`), so it is not moved there.
+        """
         child.token = token
         child.on_exit = lambda: self.exited(token)
         self._live[token] = child.pid
         self._owners[token] = (actor, child.pid)
         serial = int(token.rpartition(".")[2])
-        if self.cgroups is not None and self.cgroups.add(serial, child.pid):
+        if self.cgroups is not None and (placed or self.cgroups.add(serial, child.pid)):
             self._leaves[token] = serial
         if len(self._owners) > _OWNERS_KEPT + len(self._live):
             for old in list(self._owners)[: len(self._owners) // 4]:
@@ -227,8 +246,8 @@ class Reaper:
                 token = None if serial is None else f"{self.prefix}.{serial}"
             if token is None:  # a zombie has no environ left: ours if it is in a session one of ours led
                 token = self._session_owner(pid)
-            if token is None:
-                continue  # not from our children (a host's own child): none of our business
+            if token is None or self._live.get(token) == 0:
+                continue  # not from our children (a host's own child), or reserved: not ours to reap
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError:

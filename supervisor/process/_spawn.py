@@ -82,11 +82,13 @@ class ColdSpawner:
         clock: Clock | None = None,
         ring_size: int = RING_SIZE,
         backend: str | None = None,
+        child_nice: int = 0,
     ) -> None:
         """``ring_size``: bytes of each child's shared-memory frame ring; 0 sends frames on the socket.
 
         ``backend``: the anyio backend children will be asked to run, so a child
         preloads only that one (asyncio's import is ~35 ms of a cold start).
+        ``child_nice``: nice steps below the supervisor for each child (``[supervisor] child_nice``).
         """
         self.python = python
         self.ring_size = ring_size
@@ -96,6 +98,8 @@ class ColdSpawner:
         env["ACTORSUP_PARENT_PID"] = str(os.getpid())
         if backend is not None:
             env["ACTORSUP_BACKEND"] = backend
+        if child_nice:
+            env["ACTORSUP_NICE"] = str(child_nice)  # applied by actors._runtime
         paths = [*pythonpath, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
