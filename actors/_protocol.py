@@ -58,6 +58,9 @@ class Doorbell(_Frame, tag="ring", frozen=True):
 class Ready(_Frame, tag="ready", frozen=True):
     """The actor object exists; ``run()`` (or the cron loop) starts now."""
 
+    # It overrides health_check(): Health frames will come (a default, so older frames decode).
+    has_health_check: bool = False
+
 
 class Beat(_Frame, tag="beat", frozen=True):
     seq: int

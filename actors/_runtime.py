@@ -154,11 +154,16 @@ def main(argv: list[str] | None = None) -> None:
         log.error("actor.init_failed", target=init.target, error=error)
         channel.send(Exiting(reason="error", error=error))
         os._exit(1)
-    channel.send(Ready())
+    channel.send(Ready(has_health_check=_checks_health(actor)))
     code = anyio.run(_Runtime(channel, init, actor).main, backend=init.backend)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _checks_health(actor: Actor) -> bool:
+    """It overrides health_check(): the runtime runs it and sends Health frames."""
+    return type(actor).health_check is not Actor.health_check
 
 
 class _Runtime:
@@ -177,7 +182,7 @@ class _Runtime:
             # The handlers are in place before run() starts, so an actor that sets
             # its own SIGTERM disposition in run() is not overridden afterwards.
             await tg.start(self._on_signals)
-            if type(self.actor).health_check is not Actor.health_check:
+            if _checks_health(self.actor):
                 tg.start_soon(self._health_loop)
             if self.init.mode == "actor":
                 tg.start_soon(self._run_actor)

@@ -47,6 +47,8 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import contextlib
+
 from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
 from benchmarks._stats import Figure, figures_json, print_figures, summarize
 from benchmarks.restart import (
@@ -134,10 +136,8 @@ def _sigterm(proc: subprocess.Popen[bytes], watched: list[psutil.Process]) -> tu
     _, alive = psutil.wait_procs(watched, timeout=1.0)
     left = 0
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             left += proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            pass
     return took, left
 
 
@@ -424,9 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     for n in args.actors:
         runs: list[tuple[str, Callable[[], Run], bool]] = [
-            (f"actorsup ({args.spawner})", lambda: bench_actorsup(cmd, n, args, problems), True)]
+            (f"actorsup ({args.spawner})", lambda n=n: bench_actorsup(cmd, n, args, problems), True)]
         if not args.skip_peer:
-            runs.append(("supervisord 4.3", lambda: bench_supervisord(n, args, problems), False))
+            runs.append(("supervisord 4.3", lambda n=n: bench_supervisord(n, args, problems), False))
         for who, bench, targets in runs:
             print(f"measuring {who}, {n} actors ...", file=sys.stderr, flush=True)
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from .app._sdnotify import SystemdNotifier
-from .config import ActorSpec, Config, CronSpec, load_config
+from .config import ActorSpec, Config, CronSpec, SinkSpec, load_config
 from .core._bus import EventBus
 from .core._clock import Clock, MonotonicClock
 from .cron import CronManager
@@ -30,7 +30,8 @@ from .exceptions import ConfigError, ControlError, UnknownActor
 from .lifecycle._handle import ActorHandle
 from .lifecycle._stall import LoopWatch
 from .lifecycle._states import ActorState
-from .logs import LogRouter
+from .logs import LogRouter, Sink, build_sinks
+from .logs._build import SinkPlan, plan_sinks
 from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
@@ -55,8 +56,12 @@ class Supervisor:
         clock: Clock | None = None,
         spawner: Spawner | None = None,
         bus: EventBus | None = None,
+        sink_builder: Callable[[tuple[SinkSpec, ...]], list[Sink]] = build_sinks,
     ) -> None:
+        """``sink_builder`` makes the sinks a reload adds (`actorsup run` passes one that
+        honours ``--log-format``)."""
         self.config = config
+        self._sink_builder = sink_builder
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
@@ -206,10 +211,12 @@ class Supervisor:
         """The actors ``name`` stands for: ``all``, a glob (``'reader*'``), a group's leaves,
         an actor's instances, or itself; raise :class:`UnknownActor` if it names nothing."""
         tree = self.tree.tree
+        # per-run cron tasks have no handle: only a scheduler to stop and start
+        per_run = [n for n in self.cron.list_tasks() if n not in self.handles]
         if name == "all":
-            return list(self._order)
+            return [*self._order, *per_run]
         if any(c in name for c in "*?["):
-            names = [*self._order, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
+            names = [*self._order, *per_run, *tree.groups, *{leaf.base for leaf in tree.leaves.values()}]
             found = [leaf for n in names if fnmatch.fnmatchcase(n, name) for leaf in self.leaves(n)]
             if not found:
                 raise UnknownActor(name)
@@ -219,7 +226,8 @@ class Supervisor:
         instances = [leaf for leaf in tree.instances_of(name) if leaf != name]
         if instances:
             return instances
-        self.handle(name)
+        if name not in per_run:
+            self.handle(name)
         return [name]
 
     def _in_tree(self, leaves: list[str]) -> list[str]:
@@ -231,17 +239,29 @@ class Supervisor:
         self._refuse_while_shutting_down(f"start {name}")
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
-        if len(leaves) == 1:
+        if len(leaves) == 1 and leaves[0] in self.handles:
             self.handle(leaves[0]).start()
         else:
             await self.tree.start_leaves(leaves)
+        await self._schedule_crons(leaves)
 
     async def stop_actor(self, name: str) -> None:
-        """Stop them (in stop order); group restarts leave them stopped until started again."""
+        """Stop them (in stop order); group restarts leave them stopped until started again.
+
+        A cron task's scheduler stops too (no due times, triggers refused) until it is started.
+        """
         leaves = self.leaves(name)
+        crons = [leaf for leaf in leaves if leaf in self.cron.list_tasks()]
+        for leaf in crons:  # first: nothing is due while its process stops
+            self.cron.pause_task(leaf)
         for leaf in self._in_tree(leaves):
             self.tree.state.stopped_by_user(leaf)
-        await self.tree.stop_leaves(leaves)
+        await self.tree.stop_leaves(leaves)  # graceful: a run in progress gets the stop signal
+        for leaf in crons:
+            executor = self._executors.get(leaf)
+            if isinstance(executor, PerRunExecutor) and executor.current is not None:
+                await executor.current.stop()
+            await self.cron.stop_task(leaf)
 
     async def restart_actor(self, name: str) -> None:
         leaves = self.leaves(name)
@@ -250,6 +270,12 @@ class Supervisor:
         for leaf in self._in_tree(leaves):
             self.tree.state.started_by_user(leaf)
         await self.tree.start_leaves(leaves)
+        await self._schedule_crons(leaves)  # a stopped cron task is scheduled again
+
+    async def _schedule_crons(self, leaves: list[str]) -> None:
+        for leaf in leaves:
+            if leaf in self.cron.list_tasks():
+                await self.cron.start_task(leaf)
 
     async def scale(self, name: str, count: int) -> dict[str, list[str]]:
         """Run ``count`` instances of actor ``name``: start the new ones, stop the highest."""
@@ -297,26 +323,52 @@ class Supervisor:
                 tree_of(config.groups, config.actors, config.table_order)
             except DependencyError as exc:
                 raise ConfigError("<config>", f"actors.{exc.actor}.depends_on", str(exc)) from None
-            old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
-            new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
-            added = [n for n in new if n not in old]
-            removed = [n for n in old if n not in new]
-            changed = [n for n in new if n in old and new[n] != old[n]]
-            self.notifier.reloading()
-            gone = [n for n in (*removed, *changed) if n in self.handles]
-            await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
-            self.tree.retree(config)  # raises on a bad tree before anything else changed
-            self.config = config
-            if isinstance(self.spawner, ForkServerSpawner):
-                self.spawner.renew(config.supervisor.preload)  # preloaded modules re-imported
-            for name in (*removed, *changed):
-                await self._remove(name)
-            for name in (*changed, *added):
-                await self._add_spec(new[name])
-            self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
-            log.info("supervisor.reloaded", added=added, removed=removed, changed=changed)
-            self.notifier.ready()
-            return {"added": added, "removed": removed, "changed": changed}
+            sinks = await self._plan_sinks(config)
+            try:
+                return await self._apply(config, sinks)
+            except BaseException:
+                if sinks is not None and self.config is not config:  # not swapped in: close them
+                    with anyio.CancelScope(shield=True):
+                        for sink in sinks.added:
+                            await sink.aclose()
+                raise
+
+    async def _plan_sinks(self, config: Config) -> SinkPlan | None:
+        """The new sinks of a changed ``[logs]`` (built, not yet running); None if unchanged."""
+        if config.logs == self.config.logs:
+            return None
+        try:
+            return await plan_sinks(self.router.sinks, config.logs.sinks, self._sink_builder)
+        except (OSError, ValueError) as exc:
+            where = str(config.source) if config.source else "<config>"
+            raise ConfigError(where, "logs.sinks", f"{exc}; the sinks are unchanged") from None
+
+    async def _apply(self, config: Config, sinks: SinkPlan | None) -> dict[str, list[str]]:
+        old = {s.name: s for s in (*leaf_specs(self.config.actors), *self.config.cron)}
+        new = {s.name: s for s in (*leaf_specs(config.actors), *config.cron)}
+        added = [n for n in new if n not in old]
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and new[n] != old[n]]
+        self.notifier.reloading()
+        gone = [n for n in (*removed, *changed) if n in self.handles]
+        await self.tree.stop_leaves(gone)  # in stop order, before the old tree goes
+        self.tree.retree(config)  # raises on a bad tree before anything else changed
+        self.config = config
+        if isinstance(self.spawner, ForkServerSpawner):
+            self.spawner.renew(config.supervisor.preload)  # preloaded modules re-imported
+        if sinks is not None:
+            await self.router.replace_sinks(sinks)
+        for name in (*removed, *changed):
+            await self._remove(name)
+        for name in (*changed, *added):
+            await self._add_spec(new[name])
+        self._tg_start_all([n for n in (*changed, *added) if n in self.handles and n not in self._cron_names()])
+        result = {"added": added, "removed": removed, "changed": changed}
+        if sinks is not None:
+            result["logs"] = sinks.changes
+        log.info("supervisor.reloaded", **result)
+        self.notifier.ready()
+        return result
 
     async def _add_spec(self, spec: ActorSpec) -> None:
         if isinstance(spec, CronSpec):

@@ -264,6 +264,7 @@ class HeartbeatMonitor(Observer):
             else:
                 comp.tracker.reset()
             comp.restarts = record.restarts
+            comp.reports_health = record.has_health_check  # this child's code: it may have changed
             before = comp.effective(record.at)
             comp.status = "healthy"
             comp.last_beat, comp.last_beat_wall = record.at, self._clock.wall()

@@ -333,3 +333,13 @@ class CleanEnvDaemon(Actor):
         starter.wait()
         self.log.info("cleanenv.started", daemon=daemon)
         await anyio.sleep_forever()
+
+
+class HealthChecked(Actor):
+    """Defines health_check(); with a long health_interval its first result comes much later."""
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    async def health_check(self) -> bool:
+        return True

@@ -181,7 +181,7 @@ class TestRender:
         assert log_line(b"plain text\n") == "plain text"
 
     def test_heartbeat_components(self) -> None:
-        """Components show their age as a duration and the last error's message, not its record."""
+        """Components show their age and timeout as durations and the last error's message, not its record."""
         import io
 
         from rich.console import Console
@@ -190,7 +190,7 @@ class TestRender:
 
         report = {"status": "error", "counts": {"total": 1, "error": 1},
                   "components": {"db": {"name": "db", "status": "error", "last_heartbeat": "T",
-                                        "last_heartbeat_age": 75.5, "error_count": 2,
+                                        "last_heartbeat_age": 75.5, "timeout": 1.0, "error_count": 2,
                                         "errors": [{"timestamp": "T", "error": "old"},
                                                    {"timestamp": "T", "error": "conn refused"}]}}}
         out = io.StringIO()
@@ -199,8 +199,8 @@ class TestRender:
             console.print(part)
         lines = out.getvalue().splitlines()
         assert lines[0] == "status: error  total=1  error=1"
-        assert lines[1].split() == ["NAME", "STATUS", "LAST", "HEARTBEAT", "AGE", "ERRORS"]
-        assert lines[2].split() == ["db", "error", "1m15s", "2:", "conn", "refused"]
+        assert lines[1].split() == ["NAME", "STATUS", "LAST", "HEARTBEAT", "AGE", "TIMEOUT", "ERRORS"]
+        assert lines[2].split() == ["db", "error", "1m15s", "1.0s", "2:", "conn", "refused"]
 
 
 def rendered(table: object, width: int) -> list[str]:

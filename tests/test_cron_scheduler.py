@@ -315,3 +315,22 @@ class TestMisfire:
         assert [r.trigger for r in executor.runs] == ["catch_up"]
         assert executor.runs[0].missed == 6
         assert executor.runs[0].scheduled_at == 1_704_070_800.0  # 01:00
+
+
+class TestPause:
+    async def test_paused_scheduler_has_no_due_times_and_refuses_a_trigger(self) -> None:
+        """pause(): next_due is None, due times pass without a run or misfire, trigger raises; the run goes on."""
+        clock = QuickClock()
+        executor = FakeExecutor(clock, duration=5.0)
+        with capture_logs() as logs:
+            async with running(make_spec(interval=10.0, overlap="queue"), executor, clock) as sched:
+                await clock.advance(10)  # the first run starts, lasting 5 s
+                await sched.trigger()  # queued behind it
+                sched.pause()
+                assert sched.next_due is None and not sched.started
+                with pytest.raises(TaskNotRunning):
+                    await sched.trigger()
+                await clock.advance(100)
+        assert executor.starts == [1010.0]  # the queued run never started, nothing else was due
+        assert [e["outcome"] for e in events(logs, "cron.run.finished")] == ["ok"]
+        assert events(logs, "cron.misfire") == []

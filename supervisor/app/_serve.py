@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from .._supervisor import Supervisor
-from ..config import Config
+from ..config import Config, SinkSpec
 from ..control import ControlServer, socket_path_for
 from ..logs import LogRouter, build_sinks, configure_supervisor_logging
 from ..logs._sinks import Sink, StdoutSink
@@ -56,7 +56,7 @@ async def serve(config: Config, socket_override: Path | None = None, log_format:
                 stop.request(early)
             await tg.start(router.run)
             if not stop.requested:
-                status = await _run_supervisor(tg, config, router, stop, socket_override)
+                status = await _run_supervisor(tg, config, router, stop, socket_override, log_format)
             tg.cancel_scope.cancel()
     finally:
         await router.aclose()
@@ -94,9 +94,13 @@ _STAMPS = ("seq", "id", "host")
 
 
 async def _run_supervisor(tg: anyio.abc.TaskGroup, config: Config, router: LogRouter, stop: _Stop,
-                          socket_override: Path | None) -> int:
+                          socket_override: Path | None, log_format: str = "json") -> int:
     """The supervisor's run; its exit status (3: something critical gave up)."""
-    supervisor = Supervisor(config, router=router)
+
+    def sink_builder(specs: tuple[SinkSpec, ...]) -> list[Sink]:  # a reload's new sinks
+        return _console_stdout(build_sinks(specs), log_format)
+
+    supervisor = Supervisor(config, router=router, sink_builder=sink_builder)
     stop.attach(supervisor)  # a stop from now on ends the run once it has started
     # The control socket comes first: `status` works while actors start.
     await tg.start(ControlServer(supervisor, socket_override or socket_path_for(config)).serve)

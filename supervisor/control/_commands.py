@@ -390,7 +390,9 @@ def cmd_reload(args: argparse.Namespace, path: Path) -> int:
         _print_json(diff)
     else:
         parts = [f"{key} {', '.join(diff.get(key) or []) or '-'}" for key in ("added", "removed", "changed")]
-        changed = any(diff.get(key) for key in ("added", "removed", "changed"))
+        if diff.get("logs"):  # [logs] changed: which sinks
+            parts.append("logs " + ", ".join(diff["logs"]))
+        changed = any(diff.get(key) for key in ("added", "removed", "changed", "logs"))
         print("reloaded: " + ("; ".join(parts) if changed else "no changes"))
     return 0
 

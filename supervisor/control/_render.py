@@ -189,7 +189,7 @@ _STATES = {"state", "status", "outcome", "last_outcome"}
 def _cell(key: str, value: Any) -> Any:
     if key in _STATES:
         return _state(value)
-    if key.endswith(("_age", "_in", "duration")):  # seconds, by the naming convention
+    if key.endswith(("_age", "_in", "duration", "timeout")):  # seconds, by the naming convention
         return fmt_duration(value)
     return _plain(value)
 

@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ..cron._errors import TaskNotRunning
 from ..exceptions import ConfigError, ControlError, SupervisorError, UnknownActor
 from ._api import ControlTarget
 from ._errors import BadSocketPath, SocketInUse
@@ -72,6 +73,11 @@ class _Refused(Exception):
         self.code = code
         self.message = message
         super().__init__(message)
+
+
+def _stopped(name: str) -> _Refused:
+    return _Refused("stopped", f"cron trigger: {name!r} is stopped; start it first "
+                    f"(`actorsup start {name}`), then trigger it")
 
 
 class _Drop(Exception):
@@ -326,16 +332,18 @@ class ControlServer:
         """A stopped cron task is paused: a trigger would answer a run_id for a run that never comes."""
         for row in self.target.status():
             if row.get("name") == name and row.get("kind") == "cron" and row.get("state") == "stopped":
-                raise _Refused("stopped", f"cron trigger: {name!r} is stopped; start it first "
-                               f"(`actorsup start {name}`), then trigger it")
+                raise _stopped(name)
 
     def _known(self, actor: str) -> bool:
         """A current actor, or one with buffered lines (removed by a reload); else a typo."""
         return actor in self._names() or bool(self._method("log_tail")(1, actor))
 
     def _names(self) -> dict[str, str]:
-        """Every actor and cron task: name -> kind."""
-        return {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+        """Every actor and cron task: name -> kind (a per-run cron task has no status row)."""
+        names = {str(row.get("name")): str(row.get("kind")) for row in self.target.status()}
+        for row in self._method("cron_list")():
+            names.setdefault(str(row.get("name")), "cron")
+        return names
 
     def _unknown(self, cmd: str, exc: UnknownActor) -> bytes:
         names = self._names()
@@ -347,6 +355,8 @@ class ControlServer:
         return error_reply("unknown_actor", f"{exc}; known names: {_cut(known)}")
 
     def _failure(self, cmd: str, exc: Exception) -> bytes:
+        if isinstance(exc, TaskNotRunning):  # a per-run task has no status row to check first
+            exc = _stopped(exc.task)
         if isinstance(exc, _Refused):
             return error_reply(exc.code, exc.message)
         if isinstance(exc, UnknownActor):

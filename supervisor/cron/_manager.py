@@ -64,6 +64,7 @@ class _Registered:
     scheduler: CronScheduler
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event | None = None
+    resume: bool = False  # stopped by stop_task: the next start skips what it missed
 
 
 class CronManager:
@@ -221,16 +222,28 @@ class CronManager:
         try:
             with anyio.CancelScope() as scope:
                 entry.scope = scope
-                await entry.scheduler.run(task_status=task_status)
+                await entry.scheduler.run(fresh=entry.resume, task_status=task_status)
         finally:
             entry.scope = None
             entry.stopped.set()
 
+    def pause_task(self, name: str) -> None:
+        """Begin stopping ``name``: no more due times, triggers refused; a run in progress
+        goes on (so its process can be stopped gracefully before :meth:`stop_task`)."""
+        entry = self._get(name)
+        if entry.scope is not None:
+            entry.scheduler.pause()
+
     async def stop_task(self, name: str) -> None:
-        """Stop scheduling ``name``; a run in progress is killed and recorded as such."""
+        """Stop scheduling ``name``; a run in progress is killed and recorded as such.
+
+        Started again, it schedules from then on: the due times it was stopped
+        through are not misfires.
+        """
         entry = self._get(name)
         if entry.scope is None or entry.stopped is None:
             return
+        entry.resume = True
         entry.scope.cancel()
         await entry.stopped.wait()
 
@@ -247,7 +260,8 @@ class CronManager:
             await self.stop_task(name)
 
     def is_started(self, name: str) -> bool:
-        return self._get(name).scope is not None
+        entry = self._get(name)
+        return entry.scope is not None and entry.scheduler.started
 
     # --- runs --------------------------------------------------------------------
     async def trigger(self, name: str) -> str:
@@ -275,7 +289,7 @@ class CronManager:
         return {
             "name": name,
             "schedule": sched.describe_schedule(),
-            "started": entry.scope is not None,
+            "started": self.is_started(name),
             "running": sched.running_run is not None,
             "run_id": sched.running_run,
             "next_run_at": _iso(next_due),

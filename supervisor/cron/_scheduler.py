@@ -115,13 +115,15 @@ class CronScheduler:
         self._waiting: _Entry | None = None
         self._live: dict[str, _Entry] = {}
         self._start_wall = 0.0
+        self._paused = False  # stopping: no due times, no trigger, no queued run
         self.next_due: float | None = None  # Unix time of the next due run, once started
         self.last_record: RunRecord | None = None
 
     # --- public ------------------------------------------------------------------
     @property
     def started(self) -> bool:
-        return self._tg is not None
+        """Scheduling: running and not being stopped."""
+        return self._tg is not None and not self._paused
 
     @property
     def running_run(self) -> str | None:
@@ -134,15 +136,21 @@ class CronScheduler:
             return f"{self._schedule.expr}{zone}"
         return f"every {self.spec.interval:g}s"
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, fresh: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Schedule runs until cancelled; a run in progress is then killed and recorded.
+
+        ``fresh``: start from now, not from the last due time on record (a task the
+        user stopped missed nothing while it was stopped: no misfire, no catch-up).
 
         Due times fire as :class:`~supervisor.core._timer.Timer` callbacks, which decide
         synchronously; this task is the runner, executing one run at a time (every
         overlap policy keeps at most one run going). A due run therefore costs one
         wake-up, not a sleeping task's timeout plus a new task.
         """
-        last_due = self._history.last_due(self.name) if self._history else None
+        last_due = self._history.last_due(self.name) if self._history and not fresh else None
+        self._paused = False
         self._start_wall = self._clock.wall()
         if self._schedule is not None:
             self._timeline = CalendarTimeline(self._schedule, self._clock, last_due)
@@ -173,7 +181,7 @@ class CronScheduler:
 
         Raises :class:`TaskBusy` when ``overlap = "skip"`` and a run is in progress.
         """
-        if self._tg is None:
+        if self._tg is None or self._paused:
             raise TaskNotRunning(self.name)
         run = self._new_run(self._clock.wall(), "manual")
         active = self._active
@@ -181,6 +189,14 @@ class CronScheduler:
             raise TaskBusy(self.name, active.run.run_id, self.spec.overlap)
         self._dispatch(run, self._clock.now())
         return run.run_id
+
+    def pause(self) -> None:
+        """Stopping: no more due times or triggers; a run in progress goes on until it is stopped."""
+        self._paused = True
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        self.next_due = None
 
     async def wait_run(self, run_id: str) -> RunRecord | None:
         """Wait for run ``run_id`` to end and return its record (None if unknown)."""
@@ -327,9 +343,12 @@ class CronScheduler:
             self._live.pop(entry.run.run_id, None)
             entry.done.set()
             waiting, self._waiting = self._waiting, None
-            if waiting is not None and not stopping:
+            if waiting is not None and not stopping and not self._paused:
                 waiting.eligible = self._clock.now()
                 self._start(waiting)
+            elif waiting is not None:  # never runs: whoever waits for it hears so
+                self._live.pop(waiting.run.run_id, None)
+                waiting.done.set()
 
     async def _become_ready(self, entry: _Entry) -> bool:
         if self._executor.is_ready():

@@ -112,6 +112,7 @@ class ActorHandle:
         self._policy = Policy.of(spec, jitter)
         self.life = Life()
         self.resources: ResourceSample | None = None
+        self.has_health_check = False  # from the child's Ready frame
         self._sampled_at = float("-inf")
         self._run: _Run | None = None
         self._todo: m.Spawn | m.StartTimer | None = None
@@ -254,7 +255,7 @@ class ActorHandle:
         getattr(log, _LEVELS.get(t.new, "info"))(event, **fields)
         record = TransitionRecord(
             self.name, t.old, t.new, event, fields, self.life.restarts, self.life.last_error,
-            self._clock.now(), self.spec.heartbeat_timeout,
+            self._clock.now(), self.spec.heartbeat_timeout, self.has_health_check,
         )
         for observer in self.observers:
             observer.on_transition(record)
@@ -539,6 +540,7 @@ class ActorHandle:
             run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
             if self._loop_watch is not None:
                 self._loop_watch.add(run.beats)
+            self.has_health_check = frame.has_health_check  # the monitor knows it from RUNNING on
             self._feed(m.Ready(child.pid))
             run.ready.set()
             run.handshake_over.set()

@@ -29,6 +29,7 @@ class TransitionRecord:
     error: str | None  # the actor's last error, if any
     at: float  # the supervisor's monotonic time
     timeout: float  # the actor's heartbeat_timeout
+    has_health_check: bool = False  # its child said so in its Ready frame (health results will come)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 import msgspec
@@ -28,6 +28,9 @@ from ._record import LogRecord
 from ._render import render_lines
 from ._sinks import Sink
 from ._time import iso_utc
+
+if TYPE_CHECKING:
+    from ._build import SinkPlan
 
 __all__ = ["LogRouter"]
 
@@ -87,6 +90,8 @@ class LogRouter:
         self._pending: deque[LogRecord | _Block] = deque()
         self._crashed: set[int] = set()
         self._line_parts: dict[tuple[str, str, str, int, int], tuple[bytes, bytes, bytes, bytes]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None  # while run() runs: where sinks run
+        self._hosted: dict[int, tuple[anyio.CancelScope, anyio.Event]] = {}
 
     def _stamp(self) -> tuple[int, str]:
         self._seq = seq = self._seq + 1
@@ -293,11 +298,49 @@ class LogRouter:
             self._followers.remove(follower)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run every sink's background delivery until cancelled."""
-        async with anyio.create_task_group() as tg:
-            for sink in self.sinks:
-                await tg.start(sink.run)
-            task_status.started()
+        """Run every sink's background delivery until cancelled (sinks swapped in later too)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for sink in self.sinks:
+                    await tg.start(self._host, sink)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._tg = None
+
+    async def _host(self, sink: Sink, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """One sink's run, in a scope of its own so that :meth:`replace_sinks` can end it."""
+        done = anyio.Event()
+        with anyio.CancelScope() as scope:
+            self._hosted[id(sink)] = (scope, done)
+            try:
+                await sink.run(task_status=task_status)
+            finally:
+                del self._hosted[id(sink)]
+                done.set()
+
+    async def replace_sinks(self, plan: SinkPlan) -> None:
+        """Apply a reload's :class:`~supervisor.logs._build.SinkPlan` without losing an event.
+
+        The new sinks start first; then one synchronous step swaps the list (and the
+        kept sinks' filters), so every event goes either to the old sinks or to the
+        new ones; then the old ones stop and close, writing out what they buffered.
+        """
+        if self._tg is not None:
+            for sink in plan.added:
+                await self._tg.start(self._host, sink)
+        for sink, spec in plan.refiltered:
+            sink.spec = spec
+        self.sinks = list(plan.sinks)
+        with anyio.CancelScope(shield=True):
+            for sink in plan.removed:
+                hosted = self._hosted.get(id(sink))
+                if hosted is not None:
+                    hosted[0].cancel()
+                    await hosted[1].wait()
+                await sink.aclose()
+                self._crashed.discard(id(sink))
 
     def reopen(self) -> None:
         """SIGHUP: file sinks reopen their files (after an external logrotate)."""

@@ -1,0 +1,37 @@
+"""heartbeat status knows an actor has a health_check() from its start, before any result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors._protocol import ChildFrame, FrameDecoder, Ready, encode
+from tests.harness import running_supervisor
+
+pytestmark = pytest.mark.anyio
+T = "tests.sample_actors:"
+
+
+def test_a_ready_frame_without_the_field_still_decodes() -> None:
+    """An older child's Ready frame (no has_health_check) decodes, with False; the new one round-trips."""
+    old = msgspec.msgpack.encode(["ready"])
+    decoder = FrameDecoder(ChildFrame)
+    assert decoder.feed(len(old).to_bytes(4, "big") + old) == [Ready(has_health_check=False)]
+    assert decoder.feed(encode(Ready(has_health_check=True))) == [Ready(has_health_check=True)]
+
+
+@pytest.mark.slow
+async def test_has_health_check_is_known_at_start() -> None:
+    """A real child that defines health_check() reports HAS HEALTH CHECK true before its first Health frame."""
+    actors: dict[str, dict[str, Any]] = {
+        "checked": {"target": T + "HealthChecked", "health_interval": 3600},
+        "plain": {"target": T + "Steady"},
+    }
+    async with running_supervisor(actors) as (sup, log):
+        await log.wait_for("actor.started", actor="checked")
+        await log.wait_for("actor.started", actor="plain")
+        components = sup.heartbeat_status()["components"]
+        assert components["checked"]["has_health_check"] is True
+        assert components["plain"]["has_health_check"] is False
