@@ -129,8 +129,11 @@ class RelpSink(NetworkSink):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read_loop, sock, tg.cancel_scope)
                 await self._send_loop(sock, until_empty=False)
-        except OSError as exc:
-            self._error = exc
+        except* OSError as group:  # a task group wraps a send's error: BrokenPipe, reset
+            error = group.exceptions[0]
+            while isinstance(error, BaseExceptionGroup):  # nested task groups nest their groups
+                error = error.exceptions[0]
+            self._error = error
             self._session_open = False
         finally:
             self._note_stuck()
