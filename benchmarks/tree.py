@@ -1,0 +1,307 @@
+"""Supervision-tree benchmark (issue 12): concurrent stop, and a one_for_all group restart.
+
+Measures, through the public contract only (``actorsup run CONFIG`` as a
+subprocess, JSON log lines on its stdout):
+
+1. stop: SIGTERM to ``actorsup run`` with 50 independent idle actors, until
+   the process has exited (every child stopped); the same for supervisord 4.3
+   with 50 programs (``--skip-peer`` leaves it out);
+2. group: SIGKILL of one member of a ``one_for_all`` group of 10, until
+   ``group.restarting`` and until the 10th new member's ``actor.started``.
+
+Run from the repository root:  .venv/bin/python benchmarks/tree.py [--repeat N]
+``--actorsup CMD`` measures another build (``--only stop`` for one without groups).
+It exits 1 only when a figure could not be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
+from benchmarks._stats import Figure, figures_json, print_figures, summarize
+from benchmarks.restart import (
+    FIXTURES,
+    SUPERVISORD_PEER,
+    SUPERVISORD_REQ,
+    BenchError,
+    Supervised,
+    actorsup_command,
+    run_actorsup,
+)
+from supervisor.exceptions import SupervisorError
+
+GROUP = "g"
+_NO_BACKOFF = {"max_restarts": 1_000_000, "restart_window": 1.0, "backoff_initial": 0.0, "backoff_max": 0.0}
+
+
+def _toml(supervisor: dict[str, Any], tables: dict[str, dict[str, Any]]) -> str:
+    """TOML for flat tables of scalars; ``tables`` keys are full table names (``actors.x``)."""
+    lines = ["[supervisor]", *(f"{k} = {json.dumps(v)}" for k, v in supervisor.items())]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _wait_started(run: Supervised, names: set[str], timeout: float) -> dict[str, int]:
+    """Wait for ``actor.started`` of every name; return name -> pid."""
+    pids: dict[str, int] = {}
+    while len(pids) < len(names):
+        _, event = run.events.until(
+            lambda e: e.get("event") == "actor.started" and e.get("actor") in names - pids.keys(),
+            timeout, f"actor.started of {len(names) - len(pids)} more actors")
+        pids[event["actor"]] = int(event["pid"])
+        run.record(pids[event["actor"]])
+    return pids
+
+
+def bench_stop(cmd: list[str], actors: int, repeat: int, settle: float, problems: list[str]) -> list[float]:
+    """SIGTERM -> exit of ``actorsup run`` with ``actors`` idle actors, in ms, one per run."""
+    samples: list[float] = []
+    names = {f"idle{i:02d}" for i in range(actors)}
+    with tempfile.TemporaryDirectory(prefix="actorsup-tree-") as tmp:
+        config = Path(tmp) / "stop.toml"
+        config.write_text(_toml({"heartbeat_interval": 1.0},
+                                {f"actors.{n}": {"target": "bench_actors:Idle"} for n in sorted(names)}))
+        for _ in range(repeat):
+            with run_actorsup(cmd, config, problems) as run:
+                _wait_started(run, names, 120)
+                time.sleep(settle)
+                t0 = time.monotonic()
+                run.proc.send_signal(signal.SIGTERM)
+                try:
+                    run.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    raise BenchError("actorsup run did not exit within 60s of SIGTERM") from None
+                samples.append((time.monotonic() - t0) * 1000)
+                alive = [p.pid for p in run.children.values() if p.is_running()]
+                if alive:
+                    problems.append(f"stop: {len(alive)} children alive after actorsup exited")
+                if run.proc.returncode != 0:
+                    problems.append(f"stop: actorsup run exited with {run.proc.returncode}")
+    return samples
+
+
+def _wall(event: dict[str, Any]) -> float:
+    """An event's ``timestamp`` (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
+
+
+def _member_event(names: list[str]) -> Callable[[dict[str, Any]], bool]:
+    """Matches a member's ``actor.started``, ``actor.stopping`` or ``actor.exited``."""
+    return lambda e: (e.get("actor") in names
+                      and e.get("event") in ("actor.started", "actor.stopping", "actor.exited"))
+
+
+def bench_group(cmd: list[str], members: int, repeat: int, settle: float,
+                problems: list[str]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """SIGKILL of one member of a one_for_all group -> group.restarting, -> all running; ms.
+
+    Each by the time the benchmark read the event, and by the event's own ``timestamp``
+    (the supervisor's view, without the delivery through its stdout sink)."""
+    to_event: list[float] = []
+    to_all: list[float] = []
+    stamped: tuple[list[float], list[float]] = ([], [])  # the same, by the events' own timestamps
+    twice = 0
+    names = [f"m{i:02d}" for i in range(members)]
+    with tempfile.TemporaryDirectory(prefix="actorsup-tree-") as tmp:
+        config = Path(tmp) / "group.toml"
+        tables: dict[str, dict[str, Any]] = {
+            f"groups.{GROUP}": {"strategy": "one_for_all", "max_restarts": 1_000_000, "restart_window": 1.0}}
+        for name in names:
+            tables[f"actors.{name}"] = {"target": "bench_actors:Stamper", "group": GROUP, **_NO_BACKOFF}
+        config.write_text(_toml({"heartbeat_interval": 1.0, "stop_timeout": 1.0}, tables))
+        with run_actorsup(cmd, config, problems) as run:
+            pids = _wait_started(run, set(names), 120)
+            for i in range(repeat):
+                time.sleep(settle)
+                victim = names[i % members]
+                child = run.children[pids[victim]]
+                if psutil.Process(child.pid).create_time() != child.create_time():
+                    raise BenchError(f"pid {child.pid} was reused; not killing it")
+                run.events.drain()
+                t_kill, wall_kill = time.monotonic(), time.time()
+                child.send_signal(signal.SIGKILL)
+                t_event, restarting = run.events.until(
+                    lambda e: e.get("event") == "group.restarting" and e.get("group") == GROUP,
+                    30, "group.restarting")
+                old = set(pids.values())
+                fresh: dict[str, int] = {}  # member -> pid started since the kill and still up
+                t_last, last = t_event, restarting
+                while len(fresh) < members:
+                    t, event = run.events.until(_member_event(names), 30,
+                                                f"actor.started of {members - len(fresh)} more members")
+                    name, pid = event["actor"], event.get("pid")
+                    if event["event"] == "actor.started" and pid not in old:
+                        fresh[name], t_last, last = int(event["pid"]), t, event
+                    elif fresh.get(name) == pid:  # started, then taken down again by the group
+                        del fresh[name]
+                        twice += 1
+                for started in fresh.values():
+                    run.record(started)
+                pids = fresh
+                to_event.append((t_event - t_kill) * 1000)
+                to_all.append((t_last - t_kill) * 1000)
+                stamped[0].append((_wall(restarting) - wall_kill) * 1000)
+                stamped[1].append((_wall(last) - wall_kill) * 1000)
+    if twice:
+        problems.append(f"group: {twice} members were started and then stopped again by the group restart")
+    return to_event, to_all, *stamped
+
+
+_SD_HEAD = """\
+[unix_http_server]
+file = {tmp}/supervisor.sock
+
+[supervisord]
+nodaemon = true
+logfile = {tmp}/supervisord.log
+pidfile = {tmp}/supervisord.pid
+childlogdir = {tmp}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+"""
+_SD_PROGRAM = """
+[program:idle{i:02d}]
+command = {python} {script} {stamp_socket}
+autorestart = true
+startsecs = 0
+stopsignal = TERM
+stopwaitsecs = 10
+stdout_logfile = {tmp}/idle{i:02d}.log
+redirect_stderr = true
+"""
+
+
+def bench_supervisord_stop(programs: int, repeat: int, settle: float, one_group: bool,
+                           problems: list[str]) -> list[float]:
+    """SIGTERM -> exit of supervisord 4.3 with ``programs`` running programs, in ms.
+
+    Each ``[program:]`` is a group of its own, and supervisord stops its groups one after
+    another; ``one_group`` puts all of them into one ``[group:]``, whose members it stops together.
+    """
+    peer_python(SUPERVISORD_PEER, SUPERVISORD_REQ)
+    supervisord = peer_bin(SUPERVISORD_PEER, "supervisord")
+    samples: list[float] = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="sd-tree-") as tmp, \
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stamps:
+            stamp_path = f"{tmp}/stamp.sock"
+            stamps.bind(stamp_path)
+            fmt = {"tmp": tmp, "python": sys.executable, "script": FIXTURES / "sd_child.py",
+                   "stamp_socket": stamp_path}
+            conf = Path(tmp) / "supervisord.conf"
+            conf.write_text(_SD_HEAD.format(**fmt) + "".join(
+                _SD_PROGRAM.format(i=i, **fmt) for i in range(programs))
+                + (f"\n[group:all]\nprograms = {','.join(f'idle{i:02d}' for i in range(programs))}\n"
+                   if one_group else ""))
+            proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            children: dict[int, psutil.Process] = {}
+            try:
+                stamps.settimeout(120)
+                while len(children) < programs:
+                    msg = json.loads(stamps.recv(4096))
+                    if msg["pid"] not in {p.pid for p in descendants(proc.pid)}:
+                        raise BenchError(f"stamp from pid {msg['pid']}, not a child of supervisord")
+                    children[msg["pid"]] = psutil.Process(msg["pid"])
+                time.sleep(settle)
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                samples.append((time.monotonic() - t0) * 1000)
+            except (TimeoutError, subprocess.TimeoutExpired):
+                raise BenchError("supervisord: no start or no exit in time") from None
+            finally:
+                problems += [f"supervisord: {p}" for p in stop_tree(proc, timeout=15, known=children.values())]
+    return samples
+
+
+def _figures(label: str, samples: list[float], note: str) -> list[Figure]:
+    s = summarize(samples)
+    return [Figure(f"{label} p50", s.p50, "ms", note=f"n={s.n}; {note}"),
+            Figure(f"{label} p95", s.p95, "ms", note=f"min {s.min:.0f}, max {s.max:.0f}")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["stop", "group", "peer"], action="append",
+                        help="run only these parts (repeatable)")
+    parser.add_argument("--skip-peer", action="store_true", help="do not measure supervisord")
+    parser.add_argument("--actors", type=int, default=50, help="idle actors for the stop part (50)")
+    parser.add_argument("--members", type=int, default=10, help="members of the one_for_all group (10)")
+    parser.add_argument("--repeat", type=int, default=5, help="stops (one supervisor each) and group restarts")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds between all running and the signal")
+    parser.add_argument("--actorsup", metavar="CMD", help='command to run (default: "actorsup")')
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
+    args = parser.parse_args(argv)
+    parts = set(args.only or ["stop", "group", "peer"])
+    if args.skip_peer:
+        parts.discard("peer")
+    cmd = actorsup_command(args.actorsup)
+    figures: list[Figure] = []
+    problems: list[str] = []
+    errors: list[str] = []
+    load_before = os.getloadavg()
+    for part in ("stop", "peer", "group"):
+        if part not in parts:
+            continue
+        print(f"measuring {part} ...", file=sys.stderr, flush=True)
+        try:
+            if part == "stop":
+                figures += _figures("SIGTERM -> exit", bench_stop(cmd, args.actors, args.repeat, args.settle,
+                                                                   problems), f"{args.actors} idle actors")
+            elif part == "peer":
+                for one_group in (False, True):
+                    samples = bench_supervisord_stop(args.actors, args.repeat, args.settle, one_group, problems)
+                    figures += _figures(f"supervisord 4.3 SIGTERM -> exit{', one group' if one_group else ''}",
+                                        samples, f"{args.actors} programs"
+                                        + (" in one [group:]" if one_group else ", a group each"))
+            else:
+                to_event, to_all, st_event, st_all = bench_group(cmd, args.members, args.repeat, args.settle,
+                                                                 problems)
+                figures += _figures("one_for_all kill -> group.restarting", st_event,
+                                    f"{args.members} members; by the event's timestamp")
+                figures += _figures(f"one_for_all kill -> all {args.members} started", st_all,
+                                    "the last new member's actor.started, by its timestamp")
+                figures += _figures("  same, group.restarting read", to_event, "when the benchmark read it")
+                figures += _figures(f"  same, all {args.members} started read", to_all, "when the benchmark read it")
+        except (SupervisorError, OSError, psutil.Error) as exc:
+            errors.append(f"{part}: {exc}")
+            figures.append(Figure(part, None, note=f"not measured: {str(exc).splitlines()[0]}"))
+    print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
+          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}")
+    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
+          .format(*load_before, *os.getloadavg()))
+    print_figures("actorsup supervision-tree benchmark", figures, plain=args.plain)
+    for line in problems:
+        print(f"LEAK/WARNING {line}")
+    for line in errors:
+        print(f"ERROR {line}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(figures_json(figures))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
