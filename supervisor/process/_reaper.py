@@ -163,22 +163,36 @@ class Reaper:
             return None
         return leaf
 
-    def track(self, child: Tracked, token: str, actor: str, *, placed: bool = False) -> None:
+    def track(self, child: Tracked, token: str, actor: str, *, placed: bool = False, move: bool = True) -> None:
         """``child`` was started with ``token``; kill its leftovers once it has been reaped.
 
         ``placed``: it was born in its cgroup leaf (see :meth:`reserve`), so it is not moved there.
+        ``move=False``: the caller moves it with :meth:`place`, off the event loop.
         """
         child.token = token
         child.on_exit = lambda: self.exited(token)
         self._live[token] = child.pid
         self._owners[token] = (actor, child.pid)
         serial = int(token.rpartition(".")[2])
-        if self.cgroups is not None and (placed or self.cgroups.add(serial, child.pid)):
+        if self.cgroups is not None and (placed or (move and self.cgroups.add(serial, child.pid))):
             self._leaves[token] = serial
         if len(self._owners) > _OWNERS_KEPT + len(self._live):
             for old in list(self._owners)[: len(self._owners) // 4]:
                 if old not in self._live:
                     del self._owners[old]
+
+    async def place(self, token: str) -> None:
+        """Move a tracked child into its cgroup leaf on a worker thread.
+
+        The write to ``cgroup.procs`` waits for the kernel (10-18 ms here), which on
+        the event loop held every other actor and the control socket meanwhile.
+        """
+        cgroups, pid = self.cgroups, self._live.get(token)
+        if cgroups is None or pid is None:
+            return
+        serial = int(token.rpartition(".")[2])
+        if await anyio.to_thread.run_sync(cgroups.add, serial, pid) and token in self._live:
+            self._leaves[token] = serial
 
     def owned_by(self, token: str, actor: str) -> None:
         """A warm spare's token now belongs to ``actor``."""

@@ -132,8 +132,10 @@ class ColdSpawner:
             if ring_fd is not None:
                 os.close(ring_fd)
         child = ChildProcess(process, parent_end, ring)
-        self.reaper.track(child, token, actor)
+        self.reaper.track(child, token, actor, move=False)
         try:
+            # Into its cgroup before Hello: no user code runs until Init follows Hello.
+            await self.reaper.place(token)
             await await_hello(child, actor, start_timeout, self.clock)
         except BaseException:
             await discard(child)
