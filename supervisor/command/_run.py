@@ -32,6 +32,7 @@ from ..lifecycle._heartbeat import HeartbeatDeadline, wait_for_expiry
 from ..lifecycle._machine import ChildExited, SpawnFailed
 from ..lifecycle._stall import LoopWatch
 from ..logs import LineAssembler, LogRouter
+from ..logs._lines import pump_lines
 from ..process._child import stop_process, wait_until
 from ..process._popen import FdReader
 from ._capture import capture_event, may_hold_json
@@ -58,7 +59,6 @@ __all__ = ["CommandHooks", "CommandRun", "Launcher", "run_command"]
 log = structlog.get_logger()
 
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead program's last output (as the handle's)
-PIPE_IDLE_FLUSH = 0.2  # pipe silence after which a held-back traceback is released
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,21 +304,4 @@ async def _pump(
         return router.emit_lines(assembler.level, stream, timestamp, lines, actor=actor, pid=pid, restarts=restarts)
 
     assembler = LineAssembler(stream, emit, emit_lines=emit_lines)
-    try:
-        while True:
-            if assembler.holding:
-                with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
-                    chunk = await reader.receive()
-                if idle.cancelled_caught:
-                    assembler.flush()
-                    continue
-            else:
-                chunk = await reader.receive()
-            if not chunk:
-                break
-            assembler.feed(chunk)
-    except OSError:
-        pass
-    finally:
-        assembler.close()
-        done.set()
+    await pump_lines(reader, assembler, done)

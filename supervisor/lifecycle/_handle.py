@@ -28,7 +28,7 @@ from ..core._bus import EventBus
 from ..core._clock import Clock
 from ..exceptions import HandshakeTimeout, ProtocolError
 from ..logs import LogRouter
-from ..logs._lines import LineAssembler
+from ..logs._lines import LineAssembler, pump_lines
 from ..process._child import ChildProcess, stop_process, wait_until
 from ..process._resources import LimitChecker, ResourceSample, ResourceSampler
 from ..process._spawn import Spawner
@@ -48,7 +48,6 @@ __all__ = ["ActorHandle", "Exit"]
 
 log = structlog.get_logger()
 DRAIN_TIMEOUT = 2.0  # bound on reading a dead child's last output
-PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which partial output is released
 STATUS_SAMPLE_INTERVAL = 10.0  # psutil period when no limit or metric needs every beat (~0.5 ms a sample)
 _DRAIN_YIELDS = 50  # bound on letting the pump read beats that wait in the channel
 _LEVELS = {ActorState.ERRORED: "warning", ActorState.BACKOFF: "warning", ActorState.FAILED: "error"}
@@ -581,27 +580,7 @@ class ActorHandle:
             )
 
         assembler = LineAssembler(stream_name, emit, emit_lines=emit_lines)
-        try:
-            while True:
-                if assembler.holding:
-                    # A quiet pipe releases a held-back traceback (it may have no
-                    # more lines); the timer is armed only then, so a flood of
-                    # plain lines pays for no cancel scope.
-                    with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
-                        chunk = await stream.receive()
-                    if idle.cancelled_caught:
-                        assembler.flush()
-                        continue
-                else:
-                    chunk = await stream.receive()
-                if not chunk:
-                    break
-                assembler.feed(chunk)
-        except OSError:
-            pass
-        finally:
-            assembler.close()
-            done.set()
+        await pump_lines(stream, assembler, done)
 
 
 class _CommandHooks:

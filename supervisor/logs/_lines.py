@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import anyio
 
 from ._time import iso_utc
 
@@ -264,3 +266,35 @@ def _boundary(buf: bytes | bytearray, limit: int) -> int:
     while cut > limit - 4 and (buf[cut] & 0xC0) == 0x80:
         cut -= 1
     return cut if cut > limit - 4 else limit
+
+
+PIPE_IDLE_FLUSH = 0.2  # seconds of pipe silence after which a held-back traceback is released
+
+
+class ChunkReader(Protocol):
+    async def receive(self) -> bytes: ...
+
+
+async def pump_lines(reader: ChunkReader, assembler: LineAssembler, done: anyio.Event) -> None:
+    """Feed a pipe's reads to ``assembler`` until EOF (or a read error); ``done`` is set at the end."""
+    try:
+        while True:
+            if assembler.holding:
+                # A quiet pipe releases a held-back traceback (it may have no more
+                # lines); the timer is armed only then, so a flood of plain lines
+                # pays for no cancel scope.
+                with anyio.move_on_after(PIPE_IDLE_FLUSH) as idle:
+                    chunk = await reader.receive()
+                if idle.cancelled_caught:
+                    assembler.flush()
+                    continue
+            else:
+                chunk = await reader.receive()
+            if not chunk:
+                break
+            assembler.feed(chunk)
+    except OSError:
+        pass
+    finally:
+        assembler.close()
+        done.set()
