@@ -1,6 +1,6 @@
 /* A POSIX thread that writes batches of bytes to file descriptors, in order.
  *
- * The file sink's twin of supervisor/logs/_writer.py:SyncWriter. The thread
+ * The file sink's twin of supervisor/logs/_writer.py:PyThreadWriter. The thread
  * never takes the GIL: it only reads the buffers of bytes objects that the
  * caller keeps alive for it (bytes are immutable), and the references are
  * dropped later by the next call that holds the GIL (reap). So the copy into
