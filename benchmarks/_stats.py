@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, TextIO
 
 __all__ = [
@@ -178,3 +181,30 @@ def _print_plain(title: str, figures: Sequence[Figure], out: TextIO) -> None:
 def figures_json(figures: Sequence[Figure]) -> str:
     """The figures as a JSON array (for CI or the README), with ``met`` filled in."""
     return json.dumps([{**asdict(f), "met": f.met} for f in figures], indent=2)
+
+
+def report(
+    title: str,
+    figures: Sequence[Figure],
+    *,
+    setup: str,
+    load_before: tuple[float, float, float],
+    problems: Sequence[str],
+    errors: Sequence[str],
+    plain: bool,
+    json_path: Path | None,
+) -> int:
+    """The common end of a benchmark: machine and load, the figures, leaks, errors; the exit status."""
+    print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
+          f"{os.cpu_count()} CPUs; {setup}")
+    # Other load on the machine starves children and skews every figure: show it.
+    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
+          .format(*load_before, *os.getloadavg()))
+    print_figures(title, figures, plain=plain)
+    for line in problems:
+        print(f"LEAK/WARNING {line}")
+    for line in errors:
+        print(f"ERROR {line}", file=sys.stderr)
+    if json_path is not None:
+        json_path.write_text(figures_json(figures))
+    return 1 if errors else 0

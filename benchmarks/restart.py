@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -49,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
-from benchmarks._stats import Figure, figures_json, print_figures, summarize
+from benchmarks._stats import Figure, report, summarize
 from supervisor.exceptions import SupervisorError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -779,19 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     attempt("idle", idle)
     attempt("command", command)
 
-    print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
-          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}; backend: {args.backend or 'default'}")
-    # Other load on the machine starves children and skews every figure: show it.
-    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
-          .format(*load_before, *os.getloadavg()))
-    print_figures("actorsup restart benchmark", figures, plain=args.plain)
-    for line in problems:
-        print(f"LEAK/WARNING {line}")
-    for line in errors:
-        print(f"ERROR {line}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(figures_json(figures))
-    return 1 if errors else 0
+    setup = f"actorsup: {' '.join(cmd)}; backend: {args.backend or 'default'}"
+    return report("actorsup restart benchmark", figures, setup=setup, load_before=load_before,
+                  problems=problems, errors=errors, plain=args.plain, json_path=args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -50,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import contextlib
 
 from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
-from benchmarks._stats import Figure, figures_json, print_figures, summarize
+from benchmarks._stats import Figure, report, summarize
 from benchmarks.restart import (
     _NO_BACKOFF,
     FIXTURES,
@@ -434,18 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             except (SupervisorError, OSError, psutil.Error, subprocess.TimeoutExpired) as exc:
                 errors.append(f"{who} {n}: {exc}")
                 figures.append(Figure(f"{n} {who}", None, note=f"not measured: {str(exc).splitlines()[0]}"))
-    print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
-          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}")
-    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
-          .format(*load_before, *os.getloadavg()))
-    print_figures("actorsup scale benchmark", figures, plain=args.plain)
-    for line in problems:
-        print(f"LEAK/WARNING {line}")
-    for line in errors:
-        print(f"ERROR {line}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(figures_json(figures))
-    return 1 if errors else 0
+    return report("actorsup scale benchmark", figures, setup=f"actorsup: {' '.join(cmd)}",
+                  load_before=load_before,
+                  problems=problems, errors=errors, plain=args.plain, json_path=args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -37,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
-from benchmarks._stats import Figure, figures_json, print_figures, summarize
+from benchmarks._stats import Figure, report, summarize
 from benchmarks.restart import (
     FIXTURES,
     SUPERVISORD_PEER,
@@ -289,18 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         except (SupervisorError, OSError, psutil.Error) as exc:
             errors.append(f"{part}: {exc}")
             figures.append(Figure(part, None, note=f"not measured: {str(exc).splitlines()[0]}"))
-    print(f"python {platform.python_version()}, {platform.system()} {platform.release()}, "
-          f"{os.cpu_count()} CPUs; actorsup: {' '.join(cmd)}")
-    print("load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}"
-          .format(*load_before, *os.getloadavg()))
-    print_figures("actorsup supervision-tree benchmark", figures, plain=args.plain)
-    for line in problems:
-        print(f"LEAK/WARNING {line}")
-    for line in errors:
-        print(f"ERROR {line}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(figures_json(figures))
-    return 1 if errors else 0
+    return report("actorsup supervision-tree benchmark", figures, setup=f"actorsup: {' '.join(cmd)}",
+                  load_before=load_before,
+                  problems=problems, errors=errors, plain=args.plain, json_path=args.json)
 
 
 if __name__ == "__main__":
