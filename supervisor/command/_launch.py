@@ -26,6 +26,7 @@ import anyio
 import psutil
 
 from ..app._sdnotify import SYSTEMD_ENV
+from ..process._child import signal_own_group, still_ours
 from ..process._popen import FdReader
 from ._argv import exec_failure_reason, resolve_program
 from ._errors import ProgramError
@@ -148,22 +149,11 @@ class CommandProcess:
 
     def is_ours(self) -> bool:
         """True while the pid still names the process we started."""
-        if self._popen.returncode is not None:
-            return False
-        try:
-            return psutil.Process(self.pid).create_time() == self.create_time
-        except psutil.NoSuchProcess:
-            return False
+        return still_ours(self.pid, self.create_time, self._popen.returncode)
 
     def signal_group(self, sig: int) -> bool:
-        """Signal the program's process group; never a reused pid (as ``ChildProcess.signal_group``)."""
-        if self._popen.returncode is None and not self.is_ours():
-            return False
-        try:
-            os.killpg(self.pid, sig)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        """Signal the program's process group; never a reused pid."""
+        return signal_own_group(self.pid, self.create_time, self._popen.returncode, sig)
 
     async def wait(self) -> int:
         async with self._lock:

@@ -26,7 +26,9 @@ from actors._ring import SharedRing
 from ..core._clock import Clock
 from ._popen import AsyncPopen
 
-__all__ = ["ChildProcess", "StoppableProcess", "signal_name", "stop_process", "wait_until"]
+__all__ = [
+    "ChildProcess", "StoppableProcess", "signal_name", "signal_own_group", "still_ours", "stop_process", "wait_until",
+]
 
 log = structlog.get_logger()
 REAP_TIMEOUT = 5.0  # bound on the shielded wait after SIGKILL
@@ -42,6 +44,32 @@ def signal_name(number: int) -> str:
     except ValueError:
         return f"SIG{number}"
 
+
+
+def still_ours(pid: int, create_time: float | None, returncode: int | None) -> bool:
+    """True while ``pid`` (not yet reaped) still names the process created at ``create_time``."""
+    if returncode is not None:
+        return False
+    try:
+        return psutil.Process(pid).create_time() == create_time
+    except psutil.NoSuchProcess:
+        return False
+
+
+def signal_own_group(pid: int, create_time: float | None, returncode: int | None, sig: int) -> bool:
+    """Signal the process group led by ``pid``; never a reused pid.
+
+    Before the leader is reaped its pid cannot be reused, and the identity
+    check confirms it. After reaping, the group id stays reserved while any
+    grandchild still lives in the group, so killpg reaches only them.
+    """
+    if returncode is None and not still_ours(pid, create_time, returncode):
+        return False
+    try:
+        os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 class ChildProcess:
     """A spawned child: its process, its channel, and its identity."""
@@ -70,27 +98,11 @@ class ChildProcess:
 
     def is_ours(self) -> bool:
         """True while the pid still names the process we started."""
-        if self.process.returncode is not None:
-            return False
-        try:
-            return psutil.Process(self.pid).create_time() == self.create_time
-        except psutil.NoSuchProcess:
-            return False
+        return still_ours(self.pid, self.create_time, self.process.returncode)
 
     def signal_group(self, sig: int) -> bool:
-        """Signal the whole process group; never a reused pid.
-
-        Before the child is reaped its pid cannot be reused, and the identity
-        check confirms it. After reaping, the group id stays reserved while any
-        grandchild still lives in the group, so killpg reaches only them.
-        """
-        if self.process.returncode is None and not self.is_ours():
-            return False
-        try:
-            os.killpg(self.pid, sig)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        """Signal the whole process group; never a reused pid (see :func:`signal_own_group`)."""
+        return signal_own_group(self.pid, self.create_time, self.process.returncode, sig)
 
     @property
     def ring_mode(self) -> bool:
