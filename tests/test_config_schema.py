@@ -86,7 +86,7 @@ class TestKeyPaths:
              "a.toml: cron.c.restart: unknown key (check the spelling against the README's config reference)"),
             (actor(heartbeat_interval=True), "a.toml: actors.x.heartbeat_interval: expected a number > 0, got true"),
             (actor(max_restarts=2.0), "a.toml: actors.x.max_restarts: expected an integer >= 0, got 2.0"),
-            (actor(kind="cron"), 'a.toml: actors.x.kind: expected one of "command", "process", "task", got "cron"'),
+            (actor(kind="cron"), 'a.toml: actors.x.kind: expected one of "command", "process", "ray", "task", got "cron"'),
             ({"supervisor": {"backend": "curio"}},
              'a.toml: supervisor.backend: expected one of "asyncio", "trio", got "curio"'),
             ({"supervisor": {"metrics_port": 70000}},

@@ -19,14 +19,14 @@ from ..exceptions import ConfigError
 from ..tree._validate import StructureError, check_tables
 from ._checks import CHECKS
 from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
-from ._schema import ActorSpec, Config, CronSpec, GroupSpec, LogsSettings, SupervisorSettings
+from ._schema import ActorSpec, Config, CronSpec, GroupSpec, LogsSettings, RaySettings, SupervisorSettings
 from ._targets import check_runnable
 from ._types import NAME, Invalid, show
 
 __all__ = ["check_spec", "load_config", "parse_config"]
 
 # The tables of a config file; each is read by a function below.
-SECTIONS = ("supervisor", "groups", "actors", "cron", "logs")
+SECTIONS = ("supervisor", "groups", "actors", "cron", "logs", "ray")
 # Actor keys that, when unset, come from [supervisor].
 INHERITED = ("heartbeat_interval", "heartbeat_timeout", "start_timeout", "stop_timeout")
 _DEFAULTS = SupervisorSettings()
@@ -162,7 +162,15 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
     except StructureError as exc:
         raise Invalid(exc.problem, exc.path) from None
     logs = at("logs", _logs, data.get("logs", {}), base_dir)
-    return Config(source=source, supervisor=sup, actors=actors, cron=cron, groups=tuple(groups), logs=logs)
+    ray = at("ray", _ray, data.get("ray", {}), base_dir)
+    return Config(
+        source=source, supervisor=sup, actors=actors, cron=cron, groups=tuple(groups), logs=logs, ray=ray
+    )
+
+
+def _ray(raw: Any, base_dir: Path) -> RaySettings:
+    settings: RaySettings = build(RaySettings, read_keys(raw, RaySettings, base_dir))
+    return settings
 
 
 def _supervisor(raw: Any, base_dir: Path) -> SupervisorSettings:

@@ -38,6 +38,8 @@ __all__ = [
     "CronSpec",
     "GroupSpec",
     "LogsSettings",
+    "RayOptions",
+    "RaySettings",
     "SinkSpec",
     "SupervisorSettings",
 ]
@@ -84,7 +86,7 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str  # the table key ("reader.1" for an instance)
     target: Target = ""  # required but for kind = "command" (see _checks.check_actor)
-    kind: Literal["process", "task", "command"] = "process"
+    kind: Literal["process", "task", "command", "ray"] = "process"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     # These four, when unset, come from [supervisor] (heartbeat_timeout: from
     # 2 x this table's heartbeat_interval if that is set).
@@ -123,6 +125,8 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     # config without command actors does not import them), and whether the table set heartbeat_timeout
     command_spec: Any = None
     watchdog_from_ready: bool = False
+    # kind = "ray": where and with what Ray places the actor (supervisor/ray)
+    ray: RayOptions | None = None
 
 
 class CronSpec(ActorSpec, frozen=True, kw_only=True):
@@ -130,7 +134,7 @@ class CronSpec(ActorSpec, frozen=True, kw_only=True):
 
     _not_keys: ClassVar[frozenset[str]] = frozenset(
         {"name", "kind", "restart", "group", "depends_on", "instances", "instance", "critical", "failed_retry_after",
-         *COMMAND_ONLY, "command_spec", "watchdog_from_ready"}
+         *COMMAND_ONLY, "command_spec", "watchdog_from_ready", "ray"}
     )
 
     interval: Positive | None = None
@@ -143,6 +147,34 @@ class CronSpec(ActorSpec, frozen=True, kw_only=True):
     catch_up: bool = False
     isolation: Literal["resident", "per-run"] = "resident"
     history_limit: AtLeastOne = 100
+
+
+class RayOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """An actor's ``ray = {...}`` table: Ray's placement options (unset: Ray's own default)."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset()
+
+    num_cpus: NonNegative | None = None
+    num_gpus: NonNegative | None = None
+    resources: dict[str, NonNegative] = {}
+    memory: Size | None = None
+    scheduling_strategy: Literal["DEFAULT", "SPREAD"] = "DEFAULT"
+
+
+class RaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``[ray]``: which Ray cluster the ``kind = "ray"`` actors run on."""
+
+    _not_keys: ClassVar[frozenset[str]] = frozenset()
+
+    address: str = "local"  # "local": a private Ray on 127.0.0.1 for the run; "auto"; or "HOST:PORT"
+    namespace: str = "actorsup"
+    # Where the Ray actors dial back to (HOST or HOST:PORT); unset: 127.0.0.1 for
+    # "local", else this machine's address as the cluster sees it.
+    listen: str | None = None
+    connect_timeout: Positive = 30.0  # bound on reaching the cluster at start-up
+    # A Ray actor ends itself when it has heard nothing from the supervisor for
+    # this long: the bound on leftovers after a SIGKILLed supervisor or a partition.
+    lease_timeout: Positive = 5.0
 
 
 class SinkSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,6 +228,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     groups: tuple[GroupSpec, ...] = ()
     table_order: tuple[str, ...] = ()  # [groups.NAME] and [actors.NAME] names in file order
     logs: LogsSettings = LogsSettings()
+    ray: RaySettings = RaySettings()
 
     @property
     def base_dir(self) -> Path:

@@ -1,0 +1,49 @@
+"""What the supervisor needs from Ray, as one small interface.
+
+The handles never import Ray: a :class:`RayBackend` creates and kills the Ray
+actors that host actorsup children (``actors._rayhost.RayHost``), and tells why
+one is not placed yet. The real backend drives Ray from a driver process of its
+own; tests may run the host in a plain subprocess instead.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from ..config._schema import RayOptions
+
+__all__ = ["CreateRequest", "HostTicket", "RayBackend"]
+
+
+class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a RayHost needs to start the child and dial back (handed over at creation)."""
+
+    actor: str
+    generation: int  # the run number: a host of an older run is refused
+    token: str  # per-run secret, checked in the handshake
+    address: tuple[str, int]  # the supervisor's channel listener
+    lease_timeout: float  # the host ends itself after this long without a word from the supervisor
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+
+class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    key: str  # unique per run ("NAME#GENERATION"); names the Ray actor
+    options: RayOptions
+    ticket: HostTicket
+
+
+class RayBackend(Protocol):
+    async def create(self, request: CreateRequest) -> None:
+        """Ask Ray for the host actor; returns once Ray accepted the request (placed or not)."""
+
+    async def kill(self, key: str) -> None:
+        """``ray.kill`` the host of ``key`` (no Ray restart); a no-op if it is gone."""
+
+    def pending(self, key: str) -> str | None:
+        """Why Ray has not placed the host of ``key`` yet (one line), or None."""
+
+    async def aclose(self) -> None:
+        """Kill every host still alive and disconnect (a private "local" Ray is shut down)."""
