@@ -14,7 +14,7 @@ import msgspec
 
 from ..config._schema import RayOptions
 
-__all__ = ["CreateRequest", "HostTicket", "RayBackend"]
+__all__ = ["CreateRequest", "HostTicket", "RayBackend", "encode_ticket"]
 
 
 class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +27,11 @@ class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
     lease_timeout: float  # the host ends itself after this long without a word from the supervisor
     env: dict[str, str] = {}
     cwd: str | None = None
+
+
+def encode_ticket(ticket: HostTicket) -> bytes:
+    """The bytes ``actors._rayhost.RayHost(ticket)`` takes (msgpack)."""
+    return msgspec.msgpack.encode(ticket)
 
 
 class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
