@@ -18,7 +18,7 @@ import msgspec
 __all__ = [
     "CHANNEL", "EXIT", "HANDSHAKE", "HEADER_SIZE", "LEASE", "MAX_PAYLOAD", "REFUSED", "SIGNAL", "STDERR", "STDOUT",
     "Handshake", "MuxDecoder", "MuxError", "decode_exit", "decode_handshake", "decode_signal", "encode_exit",
-    "encode_handshake", "encode_signal", "frame",
+    "encode_handshake", "encode_signal", "frame", "parse_header",
 ]
 
 HANDSHAKE = 1  # host -> supervisor, first: Handshake (msgpack)
@@ -54,6 +54,12 @@ class MuxError(ValueError):
 
 def frame(kind: int, payload: bytes | memoryview = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
+
+
+def parse_header(data: bytes) -> tuple[int, int]:
+    """The kind and payload length at the start of ``data`` (at least HEADER_SIZE bytes)."""
+    kind, length = _HEADER.unpack_from(data)
+    return kind, length
 
 
 class MuxDecoder:

@@ -18,12 +18,22 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
-from actors._raymux import HANDSHAKE, HEADER_SIZE, REFUSED, Handshake, MuxDecoder, MuxError, decode_handshake, frame
+from actors._raymux import (
+    HANDSHAKE,
+    HEADER_SIZE,
+    REFUSED,
+    Handshake,
+    MuxError,
+    decode_handshake,
+    frame,
+    parse_header,
+)
 
 __all__ = ["Connection", "RayListener", "Slot"]
 
 log = structlog.get_logger()
 HANDSHAKE_TIMEOUT = 5.0  # a peer that connects and says nothing is dropped after this long
+MAX_HANDSHAKE = 4096
 
 
 @dataclass
@@ -77,7 +87,10 @@ class RayListener:
         try:
             with anyio.move_on_after(HANDSHAKE_TIMEOUT):
                 connection = await _read_handshake(stream)
-                handed_over = self._hand_over(connection, peer)
+                refusal = self._hand_over(connection, peer)
+                handed_over = refusal is None
+                if refusal is not None:
+                    await _send_refusal(stream, refusal)
                 return
             log.warning("ray.refused", reason="handshake_timeout", peer=peer, handshake_timeout=HANDSHAKE_TIMEOUT)
         except MuxError as exc:
@@ -88,14 +101,15 @@ class RayListener:
             if not handed_over:
                 await stream.aclose()
 
-    def _hand_over(self, connection: Connection, peer: str) -> bool:
+    def _hand_over(self, connection: Connection, peer: str) -> str | None:
+        """Give the connection to its run; else the reason it is refused."""
         hs = connection.handshake
         slot = self._waiting.get((hs.actor, hs.generation))
         if slot is not None and hmac.compare_digest(slot.token.encode(), hs.token.encode()):
             self.forget(hs.actor, hs.generation)
             slot.connection = connection
             slot.arrived.set()
-            return True
+            return None
         if slot is not None:
             reason = "bad_token"
         elif hs.actor not in self._current:
@@ -108,31 +122,30 @@ class RayListener:
             "ray.refused", reason=reason, actor=hs.actor, generation=hs.generation,
             current=self._current.get(hs.actor), peer=peer, node=hs.node,
         )
-        _send_refusal(connection.stream, reason)
-        return False
+        return reason
 
 
-def _send_refusal(stream: SocketStream, reason: str) -> None:
-    """Tell the host why, without waiting for it (it ends on the close anyway)."""
-    sock = stream.extra(SocketAttribute.raw_socket)
-    with contextlib.suppress(OSError):
-        sock.send(frame(REFUSED, reason.encode()))
+async def _send_refusal(stream: SocketStream, reason: str) -> None:
+    """Tell the host why (best effort: it ends on the close in any case)."""
+    with anyio.move_on_after(1.0), contextlib.suppress(anyio.BrokenResourceError, OSError):
+        await stream.send(frame(REFUSED, reason.encode()))
 
 
 async def _read_handshake(stream: SocketStream) -> Connection:
-    decoder = MuxDecoder()
-    received = bytearray()
+    received = b""
     while True:
-        data = await stream.receive(64 * 1024)
-        received += data
-        frames = decoder.feed(data)
-        if frames:
-            kind, payload = frames[0]
-            if kind != HANDSHAKE:
-                raise MuxError(f"expected a handshake first, got mux frame kind {kind}")
+        received += await stream.receive(64 * 1024)
+        if len(received) < HEADER_SIZE:
+            continue
+        kind, size = parse_header(received)
+        if kind != HANDSHAKE:
+            raise MuxError(f"expected a handshake first, got mux frame kind {kind}")
+        if size > MAX_HANDSHAKE:
+            raise MuxError(f"handshake of {size} bytes exceeds the {MAX_HANDSHAKE}-byte limit")
+        end = HEADER_SIZE + size
+        if len(received) >= end:
             # The child's first bytes may have come with it: the run reads them next.
-            used = HEADER_SIZE + len(payload)
-            return Connection(stream, decode_handshake(payload), bytes(received[used:]))
+            return Connection(stream, decode_handshake(received[HEADER_SIZE:end]), received[end:])
 
 
 def _peer(stream: SocketStream) -> str:
