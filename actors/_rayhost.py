@@ -149,9 +149,10 @@ class _Relay:
         hs = Handshake(actor=t.actor, generation=t.generation, token=t.token, pid=self.proc.pid,
                        node=socket.gethostname())
         self.to_supervisor += encode_handshake(hs)
-        with contextlib.suppress(OSError, MuxError):
+        try:
             self._relay()
-        self._end()
+        finally:  # whatever ended the relay (EOF, the lease, garbage, a bug): the child goes with it
+            self._end()
 
     def _relay(self) -> None:
         decoder = MuxDecoder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 
@@ -9,8 +10,10 @@ import anyio
 import msgspec
 import psutil
 import pytest
+from rich.console import Console
 
 from actors._raymux import Handshake, encode_handshake
+from supervisor.control._render import status_table
 from supervisor.lifecycle._states import ActorState
 from supervisor.ray._backend import CreateRequest
 from tests.raylocal import LocalRayBackend, ray_supervisor, reap, start_host
@@ -210,6 +213,9 @@ class TestPending:
             await anyio.sleep(1.0)  # twice p's start_timeout
             (row,) = [r for r in sup.status() if r["name"] == "p"]
             assert (row["state"], row["pending"]) == ("starting", "no node has {'big_node': 1.0}")
+            out = io.StringIO()
+            Console(file=out, width=300, color_system=None).print(status_table(sup.status()))
+            assert "pending: no node has {'big_node': 1.0}" in out.getvalue()
             assert log.find("actor.exited", actor="p") == []
             backend.release("p")
             await sup.wait_for_state("p", ActorState.RUNNING)
