@@ -38,8 +38,10 @@ def start_ray() -> None:
 class InProcessRayBackend:
     """RayBackend over the running ``ray`` of this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, detached: bool = False) -> None:
+        """``detached``: Ray does not end the actors with this driver; only actorsup's lease does."""
         assert ray is not None
+        self._lifetime = "detached" if detached else None
         self._host = ray.remote(RayHost)
         self.actors: dict[str, Any] = {}
         self.requests: dict[str, CreateRequest] = {}
@@ -52,6 +54,7 @@ class InProcessRayBackend:
         self.requests[request.key] = request
         self.actors[request.key] = self._host.options(
             name=request.key, max_restarts=0, max_task_retries=0, num_cpus=opts.num_cpus or 0,
+            lifetime=self._lifetime,
         ).remote(encode_ticket(request.ticket))
 
     def pending(self, key: str) -> str | None:
