@@ -67,6 +67,7 @@ class Started(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
     namespace: str
     nodes: int  # alive nodes
     version: str
+    node_ip: str  # this machine's address as the cluster sees it (where hosts can dial back)
 
 
 class Done(msgspec.Struct, frozen=True, kw_only=True, tag="done"):
