@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import structlog
 
+from ..config._checks import RAY_RANGE
 from ._placement import Placement, demand, node_resources
 from ._wire import (
     Create,
@@ -44,7 +45,7 @@ __all__ = ["SUPPORTED", "Driver", "check_version", "main"]
 
 log = structlog.get_logger("actorsup.ray.driver")
 
-SUPPORTED = ((2, 40), (3, 0))  # Ray >=2.40,<3: the private actor table and node info read below
+SUPPORTED = RAY_RANGE  # Ray >=2.40,<3: the private actor table and node info read below
 SUPPORTED_TEXT = "ray>=2.40,<3"
 HOST_CLASS_ENV = "ACTORSUP_RAY_HOST"  # module:Class of the host actor; tests point it at a small one
 
