@@ -89,12 +89,19 @@ class RayDriverBackend:
         The first connection failing raises :class:`RayUnavailable` (the caller
         usually ends the run: the configured cluster is not there).
         """
+        failure: RayUnavailable | None = None
         async with anyio.create_task_group() as tg:
-            info = await self._start(tg)
-            task_status.started(info)
-            tg.start_soon(self._poll_pending)
-            await self._keep(tg)
+            try:
+                info = await self._start(tg)
+            except RayUnavailable as exc:  # raised as itself, not inside this group's ExceptionGroup
+                failure = exc
+            else:
+                task_status.started(info)
+                tg.start_soon(self._poll_pending)
+                await self._keep(tg)
             tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     async def create(self, request: CreateRequest) -> None:
         self._unplaced.add(request.key)
@@ -201,7 +208,8 @@ class RayDriverBackend:
                           restart_in=RESTART_DELAYS[min(attempt + 1, len(RESTART_DELAYS) - 1)])
         return False
 
-    async def _ask(self, request: Request, *, timeout: float = REQUEST_TIMEOUT) -> Reply:
+    async def _ask(self, request: Request, *, timeout: float | None = None) -> Reply:
+        timeout = REQUEST_TIMEOUT if timeout is None else timeout
         driver = self._driver
         if driver is None or driver.lost is not None:
             raise RayUnavailable(driver.lost if driver is not None else "the Ray driver is not running")

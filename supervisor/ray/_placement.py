@@ -11,10 +11,9 @@ Ray drops it from the alive nodes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import msgspec
 
 from ..config._schema import RayOptions
 
@@ -48,7 +47,7 @@ def _fits(need: Mapping[str, float], total: Mapping[str, float]) -> bool:
 
 
 def _show(resources: Mapping[str, float]) -> str:
-    return msgspec.json.encode({k: int(v) if v == int(v) else v for k, v in resources.items()}).decode()
+    return json.dumps({k: int(v) if v == int(v) else v for k, v in resources.items()})
 
 
 class Placement:
