@@ -13,7 +13,7 @@ import fnmatch
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import msgspec
@@ -38,9 +38,13 @@ from .monitor import HeartbeatMonitor
 from .process._forkserver import ForkServerSpawner, spawner_for
 from .process._resources import ResourceSampler
 from .process._spawn import Spawner
+from .ray._backend import RayBackend
 from .tree._instances import scale_plan
 from .tree._order import DependencyError
 from .tree._shell import TreeRunner, leaf_specs, tree_of
+
+if TYPE_CHECKING:
+    from .ray._spawner import RaySpawner
 
 __all__ = ["Supervisor"]
 
@@ -57,15 +61,19 @@ class Supervisor:
         spawner: Spawner | None = None,
         bus: EventBus | None = None,
         sink_builder: Callable[[tuple[SinkSpec, ...]], list[Sink]] = build_sinks,
+        ray_backend: Callable[[Config], RayBackend] | None = None,
     ) -> None:
         """``sink_builder`` makes the sinks a reload adds (`actorsup run` passes one that
-        honours ``--log-format``)."""
+        honours ``--log-format``); ``ray_backend`` the backend of ``kind = "ray"`` actors
+        (default: Ray itself, through ``supervisor/ray``)."""
         self.config = config
         self._sink_builder = sink_builder
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
         self.spawner = spawner or spawner_for(config, self.clock)
+        self._ray_backend = ray_backend
+        self.ray: RaySpawner | None = None  # from the first kind = "ray" actor on
         self.monitor = HeartbeatMonitor(
             self.bus, interval=config.supervisor.heartbeat_interval, clock=self.clock
         )
@@ -148,7 +156,8 @@ class Supervisor:
     def _new_handle(self, spec: ActorSpec, mode: str = "actor") -> ActorHandle:
         return ActorHandle(
             spec,
-            spawner=self.spawner,
+            # The handle asks a ray actor's spawner for spawn() alone (spawn_command is for commands).
+            spawner=cast(Spawner, self.ray) if spec.kind == "ray" and self.ray is not None else self.spawner,
             router=self.router,
             bus=self.bus,
             clock=self.clock,
@@ -161,6 +170,8 @@ class Supervisor:
 
     async def _add(self, spec: ActorSpec, mode: str = "actor", start: bool = True) -> ActorHandle:
         assert self._tg is not None
+        if spec.kind == "ray" and self.ray is None:
+            await self._start_ray()
         handle = self._new_handle(spec, mode)
         self.handles[spec.name] = handle
         self._order.append(spec.name)
@@ -168,6 +179,16 @@ class Supervisor:
         if start:
             handle.start()
         return handle
+
+    async def _start_ray(self) -> None:
+        """The Ray spawner and its listener: only a config with a ray actor pays for them."""
+        from .ray._spawner import RaySpawner, default_backend
+
+        assert self._tg is not None
+        reaper = getattr(self.spawner, "reaper", None)  # the driver and its Ray carry the tree cookie
+        backend = self._ray_backend(self.config) if self._ray_backend else default_backend(self.config, reaper)
+        self.ray = RaySpawner(self.config, backend, self.clock, spec_of=lambda name: self.handles[name].spec)
+        await self._tg.start(self.ray.run)
 
     async def _add_cron(self, spec: CronSpec) -> None:
         """A config cron task: a scheduler plus a child-process executor."""
@@ -447,6 +468,7 @@ class Supervisor:
             "rss": sample.rss if sample else None,
             "last_error": h.last_error,
             "status_text": h.status_text,  # a command actor's STATUS= (sd_notify)
+            "pending": self.ray.pending.get(name) if self.ray is not None else None,  # why Ray has not placed it
             "group": h.spec.group,
             "depth": depth,
         }

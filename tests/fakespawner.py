@@ -48,6 +48,7 @@ class FakeChild:
         self._ready = ready
         self._ignores_term = ignores_term
         self._frames: list[Any] = []
+        self.backlog: list[Any] = []  # as ChildProcess's: frames read but not yet delivered
         self._arrived = anyio.Event()
 
     def push(self, *frames: Any) -> None:

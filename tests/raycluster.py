@@ -62,7 +62,7 @@ class Report:
     generation: int
     node: str
     pid: int
-    stream: SocketStream = field(repr=False)
+    ended: anyio.Event = field(default_factory=anyio.Event, repr=False)  # the host's connection closed
 
 
 class Reports:
@@ -83,11 +83,13 @@ class Reports:
         buffer = b""
         while b"\n" not in buffer:
             buffer += await stream.receive()
-        fields = json.loads(buffer.partition(b"\n")[0])
-        await self.send.send(Report(stream=stream, **fields))
+        report = Report(**json.loads(buffer.partition(b"\n")[0]))
+        await self.send.send(report)
         with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            while True:
-                await stream.receive()  # until Ray kills the host
+            async with stream:
+                while True:
+                    await stream.receive()  # until Ray kills the host
+        report.ended.set()
 
     async def next(self, timeout: float = 60.0) -> Report:
         with anyio.fail_after(timeout):
@@ -97,7 +99,7 @@ class Reports:
 @contextlib.asynccontextmanager
 async def reports() -> AsyncIterator[Reports]:
     got = Reports()
-    async with anyio.create_task_group() as tg:
+    async with got.send, got.receive, anyio.create_task_group() as tg:
         await tg.start(got.serve)
         yield got
         tg.cancel_scope.cancel()

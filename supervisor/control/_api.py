@@ -18,8 +18,9 @@ class ControlTarget(Protocol):
     def status(self) -> list[dict[str, Any]]:
         """One row per actor and cron task.
 
-        Keys: ``name``, ``kind`` (process|task|cron), ``state``, ``pid``, ``uptime``,
-        ``restarts``, ``last_beat_age``, ``cpu_percent``, ``rss``, ``last_error``.
+        Keys: ``name``, ``kind`` (process|task|command|ray|cron), ``state``, ``pid``, ``uptime``,
+        ``restarts``, ``last_beat_age``, ``cpu_percent``, ``rss``, ``last_error``, and
+        ``pending`` (why Ray has not placed a starting ray actor, else None).
         Must be cheap and must not await: the server calls it on every request.
         """
 

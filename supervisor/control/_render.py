@@ -177,9 +177,12 @@ def status_table(rows: Sequence[Mapping[str, Any]], width: int | None = None,
 
 
 def _note(row: Mapping[str, Any]) -> Any:
-    """The last error, or while a command actor runs, what it last said with STATUS= (sd_notify)."""
+    """The last error; while a command actor runs, what it last said with STATUS= (sd_notify);
+    while Ray has not placed a ray actor, why."""
     if row.get("status_text") and row.get("state") == "running":
         return f"STATUS={row['status_text']}"
+    if row.get("pending") and row.get("state") == "starting":
+        return f"pending: {row['pending']}"
     return row.get("last_error")
 
 

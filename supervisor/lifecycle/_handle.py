@@ -478,7 +478,7 @@ class ActorHandle:
         if self._loop_watch is not None:
             self._loop_watch.observe(self._clock.now())
         for _ in range(_DRAIN_YIELDS):
-            if not beats.expired(self._clock.now()) or not _readable(child.channel):
+            if not beats.expired(self._clock.now()) or not (child.backlog or _readable(child.channel)):
                 break
             await anyio.sleep(0)
         return not beats.expired(self._clock.now())

@@ -158,14 +158,17 @@ class ColdSpawner:
 async def await_hello(child: ChildProcess, actor: str, start_timeout: float, clock: Clock) -> None:
     """Read the child's Hello within ``start_timeout``; frames that came with it go to its backlog."""
     frames: list[object] = []
+    garbage: list[ValueError] = []
 
     async def read() -> None:
-        frames.extend(await child.receive_frames())
+        try:
+            frames.extend(await child.receive_frames())
+        except ValueError as exc:  # caught here: out of wait_until's task group it would be an ExceptionGroup
+            garbage.append(exc)
 
-    try:
-        got = await wait_until(read, clock, clock.now() + start_timeout)
-    except ValueError as exc:
-        raise ProtocolError(f"garbage before handshake: {exc}", actor) from None
+    got = await wait_until(read, clock, clock.now() + start_timeout)
+    if garbage:
+        raise ProtocolError(f"garbage before handshake: {garbage[0]}", actor) from None
     if not got:
         raise HandshakeTimeout(actor, start_timeout, "Hello")
     if not frames:

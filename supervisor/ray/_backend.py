@@ -15,7 +15,7 @@ import msgspec
 from ..config._schema import RayOptions
 from ..exceptions import SupervisorError
 
-__all__ = ["CreateRequest", "HostTicket", "RayBackend", "RayUnavailable"]
+__all__ = ["CreateRequest", "HostTicket", "RayBackend", "RayUnavailable", "encode_ticket"]
 
 
 class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +28,11 @@ class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
     lease_timeout: float  # the host ends itself after this long without a word from the supervisor
     env: dict[str, str] = {}
     cwd: str | None = None
+
+
+def encode_ticket(ticket: HostTicket) -> bytes:
+    """The bytes ``actors._rayhost.RayHost(ticket)`` takes (msgpack)."""
+    return msgspec.msgpack.encode(ticket)
 
 
 class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -122,23 +122,32 @@ class RayDriverBackend:
         return self._reasons.get(key)
 
     async def aclose(self) -> None:
-        """Ask the driver to kill the hosts and disconnect (a private Ray is shut down), bounded."""
+        """Have the driver kill the hosts and disconnect (a private Ray is shut down), bounded.
+
+        Needs no task of :meth:`run` (they may be cancelled already): Shutdown is
+        written, stdin closed (EOF means the same to the driver), and its exit awaited.
+        """
         if self._closing:
             await self._closed.wait()
             return
         self._closing = True
         driver = self._driver
         try:
-            if driver is not None and driver.lost is None:
-                with anyio.move_on_after(SHUTDOWN_TIMEOUT):
-                    with contextlib.suppress(RayUnavailable):
-                        await self._ask(Shutdown(id=self._id()), timeout=SHUTDOWN_TIMEOUT)
-                    await driver.process.wait()
-                await _end(driver.process)
-                _exited(driver)
-                log.info("ray.stopped", address=self.info.address if self.info else None)
+            with anyio.CancelScope(shield=True):
+                if driver is not None and driver.process.returncode is None:
+                    with anyio.move_on_after(SHUTDOWN_TIMEOUT):
+                        stdin = driver.process.stdin
+                        assert stdin is not None
+                        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                            async with driver.lock:
+                                await stdin.send(encode(Shutdown(id=self._id())))
+                            await stdin.aclose()
+                        await driver.process.wait()
+                    await _end(driver.process)
+                    _exited(driver)
+                    log.info("ray.stopped", address=self.info.address if self.info else None)
         finally:
-            self._ready.set()  # wakes _keep, which sees _closing
+            self._ready.set()
             self._closed.set()
 
     # --- the driver ---------------------------------------------------------------------
