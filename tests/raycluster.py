@@ -13,6 +13,7 @@ so there a missing Ray fails them).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -27,16 +28,22 @@ import psutil
 import pytest
 from anyio.abc import SocketStream
 
+from actors import Actor
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST_CLASS = "tests.raycluster:ReportingHost"
 
-try:
-    import ray  # noqa: F401 - only to know whether the extra is installed
-    from ray.cluster_utils import Cluster
-except ImportError:  # pragma: no cover - without the extra
-    Cluster = None
+HAVE_RAY = importlib.util.find_spec("ray") is not None  # not imported here: actors import this module too
+needs_ray = pytest.mark.skipif(not HAVE_RAY and not os.environ.get("CI"), reason="needs the ray extra")
 
-needs_ray = pytest.mark.skipif(Cluster is None and not os.environ.get("CI"), reason="needs the ray extra")
+
+class WhereAmI(Actor):
+    """A ray actor that says which node it runs on: its host's parent is that node's raylet."""
+
+    async def run(self) -> None:
+        host = psutil.Process(os.getppid())
+        self.log.info("where", raylet=host.ppid())
+        await anyio.sleep_forever()
 
 
 class ReportingHost:
@@ -139,6 +146,18 @@ class LoopbackCluster:
         self.nodes[name] = node.node_id
         return node
 
+    def fresh(self, prefix: str) -> str:
+        """A resource name no node had: a removed node stays "alive" to Ray for a while, with its resources."""
+        return f"{prefix}{sum(name.startswith(prefix) for name in self.nodes)}"
+
+    def raylets(self) -> dict[int, str]:
+        """raylet pid -> resource name of its node."""
+        found = {}
+        for node in [self.cluster.head_node, *self.cluster.worker_nodes]:
+            name = next((n for n, node_id in self.nodes.items() if node_id == node.node_id), "?")
+            found[node.all_processes["raylet"][0].process.pid] = name
+        return found
+
 
 def _ray_processes() -> set[int]:
     """Processes below this one that Ray started (its raylets and GCS, their workers and agents)."""
@@ -154,8 +173,10 @@ def _ray_processes() -> set[int]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LoopbackCluster]:
     """Three loopback nodes (head, node_a, node_b), two CPUs each; shut down after the module."""
-    if Cluster is None:
+    if not HAVE_RAY:
         pytest.fail("ray is not installed: pip install 'actorsup[ray]'")
+    from ray.cluster_utils import Cluster
+
     with pytest.MonkeyPatch.context() as patch:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
         patch.setenv("PYTHONPATH", path)  # the raylets' workers import tests.raycluster

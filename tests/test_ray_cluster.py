@@ -23,6 +23,11 @@ __all__ = ["cluster", "no_leaked_processes"]  # the fixtures, used by name
 REPLACEMENT_BOUND = 10.0
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"  # Ray costs seconds per driver: the client code is the same on both (see test_ray_driver_client)
+
+
 @contextlib.asynccontextmanager
 async def backend_on(cluster: LoopbackCluster) -> AsyncIterator[tuple[RayDriverBackend, Reports]]:
     async with reports() as got, anyio.create_task_group() as tg:
@@ -81,12 +86,13 @@ async def test_unsatisfiable_is_pending_with_reason(cluster: LoopbackCluster) ->
 
 async def test_lost_node_replacement_avoids_it(cluster: LoopbackCluster) -> None:
     """A host whose node died is replaced on another node at once, not after Ray's node-death delay."""
-    node = cluster.add("node_c")
-    dead = cluster.nodes["node_c"]
+    name = cluster.fresh("node_c")
+    node = cluster.add(name)
+    dead = cluster.nodes[name]
     async with backend_on(cluster) as (backend, got):
-        await backend.create(request(got, "v", num_cpus=0, resources={"node_c": 0.1}))
+        await backend.create(request(got, "v", num_cpus=0, resources={name: 0.1}))
         first = await got.next()
-        assert first.node == cluster.nodes["node_c"]
+        assert first.node == dead
         cluster.cluster.remove_node(node, allow_graceful=False)
         lost = time.monotonic()
         # What the supervisor does on the host's heartbeat timeout: kill it as unresponsive, start another.

@@ -108,7 +108,6 @@ class Driver:
         self._define_remotes()
         context = self.ray.get_runtime_context()
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-        log.info("ray.connected", address=context.gcs_address, namespace=self.namespace, nodes=len(nodes))
         return Started(
             id=request.id,
             address=context.gcs_address,
@@ -168,7 +167,8 @@ class Driver:
                 options[key] = value
         if create.options.resources:
             options["resources"] = dict(create.options.resources)
-        self.placement.settle(self._ready_probes())
+        for cleared in self.placement.settle(self._ready_probes()):
+            log.info("ray.node_cleared", node=cleared)
         node = self.placement.avoiding_suspects(need, self._nodes())
         if node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -238,7 +238,7 @@ class Driver:
         """Our hosts' states in the GCS actor table, by name (one call for all of them)."""
         from ray._private import state
 
-        job = self.ray.get_runtime_context().job_id
+        job = self.ray.JobID.from_hex(self.ray.get_runtime_context().get_job_id())
         table = state.actors(job_id=job)
         found: dict[str, str] = {}
         for info in table.values():

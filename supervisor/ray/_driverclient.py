@@ -312,9 +312,8 @@ class RayDriverBackend:
                 if reason is None:
                     self._unplaced.discard(key)  # alive (or gone): no longer waiting
                     self._reasons.pop(key, None)
-                elif self._reasons.get(key) != reason:
-                    self._reasons[key] = reason
-                    log.info("ray.pending", key=key, reason=reason)
+                else:
+                    self._reasons[key] = reason  # the spawner logs it (actor.pending)
 
 
 def _relay(line: bytes, pid: int) -> None:
