@@ -185,7 +185,8 @@ class Supervisor:
         from .ray._spawner import RaySpawner, default_backend
 
         assert self._tg is not None
-        backend = (self._ray_backend or default_backend)(self.config)
+        reaper = getattr(self.spawner, "reaper", None)  # the driver and its Ray carry the tree cookie
+        backend = self._ray_backend(self.config) if self._ray_backend else default_backend(self.config, reaper)
         self.ray = RaySpawner(self.config, backend, self.clock, spec_of=lambda name: self.handles[name].spec)
         await self._tg.start(self.ray.run)
 

@@ -65,7 +65,7 @@ class LocalRayBackend:
             self.hosts[key] = start_host(request.ticket)
         return reason
 
-    async def kill(self, key: str) -> None:
+    async def kill(self, key: str, *, unresponsive: bool = False) -> None:
         self._waiting.pop(key, None)
         proc = self.hosts.get(key)
         if proc is None:

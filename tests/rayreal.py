@@ -60,7 +60,7 @@ class InProcessRayBackend:
     def pending(self, key: str) -> str | None:
         return None
 
-    async def kill(self, key: str) -> None:
+    async def kill(self, key: str, *, unresponsive: bool = False) -> None:
         actor = self.actors.pop(key, None)
         if actor is not None:
             await anyio.to_thread.run_sync(lambda: ray.kill(actor, no_restart=True))

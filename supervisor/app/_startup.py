@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from ..config import Config
 from ..control import BadSocketPath, SocketInUse
 from ..exceptions import ConfigError, SupervisorError
+from ..ray._backend import RayUnavailable
 
 __all__ = ["explain"]
 
@@ -31,7 +32,7 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _one(exc: BaseException, config: Config) -> tuple[int, str] | None:
-    if isinstance(exc, (ConfigError, BadSocketPath)):
+    if isinstance(exc, (ConfigError, BadSocketPath, RayUnavailable)):  # Ray: not there, or not installed
         return EXIT_CONFIG, str(exc)
     if isinstance(exc, SocketInUse):
         return EXIT_CONFLICT, str(exc)

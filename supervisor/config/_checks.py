@@ -12,12 +12,23 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._schema import COMMAND_ONLY, ActorSpec, CronSpec, SinkSpec, SupervisorSettings
+from ._schema import COMMAND_ONLY, ActorSpec, CronSpec, RaySettings, SinkSpec, SupervisorSettings
 from ._types import Invalid, show
 
-__all__ = ["CHECKS", "MAX_SOCKET_PATH", "check_actor", "check_cron", "check_sink", "check_supervisor"]
+__all__ = [
+    "CHECKS",
+    "MAX_SOCKET_PATH",
+    "RAY_RANGE",
+    "check_actor",
+    "check_cron",
+    "check_ray",
+    "check_sink",
+    "check_supervisor",
+]
 
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the trailing NUL
+RAY_RANGE = ((2, 40), (3, 0))  # the Ray versions supervisor/ray drives (also checked by its driver)
+RAY_EXTRA = "pip install 'actorsup[ray]'"
 
 
 def _timeout_above_interval(interval: float, timeout: float) -> None:
@@ -63,6 +74,10 @@ def check_actor(spec: ActorSpec) -> None:
         raise Invalid('a command actor has no constructor: put its arguments in command = ["program", "arg"]',
                       ("args",))
     _timeout_above_interval(spec.heartbeat_interval, spec.heartbeat_timeout)
+    if spec.kind == "ray":
+        _ray_installed()
+    elif spec.ray is not None:
+        raise Invalid('only a ray actor has a ray table: add kind = "ray" (or remove ray)', ("ray",))
     for key, value in spec.env.items():  # what exec() refuses
         if not key or "=" in key or "\0" in key:
             raise Invalid(f"a variable name may not be empty or hold '=' or NUL, got {show(key)}", ("env", key))
@@ -73,6 +88,45 @@ def check_actor(spec: ActorSpec) -> None:
             f"must be >= backoff_initial ({spec.backoff_initial:g}), got {spec.backoff_max:g}",
             ("backoff_max",),
         )
+
+
+def _ray_installed() -> None:
+    """Ray is importable here, in a version the driver supports (read from its metadata: no import)."""
+    from importlib import metadata, util
+
+    if util.find_spec("ray") is None:
+        raise Invalid(f'kind = "ray" needs Ray: {RAY_EXTRA}', ("kind",))
+    try:
+        version = metadata.version("ray")
+    except metadata.PackageNotFoundError:  # importable but not installed as a distribution: let it be
+        return
+    parts = version.split(".")[:2]
+    if not (len(parts) == 2 and all(p.isdigit() for p in parts)
+            and RAY_RANGE[0] <= (int(parts[0]), int(parts[1])) < RAY_RANGE[1]):
+        raise Invalid(f'kind = "ray" needs ray>=2.40,<3, but Ray {version} is installed: {RAY_EXTRA}', ("kind",))
+
+
+def _host_port(value: str, *, port_required: bool) -> bool:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return not port_required and bool(value) and " " not in value
+    return bool(host.strip("[]")) and " " not in host and port.isdigit() and 0 < int(port) < 65536
+
+
+def check_ray(spec: RaySettings) -> None:
+    address = spec.address
+    if address.startswith("ray://"):
+        raise Invalid(
+            'Ray Client addresses (ray://) are not supported: run the supervisor on a node of the '
+            f'cluster and use "auto" or the GCS\'s HOST:PORT, got {show(address)}',
+            ("address",),
+        )
+    if address not in ("local", "auto") and not _host_port(address, port_required=True):
+        raise Invalid(f'must be "local", "auto" or HOST:PORT (such as "10.0.0.5:6379"), got {show(address)}',
+                      ("address",))
+    if spec.listen is not None and not _host_port(spec.listen, port_required=False):
+        raise Invalid(f'must be HOST or HOST:PORT (such as "10.0.0.7" or "10.0.0.7:7300"), got {show(spec.listen)}',
+                      ("listen",))
 
 
 def check_cron(spec: CronSpec) -> None:
@@ -110,4 +164,5 @@ CHECKS: dict[type, Callable[[Any], None]] = {
     ActorSpec: check_actor,
     CronSpec: check_cron,
     SinkSpec: check_sink,
+    RaySettings: check_ray,
 }

@@ -13,8 +13,9 @@ from typing import Protocol
 import msgspec
 
 from ..config._schema import RayOptions
+from ..exceptions import SupervisorError
 
-__all__ = ["CreateRequest", "HostTicket", "RayBackend", "encode_ticket"]
+__all__ = ["CreateRequest", "HostTicket", "RayBackend", "RayUnavailable", "encode_ticket"]
 
 
 class HostTicket(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,12 +41,24 @@ class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
     ticket: HostTicket
 
 
+class RayUnavailable(SupervisorError):
+    """Ray cannot be used now (not installed, unreachable, an unsupported version, the driver lost).
+
+    ``str()`` is one line for the user: what is wrong and what to do.
+    """
+
+
 class RayBackend(Protocol):
     async def create(self, request: CreateRequest) -> None:
         """Ask Ray for the host actor; returns once Ray accepted the request (placed or not)."""
 
-    async def kill(self, key: str) -> None:
-        """``ray.kill`` the host of ``key`` (no Ray restart); a no-op if it is gone."""
+    async def kill(self, key: str, *, unresponsive: bool = False) -> None:
+        """``ray.kill`` the host of ``key`` (no Ray restart); a no-op if it is gone.
+
+        ``unresponsive``: the host stopped answering (heartbeat timeout, channel
+        lost), so its node may be gone: replacements avoid that node until it
+        proves alive, instead of waiting for Ray's node-death detection.
+        """
 
     def pending(self, key: str) -> str | None:
         """Why Ray has not placed the host of ``key`` yet (one line), or None."""

@@ -212,6 +212,7 @@ class RayChild:
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             if self._returncode is None:
                 log.warning("ray.connection_lost", actor=self.actor, pid=self.pid, node=self.node)
+                await self._lost()
         self._finish(_LOST)
 
     def _dispatch(self, kind: int, payload: bytes) -> None:
@@ -280,5 +281,10 @@ class RayChild:
             await self._exited.wait()
             return
         log.warning("ray.kill_timeout", actor=self.actor, pid=self.pid, node=self.node, kill_bound=KILL_BOUND)
+        await self._lost()
         self._finish(_LOST)
-        await self._backend.kill(self.key)
+
+    async def _lost(self) -> None:
+        """Kill the host as unresponsive *before* the run ends, so its replacement avoids its node."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_BOUND):
+            await self._backend.kill(self.key, unresponsive=True)

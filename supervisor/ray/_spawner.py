@@ -10,7 +10,6 @@ actor stays ``starting``, ``actor.pending`` says why, and ``status`` shows it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 import socket
@@ -26,6 +25,7 @@ from ..config._schema import RayOptions, RaySettings
 from ..core._clock import Clock
 from ..exceptions import HandshakeTimeout
 from ..process._child import ChildProcess, wait_until
+from ..process._reaper import Reaper
 from ..process._spawn import await_hello, discard
 from ._backend import CreateRequest, HostTicket, RayBackend
 from ._child import KILL_BOUND, RayChild
@@ -37,11 +37,11 @@ log = structlog.get_logger()
 PENDING_POLL = 0.25  # how often a waiting spawn asks Ray whether the host is placed
 
 
-def default_backend(config: Config) -> RayBackend:
+def default_backend(config: Config, reaper: Reaper | None = None) -> RayBackend:
     """The backend that drives Ray (``supervisor/ray/_driver.py``, with the ``ray`` extra)."""
-    driver = importlib.import_module("supervisor.ray._driver")
-    backend: RayBackend = driver.RayDriverBackend(config.ray)
-    return backend
+    from ._driverclient import RayDriverBackend
+
+    return RayDriverBackend(config.ray, reaper=reaper)
 
 
 def listen_address(settings: RaySettings) -> tuple[str, int]:
@@ -81,6 +81,9 @@ class RaySpawner:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                run = getattr(self.backend, "run", None)  # a backend with work of its own: the driver's client
+                if run is not None:
+                    await tg.start(run)  # RayUnavailable here: the cluster is not there, the run ends (exit 2)
                 await tg.start(self.listener.run)
                 task_status.started()
         finally:

@@ -1,0 +1,143 @@
+"""The driver's decisions without Ray: versions, unreachable addresses, pending reasons, suspect nodes, the loop."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+import types
+
+import pytest
+
+from supervisor.config._schema import RayOptions
+from supervisor.ray._driver import Driver, _unreachable, check_version, serve
+from supervisor.ray._placement import Placement, demand, node_resources
+from supervisor.ray._wire import Done, Failed, Init, Kill, Pending, Reasons, Shutdown, decode_reply, encode
+
+NODES = [
+    {"NodeID": "h", "Alive": True, "Resources": {"CPU": 2.0, "head": 1.0, "memory": 8e9}},
+    {"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
+    {"NodeID": "x", "Alive": False, "Resources": {"CPU": 64.0, "big_node": 1.0}},
+]
+
+
+class TestVersion:
+    @pytest.mark.parametrize("version", ["2.40.0", "2.60.0", "2.99.1"])
+    def test_supported(self, version: str) -> None:
+        """Ray 2.40 up to (not including) 3 is supported."""
+        assert check_version(version) is None
+
+    @pytest.mark.parametrize("version", ["2.39.9", "3.0.0", "1.13.0", "nightly"])
+    def test_unsupported(self, version: str) -> None:
+        """Any other version is one line naming it and the range."""
+        assert check_version(version) == (
+            f"Ray {version} is not supported: install ray>=2.40,<3 (pip install 'actorsup[ray]')")
+
+    def test_init_refuses_unsupported_version(self) -> None:
+        """Init with an unsupported Ray fails fatally before connecting."""
+        fake = types.SimpleNamespace(__version__="2.30.0")
+        reply = Driver(fake).init(Init(id=3, address="local", namespace="n", connect_timeout=1))
+        assert reply == Failed(id=3, error=check_version("2.30.0") or "", fatal=True)
+
+    def test_init_without_ray(self) -> None:
+        """Without Ray installed, Init says which extra to install."""
+        reply = Driver(None).init(Init(id=1, address="local", namespace="n", connect_timeout=1))
+        assert reply == Failed(id=1, error="Ray is not installed: pip install 'actorsup[ray]'", fatal=True)
+
+
+class TestUnreachable:
+    def test_refused(self) -> None:
+        """A closed port is named at once, with the system's reason."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # bound, not listening: refused
+            started = time.monotonic()
+            problem = _unreachable(f"127.0.0.1:{port}", 5.0)
+        assert problem == f"could not reach Ray at 127.0.0.1:{port}: Connection refused"
+        assert time.monotonic() - started < 1.0
+
+    def test_listening_port_passes(self) -> None:
+        """A port that accepts connections is left to ray.init."""
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            assert _unreachable(f"127.0.0.1:{server.getsockname()[1]}", 1.0) is None
+
+    @pytest.mark.parametrize("address", ["local", "auto"])
+    def test_not_probed(self, address: str) -> None:
+        """local and auto have no address to probe."""
+        assert _unreachable(address, 1.0) is None
+
+
+class TestPlacement:
+    def test_demand(self) -> None:
+        """An actor with no num_cpus needs Ray's one CPU; zero amounts are no demand."""
+        assert demand(RayOptions()) == {"CPU": 1.0}
+        assert demand(RayOptions(num_cpus=0, num_gpus=1, memory=1024, resources={"big_node": 1, "z": 0})) == {
+            "GPU": 1.0, "memory": 1024.0, "big_node": 1.0}
+
+    def test_dead_nodes_do_not_count(self) -> None:
+        """Only alive nodes are candidates."""
+        assert [n for n, _ in node_resources(NODES)] == ["h", "a"]
+
+    def test_missing_resource(self) -> None:
+        """A resource that only a dead node had is reported missing, as JSON."""
+        reason = Placement().why_waiting({"CPU": 1.0, "big_node": 1.0}, node_resources(NODES))
+        assert reason == 'no node has {"big_node": 1}'
+
+    def test_not_together(self) -> None:
+        """Resources that exist, but not on one node, are named as a whole."""
+        reason = Placement().why_waiting({"GPU": 1.0, "head": 1.0}, node_resources(NODES))
+        assert reason == 'no node has all of {"GPU": 1, "head": 1} at once'
+
+    def test_fits_somewhere(self) -> None:
+        """A host some node could hold is waiting for Ray."""
+        assert Placement().why_waiting({"CPU": 2.0}, node_resources(NODES)) == "waiting for Ray to place it"
+
+    def test_no_suspect_leaves_it_to_ray(self) -> None:
+        """Without a suspect node, Ray's own strategy places the host."""
+        assert Placement().avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+
+    def test_suspect_avoided(self) -> None:
+        """With a suspect node, the host is pinned to a fitting node that is not suspect."""
+        placement = Placement()
+        placement.suspect("a", object())
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) == "h"
+
+    def test_suspect_but_nowhere_else(self) -> None:
+        """If only the suspect node fits, the choice stays Ray's."""
+        placement = Placement()
+        placement.suspect("a", object())
+        assert placement.avoiding_suspects({"GPU": 1.0}, node_resources(NODES)) is None
+
+    def test_probe_answer_clears(self) -> None:
+        """A suspect node whose probe answered is trusted again."""
+        placement, probe = Placement(), object()
+        placement.suspect("a", probe)
+        assert placement.settle([probe]) == ["a"]
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+
+    def test_dead_suspect_forgotten(self) -> None:
+        """A suspect node that Ray declared dead is no longer tracked."""
+        placement = Placement()
+        placement.suspect("x", object())
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+        assert placement.suspects == {}
+
+
+class TestServe:
+    def test_requests_in_order_until_shutdown(self) -> None:
+        """Each request gets its reply with its id; a garbled line is skipped; Shutdown ends the loop."""
+        driver = Driver(types.SimpleNamespace(is_initialized=lambda: False))
+        lines = b"".join([encode(Pending(id=1)), b"{not json\n", encode(Kill(id=2, key="k")), encode(Shutdown(id=3)),
+                          encode(Pending(id=4))])
+        out = io.BytesIO()
+        assert serve(driver, io.BytesIO(lines), out) == 0
+        replies = [decode_reply(line) for line in out.getvalue().splitlines()]
+        assert replies == [Reasons(id=1, reasons={}), Done(id=2), Done(id=3)]
+
+    def test_fatal_failure_ends(self) -> None:
+        """A fatal Init failure is answered, then the loop ends with status 1."""
+        out = io.BytesIO()
+        status = serve(Driver(None), io.BytesIO(encode(Init(id=1, address="local", namespace="n",
+                                                            connect_timeout=1))), out)
+        assert status == 1
+        assert isinstance(decode_reply(out.getvalue()), Failed)
