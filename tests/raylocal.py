@@ -89,16 +89,21 @@ async def reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     return proc.returncode
 
 
+PRODUCTION: Any = object()  # ray_supervisor's backend: Ray through the supervisor's own driver
+
+
 @asynccontextmanager
 async def ray_supervisor(
-    actors: dict[str, dict[str, Any]], backend: LocalRayBackend | None = None, **settings: Any
-) -> AsyncIterator[tuple[Supervisor, CaptureSink, LocalRayBackend]]:
+    actors: dict[str, dict[str, Any]], backend: Any = None, **settings: Any
+) -> AsyncIterator[tuple[Supervisor, CaptureSink, Any]]:
     """A started Supervisor whose ``kind = "ray"`` actors run on ``backend``; shut down gracefully at exit."""
-    backend = backend or LocalRayBackend()
+    backend = LocalRayBackend() if backend is None else backend
     sink = CaptureSink()
     router = LogRouter([sink])
     configure_supervisor_logging(router)
-    sup = Supervisor(make_config(actors, **settings), router=router, ray_backend=backend)
+    # PRODUCTION: the real driver (RayDriverBackend, address = "local")
+    factory = None if backend is PRODUCTION else backend
+    sup = Supervisor(make_config(actors, **settings), router=router, ray_backend=factory)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         try:

@@ -8,17 +8,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
 import pytest
 
+from supervisor._supervisor import Supervisor
 from supervisor.lifecycle._states import ActorState
-from tests.raylocal import ray_supervisor
+from tests.harness import CaptureSink, cli_supervisor
+from tests.raylocal import PRODUCTION, ray_supervisor
 from tests.rayreal import InProcessRayBackend, needs_ray, ray, start_ray
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, needs_ray]
 T = "tests.sample_actors:"
+ROOT = Path(__file__).resolve().parent.parent
+LINES = 10_000
 
 
 @pytest.fixture
@@ -31,34 +37,66 @@ def ray_cluster() -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "trio"  # Ray costs seconds per start: the channel code is the same on both backends
+def crash_hang_lines(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    return {
+        "c": {"target": T + "CrashOnce", "kind": "ray", "args": {"marker": str(tmp_path / "c")}},
+        "b": {"target": T + "BlockLoop", "kind": "ray", "args": {"marker": str(tmp_path / "b")},
+              "heartbeat_interval": 0.1, "heartbeat_timeout": 1.0},
+        "l": {"target": T + "LinesThenExit", "kind": "ray", "args": {"n": LINES}, "restart": "temporary"},
+    }
+
+
+async def check_crash_hang_lines(sup: Supervisor, log: CaptureSink) -> None:
+    """A crash restarts, a hang times out and restarts, 10,000 lines then os._exit all arrive."""
+    await log.wait_for("crashonce.second_life", actor="c", timeout=90)
+    assert log.find("actor.exited", actor="c")[0]["reason"] == "crash"
+    await log.wait_for("blockloop.second_life", actor="b", timeout=90)
+    assert log.find("actor.exited", actor="b")[0]["reason"] == "heartbeat_timeout"
+    await log.wait_for("actor.stopped", actor="l", timeout=90)
+    assert [e["i"] for e in log.find("line", actor="l")] == list(range(LINES))
+    for line, stream in [("printed line", "stdout"), ("raw fd1 line", "stdout"), ("raw fd2 line", "stderr")]:
+        assert log.find(line, actor="l", stream=stream)
+    assert log.find("stdlib line", actor="l")
+    assert log.find("actor.exited", actor="l")[0]["exit_code"] == 7
+    assert sup.handle("c").state is ActorState.RUNNING
+
+
+class TestThroughTheDriver:
+    async def test_crash_hang_and_lines_on_local_ray(self, tmp_path: Path) -> None:
+        """address = "local" through the supervisor's own driver: crash and hang restart, 10,000 lines arrive."""
+        async with ray_supervisor(crash_hang_lines(tmp_path), PRODUCTION) as (sup, log, _backend):
+            await check_crash_hang_lines(sup, log)
+
+    async def test_sigkill_of_actorsup_run_leaves_no_host_or_child(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SIGKILL of `actorsup run` (address = "local"): the Ray worker hosting the actor and its child are gone
+        within lease_timeout + one lease period."""
+        monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the child imports tests.sample_actors
+        config = tmp_path / "actorsup.toml"
+        config.write_text(
+            '[supervisor]\nheartbeat_interval = 0.5\n\n[ray]\nlease_timeout = 2.0\n\n'
+            '[actors.s]\ntarget = "tests.sample_actors:Steady"\nkind = "ray"\n'
+        )
+        bound = 2.0 + 2.0 / 5
+        async with cli_supervisor(config) as cli:
+            (started,) = await cli.log.wait_for("actor.started", actor="s", timeout=90)
+            child = started["pid"]
+            host = psutil.Process(child).ppid()
+            assert "ray" in " ".join(psutil.Process(host).cmdline()).lower()  # a Ray worker hosts it
+            cli.process.kill()  # only the supervisor this test started
+            killed = time.monotonic()
+            with anyio.fail_after(bound + 1.0):
+                while _alive(child) or _alive(host):
+                    await anyio.sleep(0.02)
+            assert time.monotonic() - killed <= bound + 0.5
 
 
 class TestOnRay:
-    async def test_crash_hang_and_lines(self, ray_cluster: None, tmp_path) -> None:
-        """On a real Ray: a crash restarts, a hang times out and restarts, 10,000 lines then os._exit all arrive."""
-        n = 10_000
-        actors = {
-            "c": {"target": T + "CrashOnce", "kind": "ray", "args": {"marker": str(tmp_path / "c")}},
-            "b": {"target": T + "BlockLoop", "kind": "ray", "args": {"marker": str(tmp_path / "b")},
-                  "heartbeat_interval": 0.1, "heartbeat_timeout": 1.0},
-            "l": {"target": T + "LinesThenExit", "kind": "ray", "args": {"n": n}, "restart": "temporary"},
-        }
-        backend = InProcessRayBackend()
-        async with ray_supervisor(actors, backend) as (sup, log, _backend):
-            await log.wait_for("crashonce.second_life", actor="c", timeout=90)
-            assert log.find("actor.exited", actor="c")[0]["reason"] == "crash"
-            await log.wait_for("blockloop.second_life", actor="b", timeout=90)
-            assert log.find("actor.exited", actor="b")[0]["reason"] == "heartbeat_timeout"
-            await log.wait_for("actor.stopped", actor="l", timeout=90)
-            assert [e["i"] for e in log.find("line", actor="l")] == list(range(n))
-            for line, stream in [("printed line", "stdout"), ("raw fd1 line", "stdout"), ("raw fd2 line", "stderr")]:
-                assert log.find(line, actor="l", stream=stream)
-            assert log.find("stdlib line", actor="l")
-            assert log.find("actor.exited", actor="l")[0]["exit_code"] == 7
-            assert sup.handle("c").state is ActorState.RUNNING
+    async def test_crash_hang_and_lines(self, ray_cluster: None, tmp_path: Path) -> None:
+        """RayHost as a Ray actor of this process: the same crash, hang and lines."""
+        async with ray_supervisor(crash_hang_lines(tmp_path), InProcessRayBackend()) as (sup, log, _backend):
+            await check_crash_hang_lines(sup, log)
 
 
 class TestSupervisorKilled:
