@@ -165,4 +165,6 @@ async def test_sigkilled_supervisor_leaves_no_ray_process(tmp_path: Path) -> Non
         finally:
             proc.kill()
             proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
     assert took < LEFTOVER_BOUND, f"Ray processes outlived the supervisor by {took:.1f} s"
