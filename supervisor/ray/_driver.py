@@ -177,7 +177,7 @@ class Driver:
             options["resources"] = dict(create.options.resources)
         for cleared in self.placement.settle(self._ready_probes()):
             log.info("ray.node_cleared", node=cleared)
-        node = self.placement.avoiding_suspects(need, self._nodes())
+        node = self.placement.avoiding_suspects(need, self._nodes(), self._free)
         if node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -241,6 +241,13 @@ class Driver:
     def _nodes(self) -> list[tuple[str, dict[str, float]]]:
         nodes: list[dict[str, Any]] = self.ray.nodes()
         return node_resources(nodes)
+
+    def _free(self) -> dict[str, dict[str, float]]:
+        """The resources available now on each node (node id -> resource -> amount)."""
+        from ray._private import state
+
+        free: dict[str, dict[str, float]] = state.available_resources_per_node()
+        return free
 
     def _states(self) -> dict[str, str]:
         """Our hosts' states in the GCS actor table, by name (one call for all of them)."""
