@@ -53,6 +53,10 @@ class FakeHandle:
         self._calls.append(("abandon", self.name))
         self.move(S.FAILED)
 
+    def resume(self, restarts: int) -> None:
+        self._calls.append(("resume", self.name))
+        self.move(S.STARTING, S.RUNNING)
+
 
 def setup(groups: dict[str, Any], actors: dict[str, Any]) -> tuple[TreeRunner, dict[str, FakeHandle], list[Any]]:
     config = parse_config({"groups": groups, "actors": {n: {"target": T, **a} for n, a in actors.items()}})
