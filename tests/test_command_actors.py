@@ -65,7 +65,19 @@ def continued() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGCONT)
 
 
+def _nice_of(pid: int) -> int:
+    """The nice value of ``pid``, from /proc (field 19 of stat; the name in field 2 may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 class TestAProgram:
+    async def test_child_nice_reaches_the_program(self) -> None:
+        """[supervisor] child_nice: the program runs that many nice steps below the supervisor."""
+        async with running_supervisor({"s": _command(["sleep", "60"])}, child_nice=7) as (_sup, sink):
+            started = (await sink.wait_for("actor.started", actor="s"))[0]
+            assert _nice_of(started["pid"]) == min(19, os.nice(0) + 7)
+
     async def test_status_shows_the_programs_own_pid_rss_and_cpu(self) -> None:
         """status of a command actor: the program's pid (not a wrapper's), its RSS and CPU."""
         async with running_supervisor({"s": _command(["sleep", "60"])}) as (sup, sink):

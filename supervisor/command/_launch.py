@@ -1,4 +1,4 @@
-"""Start a command actor's program: its own session, PDEATHSIG, env, cwd, user; pipes for its output.
+"""Start a command actor's program: its own session, PDEATHSIG, nice, env, cwd, user; pipes for its output.
 
 :func:`launch` resolves the program first (a clear :class:`ProgramError` for
 ``actor.exited`` instead of a traceback) and then spawns it from the calling
@@ -66,12 +66,14 @@ def _libc_prctl() -> Callable[..., int] | None:
     return _prctl
 
 
-def _die_with(parent: int, prctl: Callable[..., int] | None) -> Callable[[], None]:
+def _preexec(parent: int, prctl: Callable[..., int] | None, nice: int) -> Callable[[], None]:
     def preexec() -> None:
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(70)
+        if nice:  # below the supervisor, as process actors (actors._runtime): raising it needs no privilege
+            os.nice(nice)
 
     return preexec
 
@@ -82,11 +84,13 @@ def launch(
     env: Mapping[str, str],
     cwd: str | os.PathLike[str] | None = None,
     credentials: Credentials | None = None,
+    nice: int = 0,
 ) -> CommandProcess:
     """Spawn ``argv`` as a command actor's process, or raise :class:`ProgramError` with the reason.
 
     ``env`` is the whole environment (see :func:`child_env`); a relative
     ``argv[0]`` and ``PATH`` are resolved as the child would, in ``cwd``.
+    ``nice``: steps below the supervisor's priority (``[supervisor] child_nice``).
     """
     where = os.fspath(cwd) if cwd is not None else None
     if where is not None and not os.path.isdir(where):
@@ -104,7 +108,7 @@ def launch(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches its grandchildren
-            preexec_fn=_die_with(os.getpid(), _libc_prctl()),
+            preexec_fn=_preexec(os.getpid(), _libc_prctl(), nice),
             **(credentials.popen_kwargs() if credentials is not None else {}),
         )
     except subprocess.SubprocessError as exc:  # the preexec step failed in the child
