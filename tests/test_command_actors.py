@@ -286,6 +286,76 @@ class TestNotify:
             assert second["pid"] != first["pid"]
 
 
+# Sends its datagram, then BARRIER=1 with a pipe end, and returns once the supervisor has handled
+# both (it closes the received descriptor then), as systemd-notify does.
+NOTIFIER = """
+import array, os, socket, sys
+address = os.environ["NOTIFY_SOCKET"]
+address = "\\0" + address[1:] if address.startswith("@") else address
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(sys.argv[1].replace(";", "\\n").encode(), address)
+r, w = os.pipe()
+s.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]).tobytes())], 0, address)
+os.close(w)
+os.read(r, 1)
+"""
+
+
+async def _gone(pid: int) -> None:
+    """Until ``pid`` has exited (a process that no event announces)."""
+    with anyio.fail_after(10):
+        while _alive(pid):
+            await anyio.sleep(0.02)
+
+
+class TestMainPid:
+    async def test_mainpid_of_a_forked_child_becomes_the_main_process(self, tmp_path: Path) -> None:
+        """A script forks a daemon, reports MAINPID=its pid, exits: the actor runs on; the daemon's exit ends it."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "forking.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            echo forked
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, backoff_initial=0.01)}) as (sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            script_pid, daemon = moved["pid"], moved["main_pid"]
+            started = (await sink.wait_for("actor.started", actor="d"))[0]
+            assert started["pid"] == daemon and psutil.Process(daemon).name() == "sleep"
+            await sink.wait_for("forked", actor="d")
+            await _gone(script_pid)  # the script exits (nothing in the log says so: the run goes on)
+            assert sup.handle("d").state is ActorState.RUNNING and sink.find("actor.exited", actor="d") == []
+            assert _alive(daemon) and sup.status()[0]["pid"] == daemon
+            os.kill(daemon, signal.SIGKILL)
+            exited = (await sink.wait_for("actor.exited", actor="d"))[0]
+            assert exited["pid"] == daemon and exited["signal"] == "SIGKILL"
+            second = (await sink.wait_for("actor.started", actor="d", count=2))[1]
+            assert second["pid"] not in (daemon, script_pid) and psutil.Process(second["pid"]).name() == "sleep"
+
+    async def test_a_stop_reaches_a_main_process_in_a_session_of_its_own(self, tmp_path: Path) -> None:
+        """MAINPID= of a daemon that left the program's group (setsid): the stop signal still reaches it."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "daemon.sh", f"""\
+            #!/bin/sh
+            setsid sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, stop_timeout=10.0)}) as (sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            daemon = moved["main_pid"]
+            await sink.wait_for("actor.started", actor="d")
+            assert os.getsid(daemon) == daemon
+            await _gone(moved["pid"])
+            with anyio.fail_after(5):  # well within stop_timeout: SIGTERM ended it, no SIGKILL needed
+                await sup.stop_actor("d")
+            assert not _alive(daemon) and sink.find("actor.stop_timeout", actor="d") == []
+            (exited,) = sink.find("actor.exited", actor="d")
+            assert exited["pid"] == daemon and exited["reason"] == "stopped" and exited["signal"] == "SIGTERM"
+
+
 class TestProbe:
     async def test_http_server_stopped_by_sigstop_is_caught_by_its_probe_and_restarted(
         self, continued: list[int]

@@ -16,6 +16,7 @@ sets, so what the program leaves outside its group is killed after it exits.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -120,13 +121,38 @@ def launch(
     return CommandProcess(popen)
 
 
+class _Main:
+    """The process a program named with ``MAINPID=``: a descendant, watched through a pidfd."""
+
+    __slots__ = ("create_time", "pid", "pidfd", "returncode")
+
+    def __init__(self, pid: int, create_time: float, pidfd: int) -> None:
+        self.pid = pid
+        self.create_time = create_time
+        self.pidfd = pidfd
+        self.returncode: int | None = None
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            fd, self.pidfd = self.pidfd, -1
+            anyio.notify_closing(fd)
+            os.close(fd)
+
+
 class CommandProcess:
-    """A running program: identity, group signals, exit through a pidfd, its output pipes."""
+    """A running program: identity, group signals, exit through a pidfd, its output pipes.
+
+    After :meth:`follow` (``MAINPID=`` from sd_notify) the *main process* is
+    that descendant, as in systemd: ``pid``, ``returncode`` and :meth:`wait`
+    are its, the program itself may exit meanwhile, and signals reach both
+    process groups.
+    """
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         assert popen.stdout is not None and popen.stderr is not None
         self._popen = popen
-        self.pid = popen.pid
+        self.leader = popen.pid  # the program's own pid: its session and process group
+        self.pid = popen.pid  # the main process (MAINPID's, once followed)
         self.stdout = FdReader(os.dup(popen.stdout.fileno()))
         self.stderr = FdReader(os.dup(popen.stderr.fileno()))
         popen.stdout.close()
@@ -140,35 +166,100 @@ class CommandProcess:
         except OSError:  # kernel < 5.3: wait() polls
             self._pidfd = None
         self._lock = anyio.Lock()
+        self._leader_create_time = self.create_time
+        self._main: _Main | None = None
         self.token = ""  # its tree cookie, set by Reaper.track (see supervisor/process/_reaper.py)
-        self.on_exit: Callable[[], None] | None = None  # once, when it has been reaped
+        self.on_exit: Callable[[], None] | None = None  # once, when the main process has been reaped
+        self.on_follow: Callable[[int], None] | None = None  # the main process moved (the reaper's note)
+        self.before_reap: Callable[[], None] | None = None  # the program has exited, not yet reaped
 
     @property
     def returncode(self) -> int | None:
-        return self._popen.returncode
+        """The main process's exit status, once it has been reaped."""
+        return self._main.returncode if self._main is not None else self._popen.returncode
 
     def poll(self) -> int | None:
         """Reap the program if it has exited (without blocking)."""
         return self._popen.poll()
 
     def is_ours(self) -> bool:
-        """True while the pid still names the process we started."""
-        return still_ours(self.pid, self.create_time, self._popen.returncode)
+        """True while the pid still names the main process."""
+        return still_ours(self.pid, self.create_time, self.returncode)
+
+    def follow(self, pid: int, create_time: float) -> bool:
+        """``MAINPID=pid`` (a verified descendant): from now on the run lasts as long as that process."""
+        if pid == self.leader:
+            return True
+        if self.returncode is not None:
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already (or a kernel without pidfds: the program stays the main process)
+            return False
+        if not still_ours(pid, create_time, None):  # checked after the pidfd holds it: not a reused pid
+            os.close(pidfd)
+            return False
+        if self._main is not None:
+            self._main.close()
+        self._main = _Main(pid, create_time, pidfd)
+        self.pid, self.create_time = pid, create_time
+        if self.on_follow is not None:
+            self.on_follow(pid)
+        return True
 
     def signal_group(self, sig: int) -> bool:
-        """Signal the program's process group; never a reused pid."""
-        return signal_own_group(self.pid, self.create_time, self._popen.returncode, sig)
+        """Signal the program's process group, and the main process's; never a reused pid."""
+        sent = signal_own_group(self.leader, self._leader_create_time, self._popen.returncode, sig)
+        main = self._main
+        if main is not None and main.returncode is None:
+            try:
+                if os.getpgid(main.pid) == main.pid:  # it leads a group of its own (a daemon's setsid)
+                    sent |= signal_own_group(main.pid, main.create_time, None, sig)
+                else:
+                    signal.pidfd_send_signal(main.pidfd, sig)
+                    sent = True
+            except OSError:  # exited meanwhile
+                pass
+        return sent
 
     async def wait(self) -> int:
+        """Wait for the main process to exit (the program, and then MAINPID's), reap it, return its status."""
         async with self._lock:
-            while self._popen.poll() is None:
-                if self._pidfd is not None:
-                    await anyio.wait_readable(self._pidfd)
-                else:
-                    await anyio.sleep(0.02)
-        assert self._popen.returncode is not None
+            await self._wait_program()
+            while (main := self._main) is not None and main.returncode is None:
+                with contextlib.suppress(anyio.ClosedResourceError):  # replaced by a later MAINPID=
+                    await self._wait_main(main)
+        returncode = self.returncode
+        assert returncode is not None
         self._exited()  # what it left outside its group goes now, not after the pipes drain
-        return self._popen.returncode
+        return returncode
+
+    async def _wait_program(self) -> None:
+        while self._popen.returncode is None:
+            if self._pidfd is None:
+                await anyio.sleep(0.02)
+                self._popen.poll()
+                continue
+            await anyio.wait_readable(self._pidfd)
+            try:
+                exited = os.waitid(os.P_PID, self.leader, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:  # reaped by someone else: poll() says so
+                exited = True
+            if exited and self.before_reap is not None:
+                self.before_reap()  # a MAINPID= it sent is read while its session still exists
+            self._popen.poll()
+
+    async def _wait_main(self, main: _Main) -> None:
+        while main.returncode is None:
+            await anyio.wait_readable(main.pidfd)
+            try:
+                result = os.waitid(os.P_PIDFD, main.pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:  # not our child (no subreaper), or reaped by another: status unknown
+                main.returncode = 0
+                break
+            if result is not None:
+                main.returncode = _status(result)
+        main.close()
 
     def _exited(self) -> None:
         on_exit, self.on_exit = self.on_exit, None
@@ -176,12 +267,21 @@ class CommandProcess:
             on_exit()
 
     async def aclose(self) -> None:
-        """Close the pipes and the pidfd (the program is reaped by :meth:`wait`)."""
-        if self._popen.poll() is not None:
+        """Close the pipes and the pidfds (the program is reaped by :meth:`wait`)."""
+        if self._popen.poll() is not None and self.returncode is not None:
             self._exited()
+        if self._main is not None:
+            self._main.close()
         self.stdout.close()
         self.stderr.close()
         if self._pidfd is not None:
             fd, self._pidfd = self._pidfd, None
             anyio.notify_closing(fd)
             os.close(fd)
+
+
+def _status(result: os.waitid_result) -> int:
+    """A waitid result as a returncode (negative: killed by that signal), as subprocess has it."""
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status

@@ -396,6 +396,7 @@ class ActorHandle:
         finally:
             if run.program is not None:
                 self._sampler.forget(run.program.pid)
+                self._sampler.forget(run.program.leader)  # differs after MAINPID=
                 run.program = None
 
     def _on_task_running(self, run: _Run, pid: int) -> None:

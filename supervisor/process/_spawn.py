@@ -12,6 +12,7 @@ its own way, then reuses :meth:`Reaper.track`, :func:`await_hello` and
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -154,6 +155,7 @@ class ColdSpawner:
         proc = launch(argv, env=self.reaper.child_env(dict(env), token), cwd=cwd, credentials=credentials,
                       nice=self.child_nice)
         self.reaper.track(proc, token, actor)
+        proc.on_follow = functools.partial(self.reaper.moved, token)  # MAINPID's process is not adopted
         return proc
 
 
