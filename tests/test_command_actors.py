@@ -55,6 +55,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+async def _gone(*pids: int) -> None:
+    """Until each of ``pids`` has exited (no event announces it): its pidfd becomes readable."""
+    with anyio.fail_after(10):
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                os.close(fd)
+
+
 @pytest.fixture
 def continued() -> Iterator[list[int]]:
     """Pids a test SIGSTOPped: SIGCONTed at teardown, so a kill that raced the stop still ends them."""
@@ -162,8 +176,7 @@ class TestAProgram:
             assert all(_alive(pid) for pid in pids)
             with anyio.fail_after(10):
                 await sup.stop_actor("forker")
-                while any(_alive(pid) for pid in pids):
-                    await anyio.sleep(0.02)
+            await _gone(*pids)
 
     async def test_exit_0_under_permanent_restarts_then_fails_by_intensity(self) -> None:
         """`true` under permanent: restarted (reason exit) until the restart intensity is exceeded, then failed."""
@@ -299,13 +312,6 @@ s.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i
 os.close(w)
 os.read(r, 1)
 """
-
-
-async def _gone(pid: int) -> None:
-    """Until ``pid`` has exited (a process that no event announces)."""
-    with anyio.fail_after(10):
-        while _alive(pid):
-            await anyio.sleep(0.02)
 
 
 class TestMainPid:
