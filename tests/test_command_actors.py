@@ -340,6 +340,26 @@ class TestMainPid:
             second = (await sink.wait_for("actor.started", actor="d", count=2))[1]
             assert second["pid"] not in (daemon, script_pid) and psutil.Process(second["pid"]).name() == "sleep"
 
+    async def test_the_main_process_exiting_ends_the_run_while_the_program_still_runs(self, tmp_path: Path) -> None:
+        """MAINPID='s process dies while the program lives on: actor.exited for it, and the program goes too."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "wrapper.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            exec {sys.executable} -c "import time; print('execed', flush=True); time.sleep(300)"
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, backoff_initial=0.01)}) as (_sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            program, daemon = moved["pid"], moved["main_pid"]
+            await sink.wait_for("actor.started", actor="d")
+            await sink.wait_for("execed", actor="d")  # the shell, which would reap the daemon itself, is gone
+            os.kill(daemon, signal.SIGKILL)
+            exited = (await sink.wait_for("actor.exited", actor="d"))[0]
+            assert exited["pid"] == daemon and exited["signal"] == "SIGKILL"  # read once the program went
+            await _gone(program)
+            await sink.wait_for("actor.started", actor="d", count=2)
+
     async def test_a_stop_reaches_a_main_process_in_a_session_of_its_own(self, tmp_path: Path) -> None:
         """MAINPID= of a daemon that left the program's group (setsid): the stop signal still reaches it."""
         (tmp_path / "notify.py").write_text(NOTIFIER)

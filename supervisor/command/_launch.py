@@ -21,7 +21,7 @@ import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import psutil
@@ -36,6 +36,7 @@ from ._privileges import Credentials
 __all__ = ["CommandProcess", "child_env", "launch"]
 
 _PR_SET_PDEATHSIG = 1
+_REAP_TIMEOUT = 2.0  # bound on reaping a program SIGKILLed after its main process exited
 _prctl: Callable[..., int] | None = None
 
 
@@ -168,6 +169,7 @@ class CommandProcess:
         self._lock = anyio.Lock()
         self._leader_create_time = self.create_time
         self._main: _Main | None = None
+        self._followed = anyio.Event()  # set (and replaced) by each follow(): a wait moves to the new main
         self.token = ""  # its tree cookie, set by Reaper.track (see supervisor/process/_reaper.py)
         self.on_exit: Callable[[], None] | None = None  # once, when the main process has been reaped
         self.on_follow: Callable[[int], None] | None = None  # the main process moved (the reaper's note)
@@ -188,23 +190,28 @@ class CommandProcess:
 
     def follow(self, pid: int, create_time: float) -> bool:
         """``MAINPID=pid`` (a verified descendant): from now on the run lasts as long as that process."""
-        if pid == self.leader:
-            return True
         if self.returncode is not None:
             return False
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:  # gone already (or a kernel without pidfds: the program stays the main process)
-            return False
-        if not still_ours(pid, create_time, None):  # checked after the pidfd holds it: not a reused pid
-            os.close(pidfd)
+        main: _Main | None = None
+        if pid != self.leader:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:  # gone already (or a kernel without pidfds: the program stays the main process)
+                return False
+            if not still_ours(pid, create_time, None):  # checked once the pidfd holds it: not a reused pid
+                os.close(pidfd)
+                return False
+            main = _Main(pid, create_time, pidfd)
+        elif self._popen.returncode is not None:
             return False
         if self._main is not None:
-            self._main.close()
-        self._main = _Main(pid, create_time, pidfd)
-        self.pid, self.create_time = pid, create_time
+            self._main.close()  # wakes a wait on it: the wait moves to the new one
+        self._main = main
+        self.pid, self.create_time = (pid, create_time) if main is not None else (self.leader, self._leader_create_time)
+        self._followed.set()
+        self._followed = anyio.Event()
         if self.on_follow is not None:
-            self.on_follow(pid)
+            self.on_follow(self.pid)
         return True
 
     def signal_group(self, sig: int) -> bool:
@@ -223,18 +230,37 @@ class CommandProcess:
         return sent
 
     async def wait(self) -> int:
-        """Wait for the main process to exit (the program, and then MAINPID's), reap it, return its status."""
+        """Wait for the main process to exit, reap it, and return its status.
+
+        The main process is the program until ``MAINPID=`` names another (:meth:`follow`); then
+        that one's exit ends the wait, whether the program still runs or has exited already.
+        """
         async with self._lock:
-            await self._wait_program()
-            while (main := self._main) is not None and main.returncode is None:
-                with contextlib.suppress(anyio.ClosedResourceError):  # replaced by a later MAINPID=
-                    await self._wait_main(main)
+            while self.returncode is None:
+                main = self._main
+                if main is None:
+                    await self._wait_program()
+                else:
+                    with contextlib.suppress(anyio.ClosedResourceError):  # replaced by a later MAINPID=
+                        await self._wait_main(main)
         returncode = self.returncode
         assert returncode is not None
         self._exited()  # what it left outside its group goes now, not after the pipes drain
         return returncode
 
     async def _wait_program(self) -> None:
+        """Until the program has exited and been reaped, or :meth:`follow` named a main process."""
+        followed = self._followed
+        async with anyio.create_task_group() as tg:
+
+            async def until(wait: Callable[[], Awaitable[object]]) -> None:
+                await wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until, self._reap_program)
+            tg.start_soon(until, followed.wait)
+
+    async def _reap_program(self) -> None:
         while self._popen.returncode is None:
             if self._pidfd is None:
                 await anyio.sleep(0.02)
@@ -254,12 +280,22 @@ class CommandProcess:
             await anyio.wait_readable(main.pidfd)
             try:
                 result = os.waitid(os.P_PIDFD, main.pidfd, os.WEXITED | os.WNOHANG)
-            except ChildProcessError:  # not our child (no subreaper), or reaped by another: status unknown
-                main.returncode = 0
+            except ChildProcessError:
+                if self._popen.returncode is None:
+                    # Still the program's child: the program goes (as systemd stops what is left of a
+                    # unit whose main process exited), and its zombie comes to us, the subreaper.
+                    await self._end_program()
+                    continue
+                main.returncode = 0  # not ours to reap (no subreaper, or its parent reaped it): unknown
                 break
             if result is not None:
                 main.returncode = _status(result)
         main.close()
+
+    async def _end_program(self) -> None:
+        signal_own_group(self.leader, self._leader_create_time, self._popen.returncode, signal.SIGKILL)
+        with anyio.move_on_after(_REAP_TIMEOUT):
+            await self._reap_program()
 
     def _exited(self) -> None:
         on_exit, self.on_exit = self.on_exit, None
@@ -268,6 +304,8 @@ class CommandProcess:
 
     async def aclose(self) -> None:
         """Close the pipes and the pidfds (the program is reaped by :meth:`wait`)."""
+        if self.returncode is not None and self._popen.poll() is None:
+            await self._end_program()  # MAINPID's process ended while the program ran: it goes too
         if self._popen.poll() is not None and self.returncode is not None:
             self._exited()
         if self._main is not None:
