@@ -359,6 +359,9 @@ class NotifySocket:
         notices, problems = parse_datagram(data)
         for problem in problems:
             log.warning("notify.invalid", actor=self.actor, sender_pid=pid, problem=problem)
+        # As systemd: a datagram's MAINPID= counts before the rest of it ("READY=1\nMAINPID=N"
+        # in sd_notify(3)'s example starts the actor with N as its main process).
+        notices.sort(key=lambda notice: not isinstance(notice, int))
         for notice in notices:
             if isinstance(notice, int):
                 moved = self._main_pid(notice, pid)
