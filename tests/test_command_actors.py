@@ -340,6 +340,24 @@ class TestMainPid:
             second = (await sink.wait_for("actor.started", actor="d", count=2))[1]
             assert second["pid"] not in (daemon, script_pid) and psutil.Process(second["pid"]).name() == "sleep"
 
+    async def test_mainpid_after_ready_moves_the_actors_pid(self, tmp_path: Path) -> None:
+        """MAINPID= in a datagram after READY=1: status and the exit name the new main process."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        notify = f"{sys.executable} {tmp_path / 'notify.py'}"
+        script = _script(tmp_path, "late.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {notify} "READY=1"
+            {notify} "MAINPID=$!"
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True)}) as (sup, sink):
+            started = (await sink.wait_for("actor.started", actor="d"))[0]
+            daemon = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]["main_pid"]
+            assert started["pid"] != daemon and sup.status()[0]["pid"] == daemon
+            os.kill(daemon, signal.SIGKILL)
+            assert (await sink.wait_for("actor.exited", actor="d"))[0]["pid"] == daemon
+
     async def test_the_main_process_exiting_ends_the_run_while_the_program_still_runs(self, tmp_path: Path) -> None:
         """MAINPID='s process dies while the program lives on: actor.exited for it, and the program goes too."""
         (tmp_path / "notify.py").write_text(NOTIFIER)

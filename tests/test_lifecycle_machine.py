@@ -57,6 +57,11 @@ class TestEdges:
         new, actions = decide(life(S.STARTING), m.Spawned(7), POLICY, NOW)
         assert new.state is S.STARTING and new.pid == 7 and actions == []
 
+    def test_running_spawned_records_the_main_process(self) -> None:
+        """running + Spawned (a command actor's MAINPID=) records the new pid, no transition."""
+        new, actions = decide(RUNNING, m.Spawned(77), POLICY, NOW)
+        assert new == dataclasses.replace(RUNNING, pid=77) and actions == []
+
     def test_starting_ready_runs(self) -> None:
         """starting + Ready -> running, logged with pid, kind and restarts; uptime counts from now."""
         new, actions = decide(life(S.STARTING, restarts=2), m.Ready(7), POLICY, NOW)
@@ -267,7 +272,7 @@ EVENTS: list[m.Event] = [
 Edge = tuple[ActorState, type]
 EDGES: set[Edge] = {
     (S.STOPPED, m.Start), (S.FAILED, m.Start), (S.STARTING, m.Spawned), (S.STARTING, m.Ready),
-    (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
+    (S.RUNNING, m.Spawned), (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
     (S.STARTING, m.KillRun), (S.RUNNING, m.KillRun), (S.STOPPING, m.KillRun), (S.RUNNING, m.StopRun),
     (S.BACKOFF, m.BackoffElapsed), *((s, m.Retire) for s in ActorState if s is not S.ERRORED),
     *((s, e) for s in (S.STARTING, S.RUNNING, S.STOPPING) for e in (m.ChildExited, m.TaskEnded, m.SpawnFailed)),

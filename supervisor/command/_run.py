@@ -82,7 +82,7 @@ class CommandRun:
 class CommandHooks(Protocol):
     """How a run tells the handle what happened (all called in the loop, synchronously)."""
 
-    def spawned(self, proc: CommandProcess) -> None: ...
+    def spawned(self, proc: CommandProcess) -> None: ...  # again when MAINPID= moves its main process
     def ready(self, pid: int) -> None: ...
     def beat(self, now: float) -> None: ...
     def status(self, text: str) -> None: ...
@@ -204,8 +204,8 @@ class _State:
             log.info("notify.reloading", actor=actor, pid=pid)
         elif isinstance(notice, MainPid):
             log.info("notify.mainpid", actor=actor, pid=pid, main_pid=notice.pid)
-            if self.proc is not None:
-                self.proc.follow(notice.pid, notice.create_time)  # its exit, not the program's, ends the run
+            if self.proc is not None and self.proc.follow(notice.pid, notice.create_time):
+                self.hooks.spawned(self.proc)  # the actor's pid is the main process's from now on
         elif isinstance(notice, Errno):
             name = errno_codes.errorcode.get(notice.errno, str(notice.errno))
             self.errno_text = f"ERRNO={notice.errno} ({name}: {os.strerror(notice.errno)})"

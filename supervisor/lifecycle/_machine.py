@@ -11,6 +11,7 @@ The table (state, event -> next state; every other pair leaves the life as it is
     stopped  | Start          -> starting        [Spawn]
     failed   | Start          -> starting        [Spawn]   (intensity and backoff reset)
     starting | Spawned        -> starting        (records the pid)
+    running  | Spawned        -> running         (records the pid: MAINPID= moved a program's main process)
     starting | Ready          -> running
     starting | Stop           -> stopping        [StopChild]
     running  | Stop           -> stopping        [StopChild]
@@ -297,7 +298,7 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
         if state is S.STOPPING:
             return dataclasses.replace(life, want_running=False), []
         return life, []
-    if isinstance(event, Spawned) and state is S.STARTING:
+    if isinstance(event, Spawned) and state in (S.STARTING, S.RUNNING):
         return dataclasses.replace(life, pid=event.pid), []
     if isinstance(event, Ready) and state is S.STARTING:
         life = dataclasses.replace(life, pid=event.pid, started_at=now)
