@@ -285,7 +285,7 @@ class CommandProcess:
                     # Still the program's child: the program goes (as systemd stops what is left of a
                     # unit whose main process exited), and its zombie comes to us, the subreaper.
                     await self._end_program()
-                    if self._popen.returncode is not None:
+                    if self._popen.poll() is not None:  # reaped by _end_program
                         continue
                 main.returncode = 0  # not ours to reap (no subreaper, or its parent reaped it): unknown
                 break
