@@ -76,10 +76,11 @@ def parse_instances(value: object) -> int:
 _SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
 # Signals whose default action does not end a program: as a stop signal each would only wait out
 # stop_timeout before the SIGKILL (signal(7): Ign, Stop, Cont). SIGKILL itself is allowed, as in
-# supervisord and systemd (KillSignal=).
+# supervisord and systemd (KillSignal=). SIGWINCH stays allowed although ignored by default:
+# it is Apache httpd's graceful stop (its official image sets STOPSIGNAL SIGWINCH).
 _IGNORED, _PAUSES = "is ignored by a program that does not handle it", "pauses a program instead of ending it"
 _NO_END = {
-    "SIGCHLD": _IGNORED, "SIGURG": _IGNORED, "SIGWINCH": _IGNORED, "SIGCONT": "resumes a program instead of ending it",
+    "SIGCHLD": _IGNORED, "SIGURG": _IGNORED, "SIGCONT": "resumes a program instead of ending it",
     "SIGSTOP": _PAUSES, "SIGTSTP": _PAUSES, "SIGTTIN": _PAUSES, "SIGTTOU": _PAUSES,
 }
 _SUGGESTED = '"SIGTERM", "SIGINT" or "SIGQUIT"'
