@@ -127,9 +127,11 @@ class TestBad:
             f'actors.a.stop_signal: {name} {why}; use one that ends it, such as "SIGTERM", "SIGINT" or "SIGQUIT", '
             f'got "{value}"')
 
-    @pytest.mark.parametrize("value", ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"])
+    @pytest.mark.parametrize(
+        "value", ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"]
+    )
     def test_signals_that_end_a_program_are_accepted(self, value: str) -> None:
-        """The usual stop signals, and SIGKILL (as supervisord and systemd allow), are accepted."""
+        """The usual stop signals, SIGKILL (as supervisord and systemd allow) and SIGWINCH (httpd's) are accepted."""
         assert parse_stop_signal(value) == value
 
     def test_stop_signal_number_is_refused(self) -> None:
