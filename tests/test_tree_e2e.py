@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +382,30 @@ def test_check_refuses_a_cycle_with_one_line_and_exit_2(tmp_path: Path) -> None:
                           text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 2
     assert done.stderr == f'actorsup: {config}: actors.a.depends_on: dependency cycle a -> b -> a, got ["b"]\n'
+
+
+async def test_a_stuck_stop_in_one_group_does_not_delay_another_groups_restart() -> None:
+    """Group A's member ignores SIGTERM (stop_timeout 3 s): group B's one_for_all of 3 restarts long before."""
+    groups = {"ga": {"strategy": "one_for_all"}, "gb": {"strategy": "one_for_all"}}
+    b = ("b1", "b2", "b3")
+    actors = {
+        "stuck": {"target": T + "IgnoresSigterm", "group": "ga", "stop_timeout": 3.0},
+        "a": {"target": T + "Steady", "group": "ga", **FAST},
+        **{n: {"target": T + "Steady", "group": "gb", **FAST} for n in b},
+    }
+    async with tree_supervisor(groups, actors) as (sup, sink):
+        await sink.wait_for("ignores.up", actor="stuck")
+        await running(sup, "stuck", "a", *b)
+        os.kill(sup.handle("a").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with anyio.fail_after(10):
+            await sup.wait_for_state("stuck", ActorState.STOPPING)  # group A's restart waits out its stop
+        os.kill(sup.handle("b1").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        (restarting,) = await sink.wait_for("group.restarting", group="gb")
+        for name in b:
+            await sink.wait_for("actor.started", actor=name, count=2)
+        (timeout,) = await sink.wait_for("actor.stop_timeout", actor="stuck")
+        up = max(at(sink, "actor.started", n, restarting["timestamp"]) for n in b)
+        assert up < timeout["timestamp"]
+        took = datetime.fromisoformat(up) - datetime.fromisoformat(restarting["timestamp"])
+        assert took.total_seconds() < 1.5, took
+        await running(sup, "stuck", "a")  # and group A completes its restart after the SIGKILL

@@ -119,3 +119,47 @@ async def test_a_claimed_restart_is_not_taken_by_the_handle() -> None:
             await handle.wait_for(S.RUNNING)
         assert len(spawner.children) == 2
         tg.cancel_scope.cancel()
+
+
+async def test_a_slow_stop_in_one_group_does_not_hold_up_another_groups_restart() -> None:
+    """Group A's member ignores SIGTERM for stop_timeout: group B's one_for_all restart completes meanwhile."""
+    groups = {g: {"strategy": "one_for_all", "max_restarts": 100} for g in ("ga", "gb")}
+    actors = {"a1": {**ZERO, "group": "ga"}, "a2": {**ZERO, "group": "ga", "stop_timeout": 60.0},
+              **{n: {**ZERO, "group": "gb"} for n in ("b1", "b2", "b3")}}
+    config = parse_config({"groups": groups, "actors": actors})
+    clock, bus, events = FakeClock(), EventBus(), list[dict[str, Any]]()
+    bus.add_callback(events.append)
+    stubborn, spawner = FakeSpawner(ignores_term=True), FakeSpawner()
+    handles: dict[str, ActorHandle] = {}
+    runner = TreeRunner(config, handles, bus, clock.now, lambda: None)
+    for spec in config.actors:
+        handles[spec.name] = ActorHandle(
+            spec, spawner=stubborn if spec.name == "a2" else spawner, router=LogRouter(), bus=bus, clock=clock,
+            observers=[runner], jitter=lambda: 1.0,
+        )
+
+    def child_of(name: str) -> Any:  # the two spawners number their children alike: ask the right one
+        return next(c for c in (stubborn if name == "a2" else spawner).children if c.pid == handles[name].pid)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        for handle in handles.values():
+            await tg.start(handle.run)
+        with anyio.fail_after(5):
+            await runner.start_all(list(handles))
+            await anyio.wait_all_tasks_blocked()
+            child_of("a1").exit(-9)
+            await anyio.wait_all_tasks_blocked()
+            assert handles["a2"].state is S.STOPPING  # group A's restart waits out a2's stop_timeout
+            child_of("b1").exit(-9)
+            await anyio.wait_all_tasks_blocked()
+        assert {handles[n].state for n in ("b1", "b2", "b3")} == {S.RUNNING}
+        starts = Counter(e["actor"] for e in events if e["event"] == "actor.starting")
+        assert starts == Counter({"a1": 1, "a2": 1, "b1": 2, "b2": 2, "b3": 2})
+        assert handles["a2"].state is S.STOPPING  # still: no time has passed
+        await clock.advance(60.0)
+        with anyio.fail_after(5):
+            for name in ("a1", "a2"):
+                await handles[name].wait_for(S.RUNNING)
+        runner.close()
+        tg.cancel_scope.cancel()

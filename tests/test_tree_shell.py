@@ -148,3 +148,33 @@ async def test_critical_give_up_calls_back_and_decides_nothing_more() -> None:
         handles["x"].move(S.ERRORED, S.FAILED)
         await settle()
         assert gave_up == [True]
+
+
+async def test_after_a_give_up_no_subtree_decides_anything() -> None:
+    """A critical actor gives up in one subtree: a crash in another group, before the shutdown, restarts nothing."""
+    runner, handles, (calls, gave_up) = setup(
+        {"g": {"strategy": "one_for_all"}}, {"db": {"critical": True}, "a": {"group": "g"}, "b": {"group": "g"}}
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.start_all(["db", "a", "b"])
+        handles["db"].move(S.ERRORED, S.FAILED)
+        await settle()
+        assert gave_up == [True]
+        calls.clear()
+        handles["a"].move(S.ERRORED, S.BACKOFF)
+        await settle()
+        assert calls == [] and runner.state.intensity["g"].recent == 0
+        runner.close()
+
+
+async def test_run_ends_once_closed_and_drained() -> None:
+    """close() ends run(): every subtree's worker drains its queue and returns."""
+    runner, handles, _ = setup({"g": {}, "h": {}}, {"a": {"group": "g"}, "b": {"group": "h"}})
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            await runner.start_all(["a", "b"])
+            handles["a"].move(S.ERRORED, S.BACKOFF)
+            handles["b"].move(S.ERRORED, S.BACKOFF)
+            runner.close()

@@ -3,15 +3,23 @@
 :class:`TreeRunner` owns the :class:`~._strategy.TreeState` and the order
 :class:`~._order.Graph` of the running config. It watches the leaves' handles
 (an :class:`Observer`), queues what the strategy must hear (a member going to
-``backoff``, or to ``failed``), and one worker task feeds those events to the
-strategy in turn and carries out its actions through the handles' public API
+``backoff``, or to ``failed``), and worker tasks feed those events to the
+strategy and carry out its actions through the handles' public API
 (``start``, ``stop``, ``wait_for``, ``abandon``, ``resume``). Events that a
 group action overtook (the leaf was stopped or started by the tree after the
 event) are dropped, as OTP flushes the exits of the children it terminates itself.
 
+There is one worker per top-level subtree (a top-level group with everything
+under it, or a top-level leaf), as each OTP supervisor is its own process: a
+subtree's events are handled in order, and a slow stop in one subtree (a member
+that ignores SIGTERM for ``stop_timeout``) does not hold up a restart in
+another. Every decision stays within one subtree (failure climbs only to
+ancestors), so the workers share the one :class:`TreeState` without
+interleaving inside it; a give-up ends every worker's deciding.
+
 A member of a ``one_for_all`` or ``rest_for_one`` group does not restart on
 its own (``decides_restart``): after an exit its handle waits in ``backoff``
-until the worker has heard the exit. The strategy then stops and starts it
+until its subtree's worker has heard the exit. The strategy then stops and starts it
 (once, in its place in the order), or, where it does not take the member down
 (held, an ancestor gave up, an overtaken event), the worker lets the handle's
 own backoff run (``resume``). Otherwise a zero backoff would race the worker:
@@ -28,8 +36,8 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import structlog
-from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..config import ActorSpec, Config, GroupSpec
 from ..core._bus import EventBus
@@ -107,9 +115,11 @@ class TreeRunner(Observer):
         self._on_give_up = on_give_up
         self._seq = itertools.count()
         self._touched: dict[str, int] = {}  # leaf -> seq of the tree's last stop or start of it
-        self._send: MemoryObjectSendStream[_Event] | None = None  # while the worker runs
+        self._workers: TaskGroup | None = None  # while run() runs
+        self._queues: dict[str, MemoryObjectSendStream[_Event]] = {}  # top-level subtree -> its worker's queue
         self._closing = False
-        self._acting = anyio.CancelScope()  # around the worker's actions; cancelled by close()
+        self._acting: set[anyio.CancelScope] = set()  # around the workers' actions; cancelled by close()
+        self._closed: anyio.Event | None = None  # run() ends on it
         self.gave_up = False
 
     def retree(self, config: Config) -> None:
@@ -119,7 +129,7 @@ class TreeRunner(Observer):
 
     # --- the observer side: never blocks, never decides ------------------------------
     def _hears(self, leaf: str) -> bool:
-        return not self._closing and self._send is not None and leaf in self.tree.leaves
+        return not self._closing and self._workers is not None and leaf in self.tree.leaves
 
     def decides_restart(self, actor: str) -> bool:
         """A member of a one_for_all or rest_for_one group: the worker restarts it, not its handle."""
@@ -132,23 +142,42 @@ class TreeRunner(Observer):
     def on_transition(self, record: TransitionRecord) -> None:
         if not self._hears(record.actor):
             return
-        assert self._send is not None
         seq = next(self._seq)
         if record.new is S.BACKOFF:
             abnormal = record.fields.get("reason") not in ("completed", "stopped")
-            self._send.send_nowait(_Exited(record.actor, abnormal, seq, record.restarts))
+            self._queue(_Exited(record.actor, abnormal, seq, record.restarts))
         elif record.new is S.FAILED and record.old is S.ERRORED:
-            self._send.send_nowait(_GaveUp(record.actor, seq))
+            self._queue(_GaveUp(record.actor, seq))
         elif record.old is S.FAILED and record.new is S.STARTING:
-            self._send.send_nowait(_Revived(record.actor, seq))
+            self._queue(_Revived(record.actor, seq))
 
-    # --- the worker ----------------------------------------------------------------
+    def _queue(self, event: _Event) -> None:
+        """To the worker of the leaf's top-level subtree, started on its first event."""
+        assert self._workers is not None  # _hears
+        above = self.tree.ancestors(event.leaf)
+        subtree = above[-1] if above else event.leaf
+        send = self._queues.get(subtree)
+        if send is None:
+            send, receive = anyio.create_memory_object_stream[_Event](math.inf)
+            self._queues[subtree] = send
+            self._workers.start_soon(self._work, receive)
+        send.send_nowait(event)
+
+    # --- the workers ---------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._send, receive = anyio.create_memory_object_stream[_Event](math.inf)
-        task_status.started()
-        with self._send, receive:
+        """Host the workers; ends once close() was called and they have drained their queues."""
+        self._closed = closed = anyio.Event()
+        if self._closing:
+            closed.set()
+        async with anyio.create_task_group() as self._workers:
+            task_status.started()
+            await closed.wait()
+        self._workers = None
+
+    async def _work(self, receive: MemoryObjectReceiveStream[_Event]) -> None:
+        with receive:
             async for event in receive:
-                if self._closing:
+                if self._closing or self.gave_up:
                     continue
                 await self._hear(event)
                 if isinstance(event, _Exited) and not (self._closing or self.gave_up):
@@ -167,15 +196,22 @@ class TreeRunner(Observer):
             actions = self.state.exited(event.leaf, event.abnormal, now)
         else:
             actions = self.state.gave_up(event.leaf, now)
-        with anyio.CancelScope() as self._acting:
-            await self.carry_out(actions)
+        with anyio.CancelScope() as acting:
+            self._acting.add(acting)
+            try:
+                await self.carry_out(actions)
+            finally:
+                self._acting.discard(acting)
 
     def close(self) -> None:
         """A shutdown began: decide nothing more."""
         self._closing = True
-        self._acting.cancel()  # a group restart under way ends here: the shutdown stops everything
-        if self._send is not None:
-            self._send.close()  # the worker ends once it has drained the queue
+        for acting in self._acting:  # a group restart under way ends here: the shutdown stops everything
+            acting.cancel()
+        for send in self._queues.values():
+            send.close()  # each worker ends once it has drained its queue
+        if self._closed is not None:
+            self._closed.set()
 
     async def carry_out(self, actions: list[Action]) -> None:
         for action in actions:
