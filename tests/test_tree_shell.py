@@ -178,3 +178,15 @@ async def test_run_ends_once_closed_and_drained() -> None:
             handles["a"].move(S.ERRORED, S.BACKOFF)
             handles["b"].move(S.ERRORED, S.BACKOFF)
             runner.close()
+
+
+async def test_a_cancelled_run_hears_nothing_more() -> None:
+    """run() cancelled without close(): later transitions are ignored and each handle restarts itself."""
+    runner, handles, (calls, _) = setup({"g": {"strategy": "one_for_all"}}, {"a": {"group": "g"}, "b": {"group": "g"}})
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.start_all(["a", "b"])
+        tg.cancel_scope.cancel()
+    calls.clear()
+    handles["a"].move(S.ERRORED, S.BACKOFF)  # no worker to take it: must not raise
+    assert not runner.decides_restart("a") and calls == []

@@ -169,10 +169,12 @@ class TreeRunner(Observer):
         self._closed = closed = anyio.Event()
         if self._closing:
             closed.set()
-        async with anyio.create_task_group() as self._workers:
-            task_status.started()
-            await closed.wait()
-        self._workers = None
+        try:
+            async with anyio.create_task_group() as self._workers:
+                task_status.started()
+                await closed.wait()
+        finally:
+            self._workers = None  # cancelled or closed: no worker takes an event from here on
 
     async def _work(self, receive: MemoryObjectReceiveStream[_Event]) -> None:
         with receive:
