@@ -7,7 +7,11 @@ subprocess, JSON log lines on its stdout):
    the process has exited (every child stopped); the same for supervisord 4.3
    with 50 programs (``--skip-peer`` leaves it out);
 2. group: SIGKILL of one member of a ``one_for_all`` group of 10, until
-   ``group.restarting`` and until the 10th new member's ``actor.started``.
+   ``group.restarting`` and until the 10th new member's ``actor.started``;
+3. independent: while one ``one_for_all`` group waits out a member that
+   ignores SIGTERM (``stop_timeout`` 3 s), SIGKILL of a member of another
+   ``one_for_all`` group of 3, until its 3rd new member's ``actor.started``
+   (the groups are separate subtrees: the slow stop must not delay it).
 
 Run from the repository root:  .venv/bin/python benchmarks/tree.py [--repeat N]
 ``--actorsup CMD`` measures another build (``--only stop`` for one without groups).
@@ -110,6 +114,37 @@ def _member_event(names: list[str]) -> Callable[[dict[str, Any]], bool]:
                       and e.get("event") in ("actor.started", "actor.stopping", "actor.exited"))
 
 
+class _Restart:
+    """A group restart seen through its members' events: who is up again, and when the last came."""
+
+    def __init__(self, names: list[str], old: set[int], t: float, event: dict[str, Any]) -> None:
+        self.names, self.old = names, old
+        self.fresh: dict[str, int] = {}  # member -> pid started since the kill and still up
+        self.t_last, self.last = t, event
+        self.twice = 0  # members started, then taken down again by the same restart
+
+    @property
+    def done(self) -> bool:
+        return len(self.fresh) == len(self.names)
+
+    @property
+    def waiting(self) -> str:
+        return f"actor.started of {len(self.names) - len(self.fresh)} more members"
+
+    def hear(self, t: float, event: dict[str, Any]) -> None:
+        name, pid = event["actor"], event.get("pid")
+        if event["event"] == "actor.started" and pid not in self.old:
+            self.fresh[name], self.t_last, self.last = int(event["pid"]), t, event
+        elif self.fresh.get(name) == pid:
+            del self.fresh[name]
+            self.twice += 1
+
+    def record(self, run: Supervised) -> dict[str, int]:
+        for started in self.fresh.values():
+            run.record(started)
+        return dict(self.fresh)
+
+
 def bench_group(cmd: list[str], members: int, repeat: int, settle: float,
                 problems: list[str]) -> tuple[list[float], list[float], list[float], list[float]]:
     """SIGKILL of one member of a one_for_all group -> group.restarting, -> all running; ms.
@@ -133,30 +168,18 @@ def bench_group(cmd: list[str], members: int, repeat: int, settle: float,
             for i in range(repeat):
                 time.sleep(settle)
                 victim = names[i % members]
-                child = run.children[pids[victim]]
-                if psutil.Process(child.pid).create_time() != child.create_time():
-                    raise BenchError(f"pid {child.pid} was reused; not killing it")
                 run.events.drain()
                 t_kill, wall_kill = time.monotonic(), time.time()
-                child.send_signal(signal.SIGKILL)
+                _kill(run, pids[victim])
                 t_event, restarting = run.events.until(
                     lambda e: e.get("event") == "group.restarting" and e.get("group") == GROUP,
                     30, "group.restarting")
-                old = set(pids.values())
-                fresh: dict[str, int] = {}  # member -> pid started since the kill and still up
-                t_last, last = t_event, restarting
-                while len(fresh) < members:
-                    t, event = run.events.until(_member_event(names), 30,
-                                                f"actor.started of {members - len(fresh)} more members")
-                    name, pid = event["actor"], event.get("pid")
-                    if event["event"] == "actor.started" and pid not in old:
-                        fresh[name], t_last, last = int(event["pid"]), t, event
-                    elif fresh.get(name) == pid:  # started, then taken down again by the group
-                        del fresh[name]
-                        twice += 1
-                for started in fresh.values():
-                    run.record(started)
-                pids = fresh
+                restart = _Restart(names, set(pids.values()), t_event, restarting)
+                while not restart.done:
+                    restart.hear(*run.events.until(_member_event(names), 30, restart.waiting))
+                twice += restart.twice
+                pids = restart.record(run)
+                t_last, last = restart.t_last, restart.last
                 to_event.append((t_event - t_kill) * 1000)
                 to_all.append((t_last - t_kill) * 1000)
                 stamped[0].append((_wall(restarting) - wall_kill) * 1000)
@@ -164,6 +187,65 @@ def bench_group(cmd: list[str], members: int, repeat: int, settle: float,
     if twice:
         problems.append(f"group: {twice} members were started and then stopped again by the group restart")
     return to_event, to_all, *stamped
+
+
+# a program that ignores SIGTERM, and so does its sleep (an ignored signal stays ignored across exec)
+_STUBBORN = "sh -c 'trap \"\" TERM; while :; do sleep 1; done'"
+
+
+def bench_independent(cmd: list[str], stop_timeout: float, repeat: int, settle: float,
+                      problems: list[str]) -> tuple[list[float], list[float]]:
+    """Group B's one_for_all restart while group A waits out a stubborn stop; ms, by the events' timestamps.
+
+    Returns (SIGKILL of a B member -> all 3 B members started, that -> A's actor.stop_timeout): the
+    second is how long A's stop was still pending when B was up again (negative: B waited for it).
+    """
+    slow, fast = ["stuck", "s1"], ["f0", "f1", "f2"]
+    to_all: list[float] = []
+    ahead: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="actorsup-tree-") as tmp:
+        config = Path(tmp) / "independent.toml"
+        one_for_all = {"strategy": "one_for_all", "max_restarts": 1_000_000, "restart_window": 1.0}
+        tables: dict[str, dict[str, Any]] = {"groups.slow": one_for_all, "groups.fast": one_for_all}
+        tables["actors.stuck"] = {"kind": "command", "command": _STUBBORN, "group": "slow",
+                                  "stop_timeout": stop_timeout, **_NO_BACKOFF}
+        tables["actors.s1"] = {"target": "bench_actors:Stamper", "group": "slow", **_NO_BACKOFF}
+        for name in fast:
+            tables[f"actors.{name}"] = {"target": "bench_actors:Stamper", "group": "fast", **_NO_BACKOFF}
+        config.write_text(_toml({"heartbeat_interval": 1.0}, tables))
+        with run_actorsup(cmd, config, problems) as run:
+            pids = _wait_started(run, {*slow, *fast}, 120)
+            for i in range(repeat):
+                time.sleep(settle)
+                run.events.drain()
+                _kill(run, pids["s1"])
+                run.events.until(lambda e: e.get("event") == "actor.stopping" and e.get("actor") == "stuck",
+                                 30, "actor.stopping of stuck")
+                wall_kill = time.time()
+                _kill(run, pids[fast[i % len(fast)]])
+                restart = _Restart(fast, {pids[n] for n in fast}, 0.0, {})
+                again = _Restart(slow, {pids[n] for n in slow}, 0.0, {})  # group A up again, for the next round
+                timeout: dict[str, Any] | None = None
+                while not (restart.done and again.done and timeout is not None):
+                    t, event = run.events.until(
+                        lambda e: _member_event([*fast, *slow])(e) or (e.get("event") == "actor.stop_timeout"
+                                                                       and e.get("actor") == "stuck"),
+                        stop_timeout + 30, "both groups' restarts and stuck's actor.stop_timeout")
+                    if event["event"] == "actor.stop_timeout":
+                        timeout = event
+                    else:
+                        (restart if event["actor"] in fast else again).hear(t, event)
+                pids.update(restart.record(run), **again.record(run))
+                to_all.append((_wall(restart.last) - wall_kill) * 1000)
+                ahead.append((_wall(timeout) - _wall(restart.last)) * 1000)
+    return to_all, ahead
+
+
+def _kill(run: Supervised, pid: int) -> None:
+    child = run.children[pid]
+    if psutil.Process(child.pid).create_time() != child.create_time():
+        raise BenchError(f"pid {child.pid} was reused; not killing it")
+    child.send_signal(signal.SIGKILL)
 
 
 _SD_HEAD = """\
@@ -243,18 +325,20 @@ def _figures(label: str, samples: list[float], note: str) -> list[Figure]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["stop", "group", "peer"], action="append",
+    parser.add_argument("--only", choices=["stop", "group", "independent", "peer"], action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--skip-peer", action="store_true", help="do not measure supervisord")
     parser.add_argument("--actors", type=int, default=50, help="idle actors for the stop part (50)")
     parser.add_argument("--members", type=int, default=10, help="members of the one_for_all group (10)")
+    parser.add_argument("--stop-timeout", type=float, default=3.0,
+                        help="stop_timeout of the stubborn member in the independent part (3)")
     parser.add_argument("--repeat", type=int, default=5, help="stops (one supervisor each) and group restarts")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds between all running and the signal")
     parser.add_argument("--actorsup", metavar="CMD", help='command to run (default: "actorsup")')
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the figures as JSON")
     parser.add_argument("--plain", action="store_true", help="plain-text table instead of rich")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["stop", "group", "peer"])
+    parts = set(args.only or ["stop", "group", "independent", "peer"])
     if args.skip_peer:
         parts.discard("peer")
     cmd = actorsup_command(args.actorsup)
@@ -262,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     errors: list[str] = []
     load_before = os.getloadavg()
-    for part in ("stop", "peer", "group"):
+    for part in ("stop", "peer", "group", "independent"):
         if part not in parts:
             continue
         print(f"measuring {part} ...", file=sys.stderr, flush=True)
@@ -276,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                     figures += _figures(f"supervisord 4.3 SIGTERM -> exit{', one group' if one_group else ''}",
                                         samples, f"{args.actors} programs"
                                         + (" in one [group:]" if one_group else ", a group each"))
+            elif part == "independent":
+                to_all, ahead = bench_independent(cmd, args.stop_timeout, args.repeat, args.settle, problems)
+                figures += _figures("one_for_all of 3 kill -> all 3 started, another group stuck", to_all,
+                                    f"while a member of another group ignores SIGTERM ({args.stop_timeout:g}s)")
+                figures += _figures("  the other group's stop still pending then", ahead,
+                                    "its actor.stop_timeout minus the 3rd start (negative: it waited)")
             else:
                 to_event, to_all, st_event, st_all = bench_group(cmd, args.members, args.repeat, args.settle,
                                                                  problems)

@@ -14,7 +14,8 @@ import pytest
 
 from supervisor.command._errors import ProgramError
 from supervisor.command._launch import CommandProcess, child_env, launch
-from supervisor.command._privileges import resolve_credentials
+from supervisor.command._privileges import Credentials, resolve_credentials
+from supervisor.config import parse_config
 from supervisor.core._clock import MonotonicClock
 from supervisor.process._child import stop_process
 from supervisor.process._popen import FdReader
@@ -107,6 +108,18 @@ class TestLaunch:
             await proc.aclose()
         assert out == f"out {tmp_path} bar {script}\n".encode() and err == b"err\n"  # $0: the path exec'd
 
+    async def test_nice_lowers_the_programs_priority(self) -> None:
+        """nice = 3: the program's nice value is the caller's plus 3; 0 leaves it equal."""
+        for nice in (3, 0):
+            proc = launch(["sleep", "30"], env=_ENV, nice=nice)
+            try:
+                assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.nice(0) + nice)
+            finally:
+                proc.signal_group(signal.SIGKILL)
+                with anyio.fail_after(10):
+                    await proc.wait()
+                await proc.aclose()
+
     async def test_own_session_and_stop_escalation(self) -> None:
         """The program leads its own session; it ignores SIGTERM, so stop_process escalates to SIGKILL."""
         proc = launch(["sh", "-c", "trap '' TERM; echo ready; exec sleep 30"], env=_ENV)
@@ -151,20 +164,30 @@ class TestLaunch:
             await proc.aclose()
 
 
+async def _output_as(creds: Credentials | None, script: str) -> bytes:
+    """What ``sh -c script`` prints when launched with ``creds``; it must exit 0."""
+    proc = launch(["sh", "-c", script], env=child_env(_ENV, credentials=creds), credentials=creds)
+    try:
+        with anyio.fail_after(10):
+            out, _ = await _read_all(proc)
+            assert await proc.wait() == 0
+    finally:
+        await proc.aclose()
+    return out
+
+
 @needs_root
 class TestPrivilegesAndParentDeath:
     async def test_runs_as_the_user(self) -> None:
         """With user = "nobody", the program's uid, gid and HOME are nobody's."""
-        creds = resolve_credentials("nobody")
-        proc = launch(["sh", "-c", 'echo "$(id -u) $(id -g) $HOME"'], env=child_env(_ENV, credentials=creds),
-                      credentials=creds)
-        try:
-            with anyio.fail_after(10):
-                out, _ = await _read_all(proc)
-                assert await proc.wait() == 0
-        finally:
-            await proc.aclose()
+        out = await _output_as(resolve_credentials("nobody"), 'echo "$(id -u) $(id -g) $HOME"')
         assert out == b"65534 65534 /nonexistent\n"
+
+    async def test_runs_in_the_group_of_user_name_colon_group(self) -> None:
+        """user = "nobody:daemon" from a config: the program's uid is nobody's, its gid daemon, its only group."""
+        config = parse_config({"actors": {"a": {"kind": "command", "command": "x", "user": "nobody:daemon"}}})
+        out = await _output_as(config.actors[0].command_spec.credentials, 'echo "$(id -u) $(id -g) $(id -G)"')
+        assert out == b"65534 1 1\n"
 
     async def test_program_dies_with_a_sigkilled_supervisor_even_after_dropping_privileges(self) -> None:
         """PDEATHSIG is set after the uid change: SIGKILL the launching process and its program dies."""

@@ -9,7 +9,7 @@ import pytest
 
 from supervisor.command._argv import resolve_program
 from supervisor.command._errors import ProgramError
-from supervisor.command._privileges import Credentials, PrivilegeError, resolve_credentials
+from supervisor.command._privileges import Credentials, PrivilegeError, resolve_credentials, resolve_user
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
@@ -68,6 +68,50 @@ class TestResolve:
         with pytest.raises(PrivilegeError) as info:
             resolve_credentials(user, group, euid=0, egid=0)  # type: ignore[arg-type]
         assert (info.value.key, str(info.value)) == (key, message)
+
+
+class TestUserAndGroup:
+    def test_name_and_group(self) -> None:
+        """user = "nobody:daemon": nobody's uid and home, gid daemon, and no supplementary groups."""
+        assert resolve_user("nobody:daemon", euid=0, egid=0) == Credentials(65534, 1, (), "nobody", "/nonexistent")
+
+    def test_numeric_ids(self) -> None:
+        """Each part may be a numeric id (as Docker's --user and chown); a gid needs no /etc/group entry."""
+        assert resolve_user("65534:1", euid=0, egid=0) == resolve_user("nobody:daemon", euid=0, egid=0)
+        assert resolve_user("54321:54321", euid=0, egid=0) == Credentials(54321, 54321, (), None, None)
+
+    def test_a_named_group_is_the_only_group(self) -> None:
+        """"root:daemon" drops root's memberships; "root" alone keeps them (its primary and supplementary groups)."""
+        named = resolve_user("root:daemon", euid=0, egid=0)
+        assert named is not None and (named.gid, named.groups) == (1, ())
+        assert resolve_user("root", euid=0, egid=0) == resolve_credentials("root", euid=0, egid=0)
+        assert resolve_user(None) is None
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("no-such-user-x:daemon", 'user not found (check /etc/passwd or `getent passwd`), got "no-such-user-x"'),
+            ("nobody:no-such-group-x", 'group not found (check /etc/group or `getent group`), got "no-such-group-x"'),
+            ("nobody:", 'expected "USER" or "USER:GROUP" (a name or a numeric id each), got "nobody:"'),
+            (":daemon", 'expected "USER" or "USER:GROUP" (a name or a numeric id each), got ":daemon"'),
+            ("a:b:c", 'expected "USER" or "USER:GROUP" (a name or a numeric id each), got "a:b:c"'),
+            (7.5, "expected a user name or a uid, got 7.5"),
+        ],
+    )
+    def test_bad_values(self, value: object, message: str) -> None:
+        """Each unusable "USER:GROUP" is one PrivilegeError keyed user (the config key), naming the bad part."""
+        with pytest.raises(PrivilegeError) as info:
+            resolve_user(value, euid=0, egid=0)
+        assert (info.value.key, str(info.value)) == ("user", message)
+
+    def test_another_group_needs_root(self) -> None:
+        """As uid 65534, "nobody:daemon" is refused (keyed user), "nobody:nogroup" changes nothing."""
+        with pytest.raises(PrivilegeError) as info:
+            resolve_user("nobody:daemon", euid=65534, egid=65534)
+        assert (info.value.key, str(info.value)) == (
+            "user", 'needs the supervisor to run as root (it runs as uid 65534), got "daemon"')
+        creds = resolve_user("nobody:nogroup", euid=65534, egid=65534)
+        assert creds is not None and not creds.switch
 
 
 class TestNotRoot:

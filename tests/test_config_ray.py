@@ -14,6 +14,7 @@ import pytest
 from supervisor.config import parse_config
 from supervisor.config._convert import UNKNOWN_KEY
 from supervisor.exceptions import ConfigError
+from tests.raycluster import needs_ray
 
 STEADY = "tests.sample_actors:Steady"
 
@@ -160,3 +161,14 @@ def test_check_exit_status_without_ray(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"{config}: actors.t.kind: kind = \"ray\" needs Ray: pip install 'actorsup[ray]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_ray
+def test_run_unreachable_address_exits_2(tmp_path: Path) -> None:
+    """`actorsup run` with a [ray] address where nothing listens prints one line and exits 2."""
+    config = tmp_path / "a.toml"
+    config.write_text(f'[ray]\naddress = "127.0.0.1:9"\n[actors.t]\ntarget = "{STEADY}"\nkind = "ray"\n')
+    result = subprocess.run([sys.executable, "-m", "supervisor", "run", str(config)], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 2
+    assert result.stderr == "actorsup: could not reach Ray at 127.0.0.1:9: Connection refused\n"

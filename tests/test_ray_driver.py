@@ -19,6 +19,11 @@ NODES = [
     {"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
     {"NodeID": "x", "Alive": False, "Resources": {"CPU": 64.0, "big_node": 1.0}},
 ]
+FREE = {"h": {"CPU": 2.0, "head": 1.0}, "a": {"CPU": 4.0, "GPU": 1.0}}
+
+
+def _never() -> dict[str, dict[str, float]]:
+    raise AssertionError("free resources read without a suspect node")
 
 
 class TestVersion:
@@ -93,33 +98,42 @@ class TestPlacement:
         assert Placement().why_waiting({"CPU": 2.0}, node_resources(NODES)) == "waiting for Ray to place it"
 
     def test_no_suspect_leaves_it_to_ray(self) -> None:
-        """Without a suspect node, Ray's own strategy places the host."""
-        assert Placement().avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+        """Without a suspect node, Ray's own strategy places the host (free resources are not even read)."""
+        assert Placement().avoiding_suspects({"CPU": 1.0}, node_resources(NODES), _never) is None
 
     def test_suspect_avoided(self) -> None:
-        """With a suspect node, the host is pinned to a fitting node that is not suspect."""
+        """With a suspect node, the host is pinned to a node that is not suspect and has it free."""
         placement = Placement()
         placement.suspect("a", object())
-        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) == "h"
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES), lambda: FREE) == "h"
+
+    def test_most_free_cpu_wins(self) -> None:
+        """Among fitting nodes, the one with the most free CPU; a full node is not chosen."""
+        placement = Placement()
+        placement.suspect("x2", object())
+        nodes = [("h", {"CPU": 8.0}), ("a", {"CPU": 2.0}), ("x2", {"CPU": 2.0})]
+        free = {"h": {"CPU": 0.5}, "a": {"CPU": 1.0}, "x2": {"CPU": 2.0}}
+        assert placement.avoiding_suspects({"CPU": 1.0}, nodes, lambda: free) == "a"
+        assert placement.avoiding_suspects({"CPU": 1.5}, nodes, lambda: free) is None
 
     def test_suspect_but_nowhere_else(self) -> None:
         """If only the suspect node fits, the choice stays Ray's."""
         placement = Placement()
         placement.suspect("a", object())
-        assert placement.avoiding_suspects({"GPU": 1.0}, node_resources(NODES)) is None
+        assert placement.avoiding_suspects({"GPU": 1.0}, node_resources(NODES), lambda: FREE) is None
 
     def test_probe_answer_clears(self) -> None:
         """A suspect node whose probe answered is trusted again."""
         placement, probe = Placement(), object()
         placement.suspect("a", probe)
         assert placement.settle([probe]) == ["a"]
-        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES), _never) is None
 
     def test_dead_suspect_forgotten(self) -> None:
         """A suspect node that Ray declared dead is no longer tracked."""
         placement = Placement()
         placement.suspect("x", object())
-        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES)) is None
+        assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES), _never) is None
         assert placement.suspects == {}
 
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,27 @@ async def test_one_for_all_restarts_every_member_in_order() -> None:
         t = {n: at(sink, "actor.started", n, restarting["timestamp"]) for n in "abc"}
         assert t["a"] < t["b"] < t["c"]
         assert at(sink, "actor.stopped", "a", crash) < t["a"]  # all down before any comes up
+
+
+async def test_one_for_all_with_zero_backoff_starts_each_member_once_per_group_restart() -> None:
+    """backoff_initial = 0, a member SIGKILLed again and again: each group restart starts every member once."""
+    names = ("a", "b", "c", "d")
+    zero = {"backoff_initial": 0.0, "backoff_max": 0.0, "max_restarts": 100}
+    actors = {n: {"target": T + "Steady", "group": "g", **zero} for n in names}
+    async with tree_supervisor({"g": {"strategy": "one_for_all", "max_restarts": 100}}, actors) as (sup, sink):
+        await running(sup, *names)
+        for round_ in range(1, 11):
+            victim = names[round_ % len(names)]
+            pid = sup.handle(victim).pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await sink.wait_for("group.restarting", group="g", count=round_)
+            for name in names:
+                await sink.wait_for("actor.started", actor=name, count=round_ + 1)
+            await running(sup, *names)
+            counts = {n: len(sink.find("actor.started", actor=n)) for n in names}
+            assert counts == dict.fromkeys(names, round_ + 1), f"round {round_}, {victim} killed"
+            assert len(sink.find("group.restarting", group="g")) == round_
 
 
 async def test_rest_for_one_leaves_earlier_members_alone() -> None:
@@ -360,3 +382,30 @@ def test_check_refuses_a_cycle_with_one_line_and_exit_2(tmp_path: Path) -> None:
                           text=True, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 2
     assert done.stderr == f'actorsup: {config}: actors.a.depends_on: dependency cycle a -> b -> a, got ["b"]\n'
+
+
+async def test_a_stuck_stop_in_one_group_does_not_delay_another_groups_restart() -> None:
+    """Group A's member ignores SIGTERM (stop_timeout 3 s): group B's one_for_all of 3 restarts long before."""
+    groups = {"ga": {"strategy": "one_for_all"}, "gb": {"strategy": "one_for_all"}}
+    b = ("b1", "b2", "b3")
+    actors = {
+        "stuck": {"target": T + "IgnoresSigterm", "group": "ga", "stop_timeout": 3.0},
+        "a": {"target": T + "Steady", "group": "ga", **FAST},
+        **{n: {"target": T + "Steady", "group": "gb", **FAST} for n in b},
+    }
+    async with tree_supervisor(groups, actors) as (sup, sink):
+        await sink.wait_for("ignores.up", actor="stuck")
+        await running(sup, "stuck", "a", *b)
+        os.kill(sup.handle("a").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with anyio.fail_after(10):
+            await sup.wait_for_state("stuck", ActorState.STOPPING)  # group A's restart waits out its stop
+        os.kill(sup.handle("b1").pid, signal.SIGKILL)  # type: ignore[arg-type]
+        (restarting,) = await sink.wait_for("group.restarting", group="gb")
+        for name in b:
+            await sink.wait_for("actor.started", actor=name, count=2)
+        (timeout,) = await sink.wait_for("actor.stop_timeout", actor="stuck")
+        up = max(at(sink, "actor.started", n, restarting["timestamp"]) for n in b)
+        assert up < timeout["timestamp"]
+        took = datetime.fromisoformat(up) - datetime.fromisoformat(restarting["timestamp"])
+        assert took.total_seconds() < 1.5, took
+        await running(sup, "stuck", "a")  # and group A completes its restart after the SIGKILL

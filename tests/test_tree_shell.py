@@ -26,12 +26,15 @@ class FakeHandle:
         self.state = S.STOPPED
         self._calls = calls
         self._runner = runner
+        self._moved = anyio.Event()
 
     def move(self, *states: ActorState, reason: str = "crash") -> None:
         for new in states:
             old, self.state = self.state, new
             record = TransitionRecord(self.name, old, new, "x", {"reason": reason}, 0, None, 0.0, 1.0)
             self._runner[0].on_transition(record)
+        self._moved.set()
+        self._moved = anyio.Event()
 
     def start(self) -> None:
         self._calls.append(("start", self.name))
@@ -46,12 +49,16 @@ class FakeHandle:
 
     async def wait_for(self, *states: ActorState) -> ActorState:
         while self.state not in states:
-            await anyio.sleep(0)
+            await self._moved.wait()
         return self.state
 
     def abandon(self, group: str) -> None:
         self._calls.append(("abandon", self.name))
         self.move(S.FAILED)
+
+    def resume(self, restarts: int) -> None:
+        self._calls.append(("resume", self.name))
+        self.move(S.STARTING, S.RUNNING)
 
 
 def setup(groups: dict[str, Any], actors: dict[str, Any]) -> tuple[TreeRunner, dict[str, FakeHandle], list[Any]]:
@@ -141,3 +148,45 @@ async def test_critical_give_up_calls_back_and_decides_nothing_more() -> None:
         handles["x"].move(S.ERRORED, S.FAILED)
         await settle()
         assert gave_up == [True]
+
+
+async def test_after_a_give_up_no_subtree_decides_anything() -> None:
+    """A critical actor gives up in one subtree: a crash in another group, before the shutdown, restarts nothing."""
+    runner, handles, (calls, gave_up) = setup(
+        {"g": {"strategy": "one_for_all"}}, {"db": {"critical": True}, "a": {"group": "g"}, "b": {"group": "g"}}
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.start_all(["db", "a", "b"])
+        handles["db"].move(S.ERRORED, S.FAILED)
+        await settle()
+        assert gave_up == [True]
+        calls.clear()
+        handles["a"].move(S.ERRORED, S.BACKOFF)
+        await settle()
+        assert calls == [] and runner.state.intensity["g"].recent == 0
+        runner.close()
+
+
+async def test_run_ends_once_closed_and_drained() -> None:
+    """close() ends run(): every subtree's worker drains its queue and returns."""
+    runner, handles, _ = setup({"g": {}, "h": {}}, {"a": {"group": "g"}, "b": {"group": "h"}})
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            await runner.start_all(["a", "b"])
+            handles["a"].move(S.ERRORED, S.BACKOFF)
+            handles["b"].move(S.ERRORED, S.BACKOFF)
+            runner.close()
+
+
+async def test_a_cancelled_run_hears_nothing_more() -> None:
+    """run() cancelled without close(): later transitions are ignored and each handle restarts itself."""
+    runner, handles, (calls, _) = setup({"g": {"strategy": "one_for_all"}}, {"a": {"group": "g"}, "b": {"group": "g"}})
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.start_all(["a", "b"])
+        tg.cancel_scope.cancel()
+    calls.clear()
+    handles["a"].move(S.ERRORED, S.BACKOFF)  # no worker to take it: must not raise
+    assert not runner.decides_restart("a") and calls == []

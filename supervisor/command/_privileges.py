@@ -1,10 +1,14 @@
-"""``user`` and ``group`` of a command actor: who the program runs as.
+"""``user`` of a command actor (``"NAME"`` or ``"NAME:GROUP"``): who the program runs as.
 
 Resolved once, when the config is loaded (``pwd``/``grp``), into
-:class:`Credentials`: the uid, the primary gid (``group``, else the user's own)
-and the supplementary groups (the user's memberships, as ``initgroups`` would
-set them). Changing them needs root; a supervisor that is not root may only
-name itself, and anything else is an error then, not a surprise at spawn time.
+:class:`Credentials`: the uid, the primary gid and the supplementary groups.
+``user = "NAME"`` takes the user's own group and memberships (as
+``initgroups`` sets them); ``"NAME:GROUP"`` (each part a name or a numeric id,
+as in Docker's ``--user`` and ``chown``) runs in that group alone, as Docker
+does: naming a group confines the program to it. The table's ``group`` key is
+the supervision group, so the Unix group rides on ``user``. Changing them needs
+root; a supervisor that is not root may only name itself, and anything else is
+an error then, not a surprise at spawn time.
 :meth:`Credentials.popen_kwargs` is what ``subprocess.Popen`` takes: it
 switches groups first and the uid last, in the child, before the exec.
 """
@@ -19,7 +23,7 @@ from typing import Any
 
 from ._errors import SpecError
 
-__all__ = ["Credentials", "PrivilegeError", "resolve_credentials"]
+__all__ = ["Credentials", "PrivilegeError", "resolve_credentials", "resolve_user"]
 
 
 class PrivilegeError(SpecError):
@@ -56,10 +60,25 @@ class Credentials:
         return (self.gid, *self.groups)
 
 
+def resolve_user(value: object, *, euid: int | None = None, egid: int | None = None) -> Credentials | None:
+    """``user = "NAME"`` or ``"NAME:GROUP"`` (None: not set), or :class:`PrivilegeError` keyed ``user``."""
+    if not isinstance(value, str) or ":" not in value:
+        return resolve_credentials(value, euid=euid, egid=egid)  # type: ignore[arg-type]  # it checks the type
+    name, _, group = value.partition(":")
+    if not name or not group or ":" in group:
+        raise PrivilegeError('expected "USER" or "USER:GROUP" (a name or a numeric id each)', value, "user")
+    try:
+        return resolve_credentials(name, group, euid=euid, egid=egid)
+    except PrivilegeError as exc:  # the part to blame is the value; the key is still `user`
+        raise PrivilegeError(exc.problem, exc.value, "user") from None
+
+
 def resolve_credentials(
     user: str | int | None, group: str | int | None = None, *, euid: int | None = None, egid: int | None = None
 ) -> Credentials | None:
     """The credentials for ``user``/``group`` (None if neither is set), or :class:`PrivilegeError`.
+
+    An explicit ``group`` is the only group (no supplementary ones).
 
     ``euid``/``egid`` are the supervisor's (default: this process's): when it
     is not root, only its own user and group are accepted.
@@ -72,8 +91,11 @@ def resolve_credentials(
     gid = _group(group) if group is not None else None
     if entry is not None:
         uid, name, home = entry.pw_uid, entry.pw_name, entry.pw_dir
-        gid = entry.pw_gid if gid is None else gid
-        groups = tuple(g for g in dict.fromkeys(os.getgrouplist(name, gid)) if g != gid)
+        if gid is None:  # the user's own group and memberships, as initgroups() sets them
+            gid = entry.pw_gid
+            groups = tuple(g for g in dict.fromkeys(os.getgrouplist(name, gid)) if g != gid)
+        else:
+            groups = ()
     elif user is not None:  # a numeric uid with no passwd entry
         if gid is None:
             raise PrivilegeError("a uid without a passwd entry needs group set as well", user, "user")

@@ -1,4 +1,4 @@
-"""The keys only a command actor has (``command``, ``notify``, ``probe``, ``user``, ``group``), validated.
+"""The keys only a command actor has (``command``, ``notify``, ``probe``, ``user``), validated.
 
 The config layer checks the keys every actor has (``env``, ``cwd``,
 ``stop_timeout``, the restart policy...) and hands the actor's table to
@@ -17,12 +17,12 @@ from typing import Any
 
 from ._argv import parse_command
 from ._errors import MISSING, CommandError, ProbeError, SpecError
-from ._privileges import Credentials, resolve_credentials
+from ._privileges import Credentials, resolve_user
 from ._probe import ProbeSpec, parse_probe
 
 __all__ = ["COMMAND_KEYS", "CommandSpec", "parse_command_spec"]
 
-COMMAND_KEYS = frozenset({"command", "notify", "probe", "user", "group"})
+COMMAND_KEYS = frozenset({"command", "notify", "probe", "user"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,7 @@ def parse_command_spec(table: Mapping[str, Any], *, euid: int | None = None, egi
             probe = parse_probe(table["probe"])
         except ProbeError as exc:
             raise ProbeError(exc.problem, exc.value, "probe" + (f".{exc.key}" if exc.key else "")) from None
-    credentials = resolve_credentials(
-        table.get("user"), table.get("group"),
-        euid=os.geteuid() if euid is None else euid, egid=os.getegid() if egid is None else egid,
+    credentials = resolve_user(
+        table.get("user"), euid=os.geteuid() if euid is None else euid, egid=os.getegid() if egid is None else egid
     )
     return CommandSpec(argv, notify, probe, credentials)

@@ -64,8 +64,10 @@ def check_version(version: str) -> str | None:
 class Driver:
     """The requests, carried out against the ``ray`` module."""
 
-    def __init__(self, ray: Any) -> None:  # ray: the module, None if it is not installed
-        self.ray = ray
+    def __init__(self, ray: Any, replies: IO[bytes] | None = None) -> None:
+        self.ray = ray  # the module, None if it is not installed
+        self.replies = replies  # where the connect timer answers (serve writes every other reply)
+        self._lock = threading.Lock()
         self.namespace = "actorsup"
         self.hosts: dict[str, Any] = {}  # key -> the Ray actor handle
         self.options: dict[str, dict[str, float]] = {}  # key -> its resource demand
@@ -95,16 +97,20 @@ class Driver:
         if problem is not None:
             return Failed(id=request.id, error=problem, fatal=True)
         self.namespace = request.namespace
-        outcome: list[BaseException | None] = []
-        thread = threading.Thread(target=self._connect, args=(request, outcome), daemon=True)
-        thread.start()
-        thread.join(request.connect_timeout)
         where = "start a private Ray" if request.address == "local" else f"reach Ray at {request.address}"
-        if not outcome:  # still inside ray.init: the caller ends this process
-            return Failed(id=request.id, error=f"could not {where} within {request.connect_timeout:g} s "
-                          "(connect_timeout)", fatal=True)
-        if outcome[0] is not None:
-            return Failed(id=request.id, error=f"could not {where}: {_one_line(outcome[0])}", fatal=True)
+        # ray.init runs on the main thread (on another, Ray's calls after it can hang); a
+        # timer thread answers and ends this process if it takes longer than connect_timeout.
+        late = Failed(id=request.id, error=f"could not {where} within {request.connect_timeout:g} s "
+                      "(connect_timeout)", fatal=True)
+        timer = threading.Timer(request.connect_timeout, self._give_up, args=(late,))
+        timer.daemon = True
+        timer.start()
+        try:
+            self._connect(request)
+        except Exception as exc:  # ray.init raises anything; it becomes the reply
+            return Failed(id=request.id, error=f"could not {where}: {_one_line(exc)}", fatal=True)
+        finally:
+            timer.cancel()
         self._define_remotes()
         context = self.ray.get_runtime_context()
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
@@ -117,30 +123,32 @@ class Driver:
             node_ip=self.ray.util.get_node_ip_address(),
         )
 
-    def _connect(self, request: Init, outcome: list[BaseException | None]) -> None:
+    def _give_up(self, reply: Failed) -> None:
+        with self._lock:
+            if self.replies is not None:
+                self.replies.write(encode(reply))
+                self.replies.flush()
+        os._exit(1)
+
+    def _connect(self, request: Init) -> None:
         common: dict[str, Any] = {
             "namespace": request.namespace,
             "log_to_driver": False,  # logs come over actorsup's channel, never Ray's log streaming
             "logging_level": "WARNING",
             "include_dashboard": False,
         }
-        try:
-            if request.address == "local":
-                self.ray.init(address="local", _node_ip_address="127.0.0.1", **common)
-            else:
-                if _loopback(request.address):  # a cluster on this machine's loopback (the tests')
-                    # Ray swaps a loopback address for this machine's outward IP, where
-                    # a loopback GCS does not listen: keep it as given.
-                    from ray._private import services
+        if request.address == "local" or _loopback(request.address):
+            # Ray swaps a loopback address for this machine's outward IP: keep a private
+            # Ray (and a cluster on loopback, the tests') on 127.0.0.1.
+            from ray._private import services
 
-                    services.resolve_ip_for_localhost = lambda host: host
-                    common["_node_ip_address"] = "127.0.0.1"
-                common.pop("include_dashboard")  # a joined cluster has its own
-                self.ray.init(address=request.address, **common)
-        except BaseException as exc:
-            outcome.append(exc)
+            services.resolve_ip_for_localhost = lambda host: host
+            common["_node_ip_address"] = "127.0.0.1"
+        if request.address == "local":
+            self.ray.init(address="local", **common)
             return
-        outcome.append(None)
+        common.pop("include_dashboard")  # a joined cluster has its own
+        self.ray.init(address=request.address, **common)
 
     def _define_remotes(self) -> None:
         module, _, name = os.environ.get(HOST_CLASS_ENV, "actors._rayhost:RayHost").partition(":")
@@ -169,7 +177,7 @@ class Driver:
             options["resources"] = dict(create.options.resources)
         for cleared in self.placement.settle(self._ready_probes()):
             log.info("ray.node_cleared", node=cleared)
-        node = self.placement.avoiding_suspects(need, self._nodes())
+        node = self.placement.avoiding_suspects(need, self._nodes(), self._free)
         if node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -233,6 +241,13 @@ class Driver:
     def _nodes(self) -> list[tuple[str, dict[str, float]]]:
         nodes: list[dict[str, Any]] = self.ray.nodes()
         return node_resources(nodes)
+
+    def _free(self) -> dict[str, dict[str, float]]:
+        """The resources available now on each node (node id -> resource -> amount)."""
+        from ray._private import state
+
+        free: dict[str, dict[str, float]] = state.available_resources_per_node()
+        return free
 
     def _states(self) -> dict[str, str]:
         """Our hosts' states in the GCS actor table, by name (one call for all of them)."""
@@ -322,8 +337,9 @@ def serve(driver: Driver, requests: IO[bytes], replies: IO[bytes]) -> int:
             log.error("ray.bad_request", error=_one_line(exc))
             continue
         reply = driver.handle(request)
-        replies.write(encode(reply))
-        replies.flush()
+        with driver._lock:
+            replies.write(encode(reply))
+            replies.flush()
         if isinstance(reply, Failed) and reply.fatal:
             return 1
         if isinstance(request, Shutdown):
@@ -340,10 +356,10 @@ def main() -> int:
         import ray
     except ImportError:  # Init says so
         ray = None
-    status = serve(Driver(ray), sys.stdin.buffer, replies)
+    status = serve(Driver(ray, replies), sys.stdin.buffer, replies)
     replies.flush()
     sys.stdout.flush()
-    os._exit(status)  # a thread still inside ray.init must not hold the exit
+    os._exit(status)  # Ray's threads must not hold the exit
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Ray drops it from the alive nodes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..config._schema import RayOptions
@@ -70,19 +70,25 @@ class Placement:
             del self.suspects[node]
         return cleared
 
-    def avoiding_suspects(self, need: Mapping[str, float], nodes: list[tuple[str, dict[str, float]]]) -> str | None:
+    def avoiding_suspects(
+        self, need: Mapping[str, float], nodes: list[tuple[str, dict[str, float]]],
+        free: Callable[[], Mapping[str, Mapping[str, float]]],
+    ) -> str | None:
         """A node for a new host while some node is suspect (None: leave it to Ray's strategy).
 
-        The alive, unsuspected node with the most CPUs among those that can hold ``need``;
-        none fitting: Ray's own choice (which may wait for the suspect node to be declared dead).
+        ``free()`` reads the resources available now per node (only asked while a node is
+        suspect). The alive, unsuspected node with the most free CPU among those that can
+        hold ``need`` now; none: Ray's own choice (which may wait for the suspect node to be
+        declared dead).
         """
         alive = {node for node, _ in nodes}
         for node in [n for n in self.suspects if n not in alive]:  # Ray declared it dead
             del self.suspects[node]
         if not self.suspects:
             return None
-        fitting = [(total.get("CPU", 0.0), node) for node, total in nodes
-                   if node not in self.suspects and _fits(need, total)]
+        available = free()
+        fitting = [(available[node].get("CPU", 0.0), node) for node, _ in nodes
+                   if node not in self.suspects and node in available and _fits(need, available[node])]
         return max(fitting)[1] if fitting else None
 
     def why_waiting(self, need: Mapping[str, float], nodes: list[tuple[str, dict[str, float]]]) -> str:

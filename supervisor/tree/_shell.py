@@ -3,11 +3,27 @@
 :class:`TreeRunner` owns the :class:`~._strategy.TreeState` and the order
 :class:`~._order.Graph` of the running config. It watches the leaves' handles
 (an :class:`Observer`), queues what the strategy must hear (a member going to
-``backoff``, or to ``failed``), and one worker task feeds those events to the
-strategy in turn and carries out its actions through the handles' public API
-(``start``, ``stop``, ``wait_for``, ``abandon``). Events that a group action
-overtook (the leaf was stopped or started by the tree after the event) are
-dropped, as OTP flushes the exits of the children it terminates itself.
+``backoff``, or to ``failed``), and worker tasks feed those events to the
+strategy and carry out its actions through the handles' public API
+(``start``, ``stop``, ``wait_for``, ``abandon``, ``resume``). Events that a
+group action overtook (the leaf was stopped or started by the tree after the
+event) are dropped, as OTP flushes the exits of the children it terminates itself.
+
+There is one worker per top-level subtree (a top-level group with everything
+under it, or a top-level leaf), as each OTP supervisor is its own process: a
+subtree's events are handled in order, and a slow stop in one subtree (a member
+that ignores SIGTERM for ``stop_timeout``) does not hold up a restart in
+another. Every decision stays within one subtree (failure climbs only to
+ancestors), so the workers share the one :class:`TreeState` without
+interleaving inside it; a give-up ends every worker's deciding.
+
+A member of a ``one_for_all`` or ``rest_for_one`` group does not restart on
+its own (``decides_restart``): after an exit its handle waits in ``backoff``
+until its subtree's worker has heard the exit. The strategy then stops and starts it
+(once, in its place in the order), or, where it does not take the member down
+(held, an ancestor gave up, an overtaken event), the worker lets the handle's
+own backoff run (``resume``). Otherwise a zero backoff would race the worker:
+the member would start itself and then once more in the group restart.
 """
 
 from __future__ import annotations
@@ -20,8 +36,8 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import structlog
-from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..config import ActorSpec, Config, GroupSpec
 from ..core._bus import EventBus
@@ -68,6 +84,7 @@ class _Exited:
     leaf: str
     abnormal: bool
     seq: int
+    restarts: int  # the handle's restart count at this exit: which backoff a resume answers
 
 
 @dataclass(frozen=True)
@@ -98,9 +115,11 @@ class TreeRunner(Observer):
         self._on_give_up = on_give_up
         self._seq = itertools.count()
         self._touched: dict[str, int] = {}  # leaf -> seq of the tree's last stop or start of it
-        self._send: MemoryObjectSendStream[_Event] | None = None  # while the worker runs
+        self._workers: TaskGroup | None = None  # while run() runs
+        self._queues: dict[str, MemoryObjectSendStream[_Event]] = {}  # top-level subtree -> its worker's queue
         self._closing = False
-        self._acting = anyio.CancelScope()  # around the worker's actions; cancelled by close()
+        self._acting: set[anyio.CancelScope] = set()  # around the workers' actions; cancelled by close()
+        self._closed: anyio.Event | None = None  # run() ends on it
         self.gave_up = False
 
     def retree(self, config: Config) -> None:
@@ -109,45 +128,92 @@ class TreeRunner(Observer):
         self.state = self.state.retree(self.tree)
 
     # --- the observer side: never blocks, never decides ------------------------------
+    def _hears(self, leaf: str) -> bool:
+        return not self._closing and self._workers is not None and leaf in self.tree.leaves
+
+    def decides_restart(self, actor: str) -> bool:
+        """A member of a one_for_all or rest_for_one group: the worker restarts it, not its handle."""
+        return self._hears(actor) and self._defers(actor)
+
+    def _defers(self, leaf: str) -> bool:
+        spec = self.tree.leaves.get(leaf)  # None for a cron task's handle
+        return spec is not None and spec.group is not None and self.tree.groups[spec.group].strategy != "one_for_one"
+
     def on_transition(self, record: TransitionRecord) -> None:
-        if self._closing or self._send is None or record.actor not in self.tree.leaves:
+        if not self._hears(record.actor):
             return
         seq = next(self._seq)
         if record.new is S.BACKOFF:
-            reason = record.fields.get("reason")
-            self._send.send_nowait(_Exited(record.actor, reason not in ("completed", "stopped"), seq))
+            abnormal = record.fields.get("reason") not in ("completed", "stopped")
+            self._queue(_Exited(record.actor, abnormal, seq, record.restarts))
         elif record.new is S.FAILED and record.old is S.ERRORED:
-            self._send.send_nowait(_GaveUp(record.actor, seq))
+            self._queue(_GaveUp(record.actor, seq))
         elif record.old is S.FAILED and record.new is S.STARTING:
-            self._send.send_nowait(_Revived(record.actor, seq))
+            self._queue(_Revived(record.actor, seq))
 
-    # --- the worker ----------------------------------------------------------------
+    def _queue(self, event: _Event) -> None:
+        """To the worker of the leaf's top-level subtree, started on its first event."""
+        assert self._workers is not None  # _hears
+        above = self.tree.ancestors(event.leaf)
+        subtree = above[-1] if above else event.leaf
+        send = self._queues.get(subtree)
+        if send is None:
+            send, receive = anyio.create_memory_object_stream[_Event](math.inf)
+            self._queues[subtree] = send
+            self._workers.start_soon(self._work, receive)
+        send.send_nowait(event)
+
+    # --- the workers ---------------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._send, receive = anyio.create_memory_object_stream[_Event](math.inf)
-        task_status.started()
-        with self._send, receive:
+        """Host the workers; ends once close() was called and they have drained their queues."""
+        self._closed = closed = anyio.Event()
+        if self._closing:
+            closed.set()
+        try:
+            async with anyio.create_task_group() as self._workers:
+                task_status.started()
+                await closed.wait()
+        finally:
+            self._workers = None  # cancelled or closed: no worker takes an event from here on
+
+    async def _work(self, receive: MemoryObjectReceiveStream[_Event]) -> None:
+        with receive:
             async for event in receive:
-                if self._closing:
+                if self._closing or self.gave_up:
                     continue
-                if self._touched.get(event.leaf, -1) > event.seq or event.leaf not in self.tree.leaves:
-                    continue  # a group action already took care of this leaf
-                if isinstance(event, _Revived):
-                    self.state.started_by_user(event.leaf)
-                    continue
-                now = self._now()
-                if isinstance(event, _Exited):
-                    actions = self.state.exited(event.leaf, event.abnormal, now)
-                else:
-                    actions = self.state.gave_up(event.leaf, now)
-                with anyio.CancelScope() as self._acting:
-                    await self.carry_out(actions)
+                await self._hear(event)
+                if isinstance(event, _Exited) and not (self._closing or self.gave_up):
+                    handle = self._handles.get(event.leaf)
+                    if handle is not None and handle.state is S.BACKOFF:  # the group left the restart to it
+                        handle.resume(event.restarts)
+
+    async def _hear(self, event: _Event) -> None:
+        if self._touched.get(event.leaf, -1) > event.seq or event.leaf not in self.tree.leaves:
+            return  # a group action already took care of this leaf
+        if isinstance(event, _Revived):
+            self.state.started_by_user(event.leaf)
+            return
+        now = self._now()
+        if isinstance(event, _Exited):
+            actions = self.state.exited(event.leaf, event.abnormal, now)
+        else:
+            actions = self.state.gave_up(event.leaf, now)
+        with anyio.CancelScope() as acting:
+            self._acting.add(acting)
+            try:
+                await self.carry_out(actions)
+            finally:
+                self._acting.discard(acting)
 
     def close(self) -> None:
         """A shutdown began: decide nothing more."""
         self._closing = True
-        self._acting.cancel()  # a group restart under way ends here: the shutdown stops everything
-        if self._send is not None:
-            self._send.close()  # the worker ends once it has drained the queue
+        for acting in self._acting:  # a group restart under way ends here: the shutdown stops everything
+            acting.cancel()
+        for send in self._queues.values():
+            send.close()  # each worker ends once it has drained its queue
+        if self._closed is not None:
+            self._closed.set()
 
     async def carry_out(self, actions: list[Action]) -> None:
         for action in actions:
@@ -188,7 +254,9 @@ class TreeRunner(Observer):
                 self._handle(leaf).start()
             async with anyio.create_task_group() as tg:
                 for leaf in wave:
-                    tg.start_soon(self._handle(leaf).wait_for, *SETTLED)
+                    # a member down again waits for this worker (its exit is queued): settled too
+                    settled = (*SETTLED, S.BACKOFF) if self._defers(leaf) else SETTLED
+                    tg.start_soon(self._handle(leaf).wait_for, *settled)
         # no touch here: a leaf that went down again while it started is news for the strategy
 
     async def stop_leaves(self, leaves: Iterable[str]) -> None:
