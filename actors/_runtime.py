@@ -190,8 +190,9 @@ class _Runtime:
 
     async def _beat(self) -> None:
         seq = 0
+        lazy = self.init.lazy_beats
         while True:
-            self.channel.send(Beat(seq=seq))
+            self.channel.send_beat(Beat(seq=seq, at=time.monotonic()), lazy=lazy)
             seq += 1
             await anyio.sleep(beat_delay(time.monotonic(), self.init.heartbeat_interval))
 
