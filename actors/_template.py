@@ -2,7 +2,8 @@
 
 ``python -m actors._template SOCKFD [MODULE ...]``: SOCKFD is a SOCK_SEQPACKET
 Unix socket to the supervisor. The template imports the child runtime and its
-dependencies, then the MODULEs of ``[supervisor] preload``, freezes the heap
+dependencies, configures the children's logging (each child swaps in its channel),
+then imports the MODULEs of ``[supervisor] preload``, freezes the heap
 for the garbage collector (so children do not copy the pages it would touch),
 says ``{"ready": ...}`` and serves requests. It never starts a thread or an
 event loop: ``fork()`` copies only the calling thread, and a loop's selector
@@ -61,12 +62,22 @@ def _warm(preload: list[str]) -> None:
     import msgspec  # noqa: F401
 
     from . import _base, _channel, _protocol, _ring  # noqa: F401
+    from ._logging import configure_child_logging
 
+    # As a cold child does before it imports the actor: configured once here, the
+    # structlog and logging objects are shared pages, and a child only swaps in its
+    # channel (~1 MB less private memory, and 0.6-0.9 ms, per child).
+    configure_child_logging(_template_log)
     for name in preload:
         importlib.import_module(name)
     if threading.active_count() != 1:
         names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
         raise RuntimeError(f"a preloaded module started threads {names}; fork would lose them")
+
+
+def _template_log(level: int, body: bytes) -> None:
+    """The template's own log events (a preloaded module's): to stderr, which the supervisor echoes."""
+    os.write(2, body + b"\n")
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -197,6 +208,10 @@ def _child_main(request: dict[str, Any], fds: list[int], supervisor: int) -> NoR
 
 def _become_child(request: dict[str, Any], fds: list[int], supervisor: int) -> None:
     os.setsid()  # first: the template's group may be killed once the template is gone
+    from ._logging import _ForkStdout
+
+    if isinstance(sys.stdout, _ForkStdout):  # the logging's fork hook took us for a grandchild: we are not
+        sys.stdout = sys.stdout._original
     for _ in range(_REPARENT_SPINS):
         if os.getppid() == supervisor:
             break
