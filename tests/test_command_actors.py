@@ -55,6 +55,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+async def _gone(*pids: int) -> None:
+    """Until each of ``pids`` has exited (no event announces it): its pidfd becomes readable."""
+    with anyio.fail_after(10):
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                os.close(fd)
+
+
 @pytest.fixture
 def continued() -> Iterator[list[int]]:
     """Pids a test SIGSTOPped: SIGCONTed at teardown, so a kill that raced the stop still ends them."""
@@ -65,7 +79,19 @@ def continued() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGCONT)
 
 
+def _nice_of(pid: int) -> int:
+    """The nice value of ``pid``, from /proc (field 19 of stat; the name in field 2 may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 class TestAProgram:
+    async def test_child_nice_reaches_the_program(self) -> None:
+        """[supervisor] child_nice: the program runs that many nice steps below the supervisor."""
+        async with running_supervisor({"s": _command(["sleep", "60"])}, child_nice=7) as (_sup, sink):
+            started = (await sink.wait_for("actor.started", actor="s"))[0]
+            assert _nice_of(started["pid"]) == min(19, os.nice(0) + 7)
+
     async def test_status_shows_the_programs_own_pid_rss_and_cpu(self) -> None:
         """status of a command actor: the program's pid (not a wrapper's), its RSS and CPU."""
         async with running_supervisor({"s": _command(["sleep", "60"])}) as (sup, sink):
@@ -150,8 +176,7 @@ class TestAProgram:
             assert all(_alive(pid) for pid in pids)
             with anyio.fail_after(10):
                 await sup.stop_actor("forker")
-                while any(_alive(pid) for pid in pids):
-                    await anyio.sleep(0.02)
+            await _gone(*pids)
 
     async def test_exit_0_under_permanent_restarts_then_fails_by_intensity(self) -> None:
         """`true` under permanent: restarted (reason exit) until the restart intensity is exceeded, then failed."""
@@ -272,6 +297,107 @@ class TestNotify:
             assert exited["reason"] == "heartbeat_timeout"
             second = (await sink.wait_for("actor.started", actor="pinger", count=2))[1]
             assert second["pid"] != first["pid"]
+
+
+# Sends its datagram, then BARRIER=1 with a pipe end, and returns once the supervisor has handled
+# both (it closes the received descriptor then), as systemd-notify does.
+NOTIFIER = """
+import array, os, socket, sys
+address = os.environ["NOTIFY_SOCKET"]
+address = "\\0" + address[1:] if address.startswith("@") else address
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(sys.argv[1].replace(";", "\\n").encode(), address)
+r, w = os.pipe()
+s.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]).tobytes())], 0, address)
+os.close(w)
+os.read(r, 1)
+"""
+
+
+class TestMainPid:
+    async def test_mainpid_of_a_forked_child_becomes_the_main_process(self, tmp_path: Path) -> None:
+        """A script forks a daemon, reports MAINPID=its pid, exits: the actor runs on; the daemon's exit ends it."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "forking.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            echo forked
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, backoff_initial=0.01)}) as (sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            script_pid, daemon = moved["pid"], moved["main_pid"]
+            started = (await sink.wait_for("actor.started", actor="d"))[0]
+            assert started["pid"] == daemon and psutil.Process(daemon).name() == "sleep"
+            await sink.wait_for("forked", actor="d")
+            await _gone(script_pid)  # the script exits (nothing in the log says so: the run goes on)
+            assert sup.handle("d").state is ActorState.RUNNING and sink.find("actor.exited", actor="d") == []
+            assert _alive(daemon) and sup.status()[0]["pid"] == daemon
+            os.kill(daemon, signal.SIGKILL)
+            exited = (await sink.wait_for("actor.exited", actor="d"))[0]
+            assert exited["pid"] == daemon and exited["signal"] == "SIGKILL"
+            second = (await sink.wait_for("actor.started", actor="d", count=2))[1]
+            assert second["pid"] not in (daemon, script_pid) and psutil.Process(second["pid"]).name() == "sleep"
+
+    async def test_mainpid_after_ready_moves_the_actors_pid(self, tmp_path: Path) -> None:
+        """MAINPID= in a datagram after READY=1: status and the exit name the new main process."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        notify = f"{sys.executable} {tmp_path / 'notify.py'}"
+        script = _script(tmp_path, "late.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {notify} "READY=1"
+            {notify} "MAINPID=$!"
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True)}) as (sup, sink):
+            started = (await sink.wait_for("actor.started", actor="d"))[0]
+            daemon = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]["main_pid"]
+            assert started["pid"] != daemon and sup.status()[0]["pid"] == daemon
+            os.kill(daemon, signal.SIGKILL)
+            assert (await sink.wait_for("actor.exited", actor="d"))[0]["pid"] == daemon
+
+    async def test_the_main_process_exiting_ends_the_run_while_the_program_still_runs(self, tmp_path: Path) -> None:
+        """MAINPID='s process dies while the program lives on: actor.exited for it, and the program goes too."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "wrapper.sh", f"""\
+            #!/bin/sh
+            sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            exec {sys.executable} -c "import time; print('execed', flush=True); time.sleep(300)"
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, backoff_initial=0.01)}) as (_sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            program, daemon = moved["pid"], moved["main_pid"]
+            await sink.wait_for("actor.started", actor="d")
+            await sink.wait_for("execed", actor="d")  # the shell, which would reap the daemon itself, is gone
+            os.kill(daemon, signal.SIGKILL)
+            exited = (await sink.wait_for("actor.exited", actor="d"))[0]
+            assert exited["pid"] == daemon and exited["signal"] == "SIGKILL"  # read once the program went
+            await _gone(program)
+            await sink.wait_for("actor.started", actor="d", count=2)
+
+    async def test_a_stop_reaches_a_main_process_in_a_session_of_its_own(self, tmp_path: Path) -> None:
+        """MAINPID= of a daemon that left the program's group (setsid): the stop signal still reaches it."""
+        (tmp_path / "notify.py").write_text(NOTIFIER)
+        script = _script(tmp_path, "daemon.sh", f"""\
+            #!/bin/sh
+            setsid sleep 60 &
+            {sys.executable} {tmp_path / "notify.py"} "MAINPID=$!;READY=1"
+            exit 0
+            """)
+        async with running_supervisor({"d": _command([script], notify=True, stop_timeout=10.0)}) as (sup, sink):
+            moved = (await sink.wait_for("notify.mainpid", actor="d", timeout=15))[0]
+            daemon = moved["main_pid"]
+            await sink.wait_for("actor.started", actor="d")
+            assert os.getsid(daemon) == daemon
+            await _gone(moved["pid"])
+            with anyio.fail_after(5):  # well within stop_timeout: SIGTERM ended it, no SIGKILL needed
+                await sup.stop_actor("d")
+            assert not _alive(daemon) and sink.find("actor.stop_timeout", actor="d") == []
+            (exited,) = sink.find("actor.exited", actor="d")
+            assert exited["pid"] == daemon and exited["reason"] == "stopped" and exited["signal"] == "SIGTERM"
 
 
 class TestProbe:

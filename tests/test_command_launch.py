@@ -107,6 +107,18 @@ class TestLaunch:
             await proc.aclose()
         assert out == f"out {tmp_path} bar {script}\n".encode() and err == b"err\n"  # $0: the path exec'd
 
+    async def test_nice_lowers_the_programs_priority(self) -> None:
+        """nice = 3: the program's nice value is the caller's plus 3; 0 leaves it equal."""
+        for nice in (3, 0):
+            proc = launch(["sleep", "30"], env=_ENV, nice=nice)
+            try:
+                assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.nice(0) + nice)
+            finally:
+                proc.signal_group(signal.SIGKILL)
+                with anyio.fail_after(10):
+                    await proc.wait()
+                await proc.aclose()
+
     async def test_own_session_and_stop_escalation(self) -> None:
         """The program leads its own session; it ignores SIGTERM, so stop_process escalates to SIGKILL."""
         proc = launch(["sh", "-c", "trap '' TERM; echo ready; exec sleep 30"], env=_ENV)

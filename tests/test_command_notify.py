@@ -264,6 +264,19 @@ class TestNotifySocket:
                 await proc.end()
 
     @needs_notify
+    async def test_mainpid_counts_before_the_rest_of_its_datagram(self) -> None:
+        """"READY=1\nMAINPID=N" in one datagram: the main process moves first, so READY=1 is N's."""
+        async with _receiver() as (ns, notices):
+            proc = _spawn(["sh", "-c", "sleep 30 & systemd-notify --ready MAINPID=$! && wait"], ns)
+            try:
+                await notices.until(lambda n: len(n) >= 2)
+                moved, ready = notices
+                assert isinstance(moved, MainPid) and isinstance(ready, Ready)
+                assert ns.main_pid == moved.pid
+            finally:
+                await proc.end()
+
+    @needs_notify
     async def test_mainpid_of_a_non_descendant_is_refused(self) -> None:
         """MAINPID= naming a process outside the actor's tree (its parent) is refused; main_pid stays."""
         async with _receiver() as (ns, notices):

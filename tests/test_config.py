@@ -29,7 +29,7 @@ class TestBadConfig:
             ({"actors": {"f": {"target": STEADY, "heartbeat_interval": -1}}},
              "actorsup.toml: actors.f.heartbeat_interval: expected a number > 0, got -1"),
             ({"actors": {"f": {"target": STEADY, "bogus": 1}}},
-             "actorsup.toml: actors.f.bogus: unknown key (check the spelling against the README's config reference)"),
+             "actorsup.toml: actors.f.bogus: unknown key (check the spelling against docs/CONFIG.md)"),
             ({"actors": {"f": {"kind": "process"}}},
              "actorsup.toml: actors.f.target: required key is missing"),
             ({"actors": {"f": {"target": STEADY, "restart": "sometimes"}}},
@@ -59,7 +59,7 @@ class TestBadConfig:
              'or "1GB", got "big"'),
             ({"supervisor": {"colour": "blue"}},
              "actorsup.toml: supervisor.colour: unknown key "
-             "(check the spelling against the README's config reference)"),
+             "(check the spelling against docs/CONFIG.md)"),
             ({"cron": {"c": {"target": CRON}}},
              'actorsup.toml: cron.c: set interval (seconds) or schedule (a cron expression such as "*/5 * * * *")'),
             ({"cron": {"c": {"target": CRON, "interval": 5, "schedule": "* * * * *"}}},

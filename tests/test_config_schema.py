@@ -83,7 +83,7 @@ class TestKeyPaths:
             ({"actors": {"x": 5}}, "a.toml: actors.x: expected a table, got 5"),
             ({"cron": []}, "a.toml: cron: expected a table, got []"),
             ({"cron": {"c": {"target": CRON, "interval": 1, "restart": "permanent"}}},
-             "a.toml: cron.c.restart: unknown key (check the spelling against the README's config reference)"),
+             "a.toml: cron.c.restart: unknown key (check the spelling against docs/CONFIG.md)"),
             (actor(heartbeat_interval=True), "a.toml: actors.x.heartbeat_interval: expected a number > 0, got true"),
             (actor(max_restarts=2.0), "a.toml: actors.x.max_restarts: expected an integer >= 0, got 2.0"),
             (actor(kind="cron"),

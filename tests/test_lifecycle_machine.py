@@ -57,6 +57,11 @@ class TestEdges:
         new, actions = decide(life(S.STARTING), m.Spawned(7), POLICY, NOW)
         assert new.state is S.STARTING and new.pid == 7 and actions == []
 
+    def test_running_spawned_records_the_main_process(self) -> None:
+        """running + Spawned (a command actor's MAINPID=) records the new pid, no transition."""
+        new, actions = decide(RUNNING, m.Spawned(77), POLICY, NOW)
+        assert new == dataclasses.replace(RUNNING, pid=77) and actions == []
+
     def test_starting_ready_runs(self) -> None:
         """starting + Ready -> running, logged with pid, kind and restarts; uptime counts from now."""
         new, actions = decide(life(S.STARTING, restarts=2), m.Ready(7), POLICY, NOW)
@@ -262,12 +267,12 @@ class TestClassify:
 
 EVENTS: list[m.Event] = [
     m.Start(), m.Stop(), m.Retire(), m.Spawned(1), m.Ready(1), m.KillRun("x"), m.StopRun("x"), m.ChildExited(1),
-    m.TaskEnded(None), m.SpawnFailed("spawn_error", "e"), m.BackoffElapsed(),
+    m.TaskEnded(None), m.SpawnFailed("spawn_error", "e"), m.BackoffElapsed(), m.Resume(0),
 ]
 Edge = tuple[ActorState, type]
 EDGES: set[Edge] = {
     (S.STOPPED, m.Start), (S.FAILED, m.Start), (S.STARTING, m.Spawned), (S.STARTING, m.Ready),
-    (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
+    (S.RUNNING, m.Spawned), (S.STARTING, m.Stop), (S.RUNNING, m.Stop), (S.STOPPING, m.Stop), (S.BACKOFF, m.Stop),
     (S.STARTING, m.KillRun), (S.RUNNING, m.KillRun), (S.STOPPING, m.KillRun), (S.RUNNING, m.StopRun),
     (S.BACKOFF, m.BackoffElapsed), *((s, m.Retire) for s in ActorState if s is not S.ERRORED),
     *((s, e) for s in (S.STARTING, S.RUNNING, S.STOPPING) for e in (m.ChildExited, m.TaskEnded, m.SpawnFailed)),
@@ -342,3 +347,41 @@ class TestFailedRetryAndAbandon:
         """Abandon only applies to a stopped actor (the group stops its members first)."""
         before = life(state, pid=5)
         assert decide(before, m.Abandon("g"), POLICY, NOW) == (before, [])
+
+
+DEFERRED = dataclasses.replace(POLICY, deferred=True)
+
+
+class TestDeferredToTheGroup:
+    def test_crash_waits_in_backoff_without_a_timer(self) -> None:
+        """A member whose group restarts it: errored -> backoff as usual, but no timer of its own."""
+        new, actions = decide(RUNNING, m.ChildExited(1), DEFERRED, NOW)
+        assert moves(actions) == [("running", "errored"), ("errored", "backoff")]
+        assert others(actions) == []
+        assert new.restarts == 1 and new.resume_at == NOW + 1.0
+
+    def test_resume_arms_the_timer_at_the_backoff_deadline(self) -> None:
+        """The group leaves the restart to it: the timer runs to the deadline the exit computed."""
+        waiting, _ = decide(RUNNING, m.ChildExited(1), DEFERRED, NOW)
+        new, actions = decide(waiting, m.Resume(waiting.restarts), DEFERRED, NOW + 0.25)
+        assert actions == [m.StartTimer(NOW + 1.0)] and new.state is S.BACKOFF and new.resume_at is None
+        assert decide(new, m.Resume(new.restarts), DEFERRED, NOW + 0.5) == (new, [])  # only once
+
+    def test_resume_of_an_earlier_exit_is_ignored(self) -> None:
+        """A resume that answers an earlier exit (the member went down again since) arms nothing."""
+        waiting, _ = decide(RUNNING, m.ChildExited(1), DEFERRED, NOW)
+        assert decide(waiting, m.Resume(waiting.restarts - 1), DEFERRED, NOW) == (waiting, [])
+
+    def test_the_group_stops_and_starts_it(self) -> None:
+        """The group's Stop ends the wait at once; its Start spawns it: one start, the group's."""
+        waiting, _ = decide(RUNNING, m.ChildExited(1), DEFERRED, NOW)
+        stopped, actions = decide(waiting, m.Stop(), DEFERRED, NOW)
+        assert moves(actions) == [("backoff", "stopped")]
+        started, actions = decide(stopped, m.Start(), DEFERRED, NOW)
+        assert started.state is S.STARTING and others(actions) == [m.Spawn()] and started.resume_at is None
+
+    def test_intensity_still_applies(self) -> None:
+        """A member's own max_restarts still makes it failed: the group hears that it gave up."""
+        crashing = life(S.RUNNING, pid=42, started_at=NOW - 1, restart_times=(NOW - 3, NOW - 2, NOW - 1))
+        new, _ = decide(crashing, m.ChildExited(1), DEFERRED, NOW)
+        assert new.state is S.FAILED

@@ -85,6 +85,27 @@ async def test_one_for_all_restarts_every_member_in_order() -> None:
         assert at(sink, "actor.stopped", "a", crash) < t["a"]  # all down before any comes up
 
 
+async def test_one_for_all_with_zero_backoff_starts_each_member_once_per_group_restart() -> None:
+    """backoff_initial = 0, a member SIGKILLed again and again: each group restart starts every member once."""
+    names = ("a", "b", "c", "d")
+    zero = {"backoff_initial": 0.0, "backoff_max": 0.0, "max_restarts": 100}
+    actors = {n: {"target": T + "Steady", "group": "g", **zero} for n in names}
+    async with tree_supervisor({"g": {"strategy": "one_for_all", "max_restarts": 100}}, actors) as (sup, sink):
+        await running(sup, *names)
+        for round_ in range(1, 11):
+            victim = names[round_ % len(names)]
+            pid = sup.handle(victim).pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await sink.wait_for("group.restarting", group="g", count=round_)
+            for name in names:
+                await sink.wait_for("actor.started", actor=name, count=round_ + 1)
+            await running(sup, *names)
+            counts = {n: len(sink.find("actor.started", actor=n)) for n in names}
+            assert counts == dict.fromkeys(names, round_ + 1), f"round {round_}, {victim} killed"
+            assert len(sink.find("group.restarting", group="g")) == round_
+
+
 async def test_rest_for_one_leaves_earlier_members_alone() -> None:
     """rest_for_one: a crash of the middle member restarts it and the last, not the first."""
     actors = {n: {"target": T + "Steady", "group": "g", **FAST} for n in ("a", "b", "c")}

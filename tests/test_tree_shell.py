@@ -26,12 +26,15 @@ class FakeHandle:
         self.state = S.STOPPED
         self._calls = calls
         self._runner = runner
+        self._moved = anyio.Event()
 
     def move(self, *states: ActorState, reason: str = "crash") -> None:
         for new in states:
             old, self.state = self.state, new
             record = TransitionRecord(self.name, old, new, "x", {"reason": reason}, 0, None, 0.0, 1.0)
             self._runner[0].on_transition(record)
+        self._moved.set()
+        self._moved = anyio.Event()
 
     def start(self) -> None:
         self._calls.append(("start", self.name))
@@ -46,12 +49,16 @@ class FakeHandle:
 
     async def wait_for(self, *states: ActorState) -> ActorState:
         while self.state not in states:
-            await anyio.sleep(0)
+            await self._moved.wait()
         return self.state
 
     def abandon(self, group: str) -> None:
         self._calls.append(("abandon", self.name))
         self.move(S.FAILED)
+
+    def resume(self, restarts: int) -> None:
+        self._calls.append(("resume", self.name))
+        self.move(S.STARTING, S.RUNNING)
 
 
 def setup(groups: dict[str, Any], actors: dict[str, Any]) -> tuple[TreeRunner, dict[str, FakeHandle], list[Any]]:

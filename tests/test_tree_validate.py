@@ -115,6 +115,25 @@ class TestBad:
         assert refused({}, {"a": {"stop_signal": "SIGFOO"}}) == (
             'actors.a.stop_signal: expected a signal name such as "SIGTERM", "SIGINT" or "SIGQUIT", got "SIGFOO"')
 
+    @pytest.mark.parametrize(("value", "why"), [
+        *((v, "is ignored by a program that does not handle it") for v in ("SIGCHLD", "URG")),
+        ("cont", "resumes a program instead of ending it"),
+        *((v, "pauses a program instead of ending it") for v in ("SIGSTOP", "SIGTSTP", "ttin", "SIGTTOU")),
+    ])
+    def test_a_signal_that_does_not_end_a_program_is_refused(self, value: str, why: str) -> None:
+        """A signal ignored by default, or one that pauses or resumes, cannot be the first signal of a stop."""
+        name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
+        assert refused({}, {"a": {"stop_signal": value}}) == (
+            f'actors.a.stop_signal: {name} {why}; use one that ends it, such as "SIGTERM", "SIGINT" or "SIGQUIT", '
+            f'got "{value}"')
+
+    @pytest.mark.parametrize(
+        "value", ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"]
+    )
+    def test_signals_that_end_a_program_are_accepted(self, value: str) -> None:
+        """The usual stop signals, SIGKILL (as supervisord and systemd allow) and SIGWINCH (httpd's) are accepted."""
+        assert parse_stop_signal(value) == value
+
     def test_stop_signal_number_is_refused(self) -> None:
         """A signal number is not a name."""
         assert refused({}, {"a": {"stop_signal": 15}}).endswith("got 15")

@@ -39,10 +39,18 @@ def _load(path: str | None) -> Config | None:
         return None
 
 
+def _warn_native() -> None:
+    from ..logs._native import missing_warning
+
+    if (line := missing_warning()) is not None:
+        print(f"actorsup: {line}", file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    _warn_native()
     print(
         f"{args.config}: ok ({len(config.actors)} actors, {len(config.cron)} cron tasks, "
         f"{len(config.logs.sinks)} log sinks)"
@@ -55,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    _warn_native()
     import anyio
 
     from ._malloc import keep_freed_memory

@@ -10,7 +10,8 @@ by (pid, create_time) with psutil: one actor cannot speak for another.
 A daemon that double-forks is re-parented away from the actor, so a sender
 also passes while it is in the session the actor's process leads (a session
 cannot be joined, only inherited). ``MAINPID=`` moves the watched process, and
-is honoured only for a descendant. Received descriptors (``systemd-notify``
+is honoured only for a descendant: it becomes the run's main process (its exit
+ends the run, as in systemd; ``CommandProcess.follow``). Received descriptors (``systemd-notify``
 sends ``BARRIER=1`` with a pipe end and waits for it to close) are closed once
 the datagrams before them are handled.
 
@@ -315,13 +316,19 @@ class NotifySocket:
             raise RuntimeError("NotifySocket is closed")
         while True:
             await anyio.wait_readable(sock)
-            for _ in range(_BATCH):
-                try:
-                    data, ancillary, flags, _ = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY)
-                except (BlockingIOError, InterruptedError):
-                    break
-                self._datagram(data, ancillary, flags)
+            self.drain(_BATCH)
             await anyio.lowlevel.checkpoint()  # a flood must not starve the loop
+
+    def drain(self, limit: int = _BATCH) -> None:
+        """Handle up to ``limit`` datagrams that wait now, without blocking (the program exited: its last word)."""
+        sock = self._sock
+        for _ in range(limit if sock is not None else 0):
+            assert sock is not None
+            try:
+                data, ancillary, flags, _ = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY)
+            except (BlockingIOError, InterruptedError):
+                break
+            self._datagram(data, ancillary, flags)
 
     def _datagram(self, data: bytes, ancillary: list[tuple[int, int, bytes]], flags: int) -> None:
         pid: int | None = None
@@ -352,6 +359,9 @@ class NotifySocket:
         notices, problems = parse_datagram(data)
         for problem in problems:
             log.warning("notify.invalid", actor=self.actor, sender_pid=pid, problem=problem)
+        # As systemd: a datagram's MAINPID= counts before the rest of it ("READY=1\nMAINPID=N"
+        # in sd_notify(3)'s example starts the actor with N as its main process).
+        notices.sort(key=lambda notice: not isinstance(notice, int))
         for notice in notices:
             if isinstance(notice, int):
                 moved = self._main_pid(notice, pid)

@@ -5,8 +5,9 @@ runs the program and tells it what happened through :class:`CommandHooks`:
 spawned, ready (at once, or at ``READY=1`` with ``notify``), beats
 (``WATCHDOG=1``), probe results, and the verdicts (start timeout, heartbeat
 timeout, unhealthy) on which the handle feeds ``KillRun`` or ``StopRun``.
-The run ends when the program has exited and its output has been read to the
-end: :class:`~supervisor.lifecycle._machine.ChildExited`, or ``SpawnFailed``
+The run ends when the program (or the descendant it named with ``MAINPID=``,
+its main process from then on, as in systemd) has exited and its output has
+been read to the end: :class:`~supervisor.lifecycle._machine.ChildExited`, or ``SpawnFailed``
 when the program cannot be started at all.
 
 The watchdog deadline (``heartbeat_timeout``) runs from ``READY=1`` when the
@@ -81,7 +82,7 @@ class CommandRun:
 class CommandHooks(Protocol):
     """How a run tells the handle what happened (all called in the loop, synchronously)."""
 
-    def spawned(self, proc: CommandProcess) -> None: ...
+    def spawned(self, proc: CommandProcess) -> None: ...  # again when MAINPID= moves its main process
     def ready(self, pid: int) -> None: ...
     def beat(self, now: float) -> None: ...
     def status(self, text: str) -> None: ...
@@ -127,6 +128,7 @@ async def run_command(
             return SpawnFailed(exc.code, exc.reason, exited=True)
         if ns is not None:
             ns.watch(proc.pid, proc.create_time)  # before any await: it may notify at once
+            proc.before_reap = ns.drain  # a MAINPID= sent just before the program exits still counts
         state.proc = proc
         hooks.spawned(proc)
         try:
@@ -202,6 +204,8 @@ class _State:
             log.info("notify.reloading", actor=actor, pid=pid)
         elif isinstance(notice, MainPid):
             log.info("notify.mainpid", actor=actor, pid=pid, main_pid=notice.pid)
+            if self.proc is not None and self.proc.follow(notice.pid, notice.create_time):
+                self.hooks.spawned(self.proc)  # the actor's pid is the main process's from now on
         elif isinstance(notice, Errno):
             name = errno_codes.errorcode.get(notice.errno, str(notice.errno))
             self.errno_text = f"ERRNO={notice.errno} ({name}: {os.strerror(notice.errno)})"

@@ -22,7 +22,7 @@ from ._types import Invalid, Match, Parse, Range, show
 __all__ = ["MAX_DEPTH", "UNKNOWN_KEY", "at", "convert", "keys_of", "read_keys"]
 
 MAX_DEPTH = 32  # arrays and tables inside a free-form value such as args
-UNKNOWN_KEY = "unknown key (check the spelling against the README's config reference)"
+UNKNOWN_KEY = "unknown key (check the spelling against docs/CONFIG.md)"
 
 _SCALARS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 

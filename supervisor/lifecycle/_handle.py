@@ -204,6 +204,10 @@ class ActorHandle:
         await self.stop()
         self.start()
 
+    def resume(self, restarts: int) -> None:
+        """Its group leaves the restart after exit number ``restarts`` to the actor's own backoff."""
+        self._feed(m.Resume(restarts))
+
     def kill_now(self, reason: str) -> None:
         """SIGKILL the running child's group at once (a run that must not go on)."""
         if self._process is not None:
@@ -216,7 +220,12 @@ class ActorHandle:
 
     # --- feeding the machine ------------------------------------------------------
     def _feed(self, event: m.Event) -> None:
-        self.life, actions = decide(self.life, event, self._policy, self._clock.now())
+        policy = self._policy
+        if isinstance(event, m.ChildExited | m.TaskEnded | m.SpawnFailed) and any(
+            o.decides_restart(self.name) for o in self.observers
+        ):  # its group restarts it (one_for_all, rest_for_one): no restart of its own before the group's
+            policy = dataclasses.replace(policy, deferred=True)
+        self.life, actions = decide(self.life, event, policy, self._clock.now())
         moved = False
         for action in actions:
             moved |= isinstance(action, m.Transition)
@@ -389,6 +398,7 @@ class ActorHandle:
         finally:
             if run.program is not None:
                 self._sampler.forget(run.program.pid)
+                self._sampler.forget(run.program.leader)  # differs after MAINPID=
                 run.program = None
 
     def _on_task_running(self, run: _Run, pid: int) -> None:

@@ -11,6 +11,7 @@ The table (state, event -> next state; every other pair leaves the life as it is
     stopped  | Start          -> starting        [Spawn]
     failed   | Start          -> starting        [Spawn]   (intensity and backoff reset)
     starting | Spawned        -> starting        (records the pid)
+    running  | Spawned        -> running         (records the pid: MAINPID= moved a program's main process)
     starting | Ready          -> running
     starting | Stop           -> stopping        [StopChild]
     running  | Stop           -> stopping        [StopChild]
@@ -22,6 +23,7 @@ The table (state, event -> next state; every other pair leaves the life as it is
     running  | exit event     -> (after exit)
     stopping | exit event     -> (after exit)
     backoff  | BackoffElapsed -> starting        [Spawn]
+    backoff  | Resume         -> backoff         [StartTimer]   (its group leaves the restart to it)
     backoff  | Stop           -> stopped         [CancelTimer]
     backoff  | Retire         -> stopped         [CancelTimer]
     stopped  | Abandon        -> failed          [StartTimer if failed_retry_after]   (its group gave up)
@@ -35,7 +37,9 @@ an ``actor.exited`` with the reason (``program_not_found``...) and the error.
 After exit (``ChildExited``, ``TaskEnded``, ``SpawnFailed``), in one step:
 stopping or policy says no -> [errored ->] stopped; intensity exceeded ->
 errored -> failed; otherwise errored -> backoff [StartTimer]. ``errored`` is
-never a resting state.
+never a resting state. With ``Policy.deferred`` (a member of a ``one_for_all``
+or ``rest_for_one`` group) the backoff arms no timer: the group decides, by a
+Stop and a Start of its own, or by ``Resume`` (the timer, at the same deadline).
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ from ._states import ALLOWED, ActorState, IllegalTransition
 
 __all__ = [
     "Abandon", "Action", "BackoffElapsed", "CancelTimer", "ChildExited", "Emit", "Event", "Exit", "KillChild",
-    "KillRun", "Life", "Policy", "Ready", "Retire", "Spawn", "SpawnFailed", "Spawned", "Start", "StartTimer",
-    "Stop", "StopChild", "StopRun", "TaskEnded", "Transition", "decide",
+    "KillRun", "Life", "Policy", "Ready", "Resume", "Retire", "Spawn", "SpawnFailed", "Spawned", "Start",
+    "StartTimer", "Stop", "StopChild", "StopRun", "TaskEnded", "Transition", "decide",
 ]
 
 S = ActorState
@@ -88,6 +92,7 @@ class Policy:
     restart_window: float = 60.0
     jitter: Callable[[], float] = random.random  # the one source of chance, injectable
     failed_retry_after: float | None = None  # a failed actor starts again after this long
+    deferred: bool = False  # its group restarts it: after an exit it waits in backoff for the group's word
 
     @classmethod
     def of(cls, spec: Any, jitter: Callable[[], float] = random.random) -> Policy:
@@ -113,6 +118,7 @@ class Life:
     started_at: float | None = None
     kill_reason: str | None = None  # set when the supervisor ends the run itself
     stop_requested: bool = False
+    resume_at: float | None = None  # a deferred backoff: when Resume lets it restart itself
     # the last finished run
     last_exit: Exit | None = None
     last_error: str | None = None
@@ -191,9 +197,16 @@ class BackoffElapsed:
     pass
 
 
+@dataclass(frozen=True)
+class Resume:
+    """The group of a deferred actor leaves this restart to it (``restarts``: the exit it answers)."""
+
+    restarts: int
+
+
 Event = (
     Start | Stop | Retire | Abandon | Spawned | Ready | KillRun | StopRun | ChildExited | TaskEnded | SpawnFailed
-    | BackoffElapsed
+    | BackoffElapsed | Resume
 )
 
 
@@ -259,6 +272,10 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
         return _begin(dataclasses.replace(life, want_running=True), policy)
     if isinstance(event, BackoffElapsed) and state is S.BACKOFF:
         return _begin(life, policy)
+    if isinstance(event, Resume) and state is S.BACKOFF and life.resume_at is not None:
+        if event.restarts != life.restarts:  # an answer to an earlier exit
+            return life, []
+        return dataclasses.replace(life, resume_at=None), [StartTimer(life.resume_at)]
     if retries and isinstance(event, Stop | Retire) and state is S.FAILED:
         return life, [CancelTimer()]
     if isinstance(event, Abandon) and state is S.STOPPED:
@@ -281,7 +298,7 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
         if state is S.STOPPING:
             return dataclasses.replace(life, want_running=False), []
         return life, []
-    if isinstance(event, Spawned) and state is S.STARTING:
+    if isinstance(event, Spawned) and state in (S.STARTING, S.RUNNING):
         return dataclasses.replace(life, pid=event.pid), []
     if isinstance(event, Ready) and state is S.STARTING:
         life = dataclasses.replace(life, pid=event.pid, started_at=now)
@@ -303,7 +320,8 @@ def _retry(policy: Policy, now: float) -> list[Action]:
 
 
 def _begin(life: Life, policy: Policy) -> tuple[Life, list[Action]]:
-    life = dataclasses.replace(life, pid=None, started_at=None, kill_reason=None, stop_requested=False)
+    life = dataclasses.replace(life, pid=None, started_at=None, kill_reason=None, stop_requested=False,
+                               resume_at=None)
     return _moves(life, [Spawn()], (S.STARTING, {"attempt": life.attempt, "kind": policy.kind}))
 
 
@@ -381,9 +399,11 @@ def _after_exit(
         return life, actions + moved
     attempt = (0 if ran_for >= policy.backoff_reset else life.attempt) + 1
     delay = backoff_delay(attempt, policy.backoff_initial, policy.backoff_max, policy.jitter())
-    life = dataclasses.replace(life, attempt=attempt, restarts=life.restarts + 1)
+    deadline = now + delay
+    life = dataclasses.replace(life, attempt=attempt, restarts=life.restarts + 1,
+                               resume_at=deadline if policy.deferred else None)
     backoff = (S.BACKOFF, {"attempt": attempt, "delay": round(delay, 6), "reason": ended.reason})
-    life, moved = _moves(life, [StartTimer(now + delay)], errored, backoff)
+    life, moved = _moves(life, [] if policy.deferred else [StartTimer(deadline)], errored, backoff)
     return life, actions + moved
 
 

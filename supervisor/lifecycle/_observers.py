@@ -2,7 +2,9 @@
 
 Read models (the event bus, the HeartbeatMonitor, the Prometheus metrics) are
 :class:`Observer` s of the handles. The handle notifies each one of every
-state transition and every beat; none of them decides anything for the actor.
+state transition and every beat; none of them decides anything for the actor,
+except the supervision tree, which claims the restarts of the members of its
+``one_for_all`` and ``rest_for_one`` groups (``decides_restart``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class Observer:
 
     def on_health(self, record: HealthRecord) -> None:
         pass
+
+    def decides_restart(self, actor: str) -> bool:
+        """True if this observer restarts ``actor`` after an exit (the supervision tree), not its handle."""
+        return False
 
 
 class BusPublisher(Observer):

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["allowed", "loaded"]
+__all__ = ["allowed", "loaded", "missing_warning"]
+
+MISSING = (
+    "warning: the C log modules (_crender, _cwriter) are not built, so log rendering and file writes use "
+    "their slower pure-Python twins; install a C compiler (Debian: apt-get install gcc python3-dev) and "
+    "reinstall actorsup, or set ACTORSUP_NO_NATIVE=1 to silence this"
+)
 
 
 def allowed() -> bool:
@@ -23,3 +29,12 @@ def loaded() -> bool:
     from . import _render, _writer  # they import this module
 
     return _render.NATIVE and _writer.NATIVE
+
+
+def missing_warning() -> str | None:
+    """The one line ``check`` and ``run`` print when the C modules were not built (and not turned off).
+
+    pip shows a failed optional build only with ``-v`` (setup.py says why), so this is where a user
+    who installed without a terminal learns of it.
+    """
+    return MISSING if allowed() and not loaded() else None

@@ -197,6 +197,11 @@ class Reaper:
         if await anyio.to_thread.run_sync(cgroups.add, serial, pid) and token in self._live:
             self._leaves[token] = serial
 
+    def moved(self, token: str, pid: int) -> None:
+        """The child with ``token`` is now ``pid`` (a command actor's ``MAINPID=``): its owner reaps it."""
+        if token in self._live:
+            self._live[token] = pid
+
     def owned_by(self, token: str, actor: str) -> None:
         """A warm spare's token now belongs to ``actor``."""
         if token in self._live:

@@ -12,6 +12,7 @@ its own way, then reuses :meth:`Reaper.track`, :func:`await_hello` and
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -105,6 +106,7 @@ class ColdSpawner:
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         self.env = env
+        self.child_nice = child_nice  # command actors' programs get it from launch()
         self.reaper = Reaper()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -151,8 +153,10 @@ class ColdSpawner:
         from ..command._launch import launch  # only a config with command actors pays for the import
 
         token = self.reaper.new_token()
-        proc = launch(argv, env=self.reaper.child_env(dict(env), token), cwd=cwd, credentials=credentials)
+        proc = launch(argv, env=self.reaper.child_env(dict(env), token), cwd=cwd, credentials=credentials,
+                      nice=self.child_nice)
         self.reaper.track(proc, token, actor)
+        proc.on_follow = functools.partial(self.reaper.moved, token)  # MAINPID's process is not adopted
         return proc
 
 

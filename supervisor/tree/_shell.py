@@ -5,9 +5,17 @@
 (an :class:`Observer`), queues what the strategy must hear (a member going to
 ``backoff``, or to ``failed``), and one worker task feeds those events to the
 strategy in turn and carries out its actions through the handles' public API
-(``start``, ``stop``, ``wait_for``, ``abandon``). Events that a group action
-overtook (the leaf was stopped or started by the tree after the event) are
-dropped, as OTP flushes the exits of the children it terminates itself.
+(``start``, ``stop``, ``wait_for``, ``abandon``, ``resume``). Events that a
+group action overtook (the leaf was stopped or started by the tree after the
+event) are dropped, as OTP flushes the exits of the children it terminates itself.
+
+A member of a ``one_for_all`` or ``rest_for_one`` group does not restart on
+its own (``decides_restart``): after an exit its handle waits in ``backoff``
+until the worker has heard the exit. The strategy then stops and starts it
+(once, in its place in the order), or, where it does not take the member down
+(held, an ancestor gave up, an overtaken event), the worker lets the handle's
+own backoff run (``resume``). Otherwise a zero backoff would race the worker:
+the member would start itself and then once more in the group restart.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class _Exited:
     leaf: str
     abnormal: bool
     seq: int
+    restarts: int  # the handle's restart count at this exit: which backoff a resume answers
 
 
 @dataclass(frozen=True)
@@ -109,13 +118,25 @@ class TreeRunner(Observer):
         self.state = self.state.retree(self.tree)
 
     # --- the observer side: never blocks, never decides ------------------------------
+    def _hears(self, leaf: str) -> bool:
+        return not self._closing and self._send is not None and leaf in self.tree.leaves
+
+    def decides_restart(self, actor: str) -> bool:
+        """A member of a one_for_all or rest_for_one group: the worker restarts it, not its handle."""
+        return self._hears(actor) and self._defers(actor)
+
+    def _defers(self, leaf: str) -> bool:
+        spec = self.tree.leaves.get(leaf)  # None for a cron task's handle
+        return spec is not None and spec.group is not None and self.tree.groups[spec.group].strategy != "one_for_one"
+
     def on_transition(self, record: TransitionRecord) -> None:
-        if self._closing or self._send is None or record.actor not in self.tree.leaves:
+        if not self._hears(record.actor):
             return
+        assert self._send is not None
         seq = next(self._seq)
         if record.new is S.BACKOFF:
-            reason = record.fields.get("reason")
-            self._send.send_nowait(_Exited(record.actor, reason not in ("completed", "stopped"), seq))
+            abnormal = record.fields.get("reason") not in ("completed", "stopped")
+            self._send.send_nowait(_Exited(record.actor, abnormal, seq, record.restarts))
         elif record.new is S.FAILED and record.old is S.ERRORED:
             self._send.send_nowait(_GaveUp(record.actor, seq))
         elif record.old is S.FAILED and record.new is S.STARTING:
@@ -129,18 +150,25 @@ class TreeRunner(Observer):
             async for event in receive:
                 if self._closing:
                     continue
-                if self._touched.get(event.leaf, -1) > event.seq or event.leaf not in self.tree.leaves:
-                    continue  # a group action already took care of this leaf
-                if isinstance(event, _Revived):
-                    self.state.started_by_user(event.leaf)
-                    continue
-                now = self._now()
-                if isinstance(event, _Exited):
-                    actions = self.state.exited(event.leaf, event.abnormal, now)
-                else:
-                    actions = self.state.gave_up(event.leaf, now)
-                with anyio.CancelScope() as self._acting:
-                    await self.carry_out(actions)
+                await self._hear(event)
+                if isinstance(event, _Exited) and not (self._closing or self.gave_up):
+                    handle = self._handles.get(event.leaf)
+                    if handle is not None and handle.state is S.BACKOFF:  # the group left the restart to it
+                        handle.resume(event.restarts)
+
+    async def _hear(self, event: _Event) -> None:
+        if self._touched.get(event.leaf, -1) > event.seq or event.leaf not in self.tree.leaves:
+            return  # a group action already took care of this leaf
+        if isinstance(event, _Revived):
+            self.state.started_by_user(event.leaf)
+            return
+        now = self._now()
+        if isinstance(event, _Exited):
+            actions = self.state.exited(event.leaf, event.abnormal, now)
+        else:
+            actions = self.state.gave_up(event.leaf, now)
+        with anyio.CancelScope() as self._acting:
+            await self.carry_out(actions)
 
     def close(self) -> None:
         """A shutdown began: decide nothing more."""
@@ -188,7 +216,9 @@ class TreeRunner(Observer):
                 self._handle(leaf).start()
             async with anyio.create_task_group() as tg:
                 for leaf in wave:
-                    tg.start_soon(self._handle(leaf).wait_for, *SETTLED)
+                    # a member down again waits for this worker (its exit is queued): settled too
+                    settled = (*SETTLED, S.BACKOFF) if self._defers(leaf) else SETTLED
+                    tg.start_soon(self._handle(leaf).wait_for, *settled)
         # no touch here: a leaf that went down again while it started is news for the strategy
 
     async def stop_leaves(self, leaves: Iterable[str]) -> None:

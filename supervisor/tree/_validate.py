@@ -73,16 +73,32 @@ def parse_instances(value: object) -> int:
     return value
 
 
-_SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_") and s.name not in ("SIGSTOP",)}
+_SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
+# Signals whose default action does not end a program: as a stop signal each would only wait out
+# stop_timeout before the SIGKILL (signal(7): Ign, Stop, Cont). SIGKILL itself is allowed, as in
+# supervisord and systemd (KillSignal=). SIGWINCH stays allowed although ignored by default:
+# it is Apache httpd's graceful stop (its official image sets STOPSIGNAL SIGWINCH).
+_IGNORED, _PAUSES = "is ignored by a program that does not handle it", "pauses a program instead of ending it"
+_NO_END = {
+    "SIGCHLD": _IGNORED, "SIGURG": _IGNORED, "SIGCONT": "resumes a program instead of ending it",
+    "SIGSTOP": _PAUSES, "SIGTSTP": _PAUSES, "SIGTTIN": _PAUSES, "SIGTTOU": _PAUSES,
+}
+_SUGGESTED = '"SIGTERM", "SIGINT" or "SIGQUIT"'
 
 
 def parse_stop_signal(value: object) -> str:
-    """A signal name (``"SIGINT"``; ``"INT"`` is accepted too) -> its canonical name."""
+    """A signal name (``"SIGINT"``; ``"INT"`` is accepted too) -> its canonical name.
+
+    Refused: signals that do not end a program that leaves them at their default action.
+    """
     if isinstance(value, str):
         name = value.upper() if value.upper().startswith("SIG") else "SIG" + value.upper()
         if name in _SIGNALS:
-            return _SIGNALS[name].name
-    raise ValueError('expected a signal name such as "SIGTERM", "SIGINT" or "SIGQUIT"')
+            canonical = _SIGNALS[name].name
+            if canonical in _NO_END:
+                raise ValueError(f"{canonical} {_NO_END[canonical]}; use one that ends it, such as {_SUGGESTED}")
+            return canonical
+    raise ValueError(f"expected a signal name such as {_SUGGESTED}")
 
 
 def _bool(value: object) -> bool:
