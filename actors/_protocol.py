@@ -64,6 +64,8 @@ class Ready(_Frame, tag="ready", frozen=True):
 
 class Beat(_Frame, tag="beat", frozen=True):
     seq: int
+    # The child's CLOCK_MONOTONIC when it beat: a beat read late (a lazy round) still dates right.
+    at: float | None = None
 
 
 class Log(_Frame, tag="log", frozen=True):
@@ -105,6 +107,8 @@ class Init(_Frame, tag="init", frozen=True):
     env: dict[str, str] = {}
     cwd: str | None = None
     instance: int | None = None  # NAME.i of an actor with instances = N
+    # Beats ring no doorbell: the supervisor sweeps the rings once a beat round (see LoopWatch).
+    lazy_beats: bool = False
 
 
 class RunNow(_Frame, tag="run", frozen=True):

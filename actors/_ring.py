@@ -128,9 +128,13 @@ class SharedRing:
     # --- the child's side ---------------------------------------------------------
     def write(
         self, data: bytes, doorbell: Callable[[], object] | None = None,
-        reader_alive: Callable[[], bool] | None = None,
+        reader_alive: Callable[[], bool] | None = None, *, lazy: bool = False,
     ) -> bool:
         """Copy ``data`` in (blocking while the ring is full); True if the reader must be woken.
+
+        ``lazy``: a parked reader stays parked (the next ordinary write wakes it),
+        for frames the reader collects on its own schedule; only a write that
+        wraps or waits for room still rings.
 
         When the ring is full and the reader is parked, ``doorbell()`` wakes it
         before the writer waits for room. While it waits, ``reader_alive()`` is
@@ -143,8 +147,11 @@ class SharedRing:
         # The common case: it fits, and not across the end of the ring.
         if end <= self.capacity and write + len(data) - self._r.value <= self.capacity:
             self._mm[HEADER + start : HEADER + end] = data
+            if lazy:
+                self._write = self._w.value = write + len(data)
+                return False
             return self._publish(write + len(data))
-        return self._write_slowly(data, doorbell, reader_alive)
+        return self._write_slowly(data, doorbell, reader_alive)  # rare (a wrap, a full ring): rings as usual
 
     def _write_slowly(
         self, data: bytes, doorbell: Callable[[], object] | None, reader_alive: Callable[[], bool] | None
@@ -210,6 +217,11 @@ class SharedRing:
             self._waiting.value = 0
             self._futex.wake()
         return data
+
+    @property
+    def pending(self) -> bool:
+        """Written and not yet read."""
+        return self._w.value != self._read
 
     def park(self) -> bool:
         """About to wait for the doorbell: True if data arrived meanwhile (do not wait then)."""

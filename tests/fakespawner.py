@@ -70,6 +70,9 @@ class FakeChild:
         frames, self._frames = self._frames, []
         return frames
 
+    def sweep(self) -> list[Any]:
+        return []  # no ring: every frame comes through receive_frames
+
     async def send(self, data: bytes) -> bool:
         if self.returncode is not None:
             return False

@@ -233,6 +233,29 @@ class TestPreloadAndReload:
             await _until(lambda: _ready(spawner) and spawner.template is not first)
             assert marks.read_text().split() == [str(first.child.pid), str(spawner.template.child.pid)]  # type: ignore[union-attr]
 
+    async def test_a_forked_childs_stdout_is_its_own_pipe(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The template configured logging before forking; a child's print() still goes to its pipe."""
+        _write(tmp_path / "stdout_actor.py", """
+            import sys
+            import anyio
+            from actors import Actor
+
+            class Report(Actor):
+                async def run(self) -> None:
+                    self.log.info("stdout.type", kind=type(sys.stdout).__name__)
+                    print("printed", flush=True)
+                    await anyio.sleep_forever()
+        """)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+        async with running_supervisor({"r": {"target": "stdout_actor:Report"}}, spawner="forkserver") as (_, log):
+            event = (await log.wait_for("stdout.type", actor="r"))[0]
+            assert event["kind"] == "TextIOWrapper" and _forked(event["pid"])
+            printed = (await log.wait_for("printed", actor="r"))[0]
+            assert printed["stream"] == "stdout" and printed["pid"] == event["pid"]
+
     async def test_an_edited_actor_module_loads_at_restart(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

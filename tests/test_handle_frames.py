@@ -70,3 +70,18 @@ class TestFrameOrder:
         for _ in range(3):
             handle._on_frame(run, Health(ok=False, error="db down"))
         assert handle.life.kill_reason == "unhealthy" and run.stop.is_set()
+
+
+class TestLazyBeats:
+    @pytest.mark.anyio
+    async def test_a_beat_read_late_is_dated_when_it_was_sent(self) -> None:
+        """A lazy beat read 0.4 s after it was sent moves the deadline from its send time, not the read time."""
+        import time
+
+        clock = FakeClock()
+        handle, _, run = make_handle(clock)
+        handle._on_frame(run, Ready())
+        await clock.advance(1.0)
+        handle._on_frame(run, Beat(seq=0, at=time.monotonic() - 0.4))
+        assert run.beats is not None
+        assert clock.now() - 0.45 < run.beats.last_beat < clock.now() - 0.35

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -253,3 +254,48 @@ class TestStall:
             await r.beat()
             await r.clock.advance(5.0)
             assert r.spawner.children[0].signals[0] == signal.SIGKILL and r.loop_watch.stalls == 0
+
+
+class TestBeatRounds:
+    async def test_one_sweep_per_beat_round_until_discarded(self) -> None:
+        """A registered sweep runs once a round of its interval, from the watch's one task, and not after discard."""
+        clock = FakeClock()
+        watch = LoopWatch(clock)
+        calls: list[float] = []
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch.run)
+            assert watch.sweeping
+            watch.add_sweep("a", 1.0, lambda: calls.append(clock.now()))
+            for _ in range(40):  # 4 s in ticks: every sleeper (tick, rounds) gets its turn
+                await clock.advance(0.1)
+            assert 3 <= len(calls) <= 5
+            assert all(b - a >= 0.9 for a, b in itertools.pairwise(calls))
+            watch.discard_sweep("a")
+            seen = len(calls)
+            for _ in range(20):
+                await clock.advance(0.1)
+            assert len(calls) == seen
+            tg.cancel_scope.cancel()
+        assert not watch.sweeping
+
+    async def test_deadlines_are_judged_by_the_watch_exactly(self) -> None:
+        """expiry() returns at the exact deadline of a silent actor, and not while the other keeps beating."""
+        clock = FakeClock()
+        watch = LoopWatch(clock)
+        silent, beating = HeartbeatDeadline(2.0, clock.now()), HeartbeatDeadline(2.0, clock.now())
+        fired: dict[str, float] = {}
+
+        async def judge(name: str, beats: HeartbeatDeadline) -> None:
+            await watch.expiry(beats)
+            fired[name] = clock.now()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch.run)
+            start = clock.now()
+            tg.start_soon(judge, "silent", silent)
+            tg.start_soon(judge, "beating", beating)
+            for _ in range(5):
+                await clock.advance(1.0)
+                beating.beat(clock.now())
+            assert fired == {"silent": start + 2.0}
+            tg.cancel_scope.cancel()

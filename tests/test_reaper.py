@@ -224,3 +224,36 @@ class TestZombies:
                     await anyio.sleep(0.01)
             await proc.aclose()
             tg.cancel_scope.cancel()
+
+
+class _Exiting:
+    """What Reaper.track needs of a child that is never started (its exit is all that matters here)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.token = ""
+        self.on_exit: Any = None
+
+
+async def test_a_burst_of_exits_shares_one_sweep_off_the_exit_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten exits in a row sweep once, from the reaper's task, not inside exited() (a sweep reads every child)."""
+    reaper = Reaper()
+    sweeps: list[bool] = []
+    real = reaper.sweep
+    monkeypatch.setattr(reaper, "sweep", lambda **kw: (sweeps.append(True), real(**kw))[1])
+    async with anyio.create_task_group() as tg:
+        await tg.start(reaper.run)
+        await anyio.sleep(0.1)  # the run loop's first sweep has passed
+        sweeps.clear()
+        tokens = [reaper.new_token() for _ in range(10)]
+        for token in tokens:
+            reaper.track(_Exiting(999_999), token, "a", move=False)
+        for token in tokens:
+            reaper.exited(token)
+        assert sweeps == []  # none inside exited()
+        with anyio.fail_after(5):
+            while not sweeps:
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.2)
+        assert len(sweeps) == 1
+        tg.cancel_scope.cancel()

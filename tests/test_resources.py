@@ -99,6 +99,24 @@ class TestResourceSampler:
         expected = (second.cpu_time - first.cpu_time) / 0.5 * 100
         assert second.cpu_percent == pytest.approx(expected)
 
+    def test_the_proc_reader_agrees_with_psutil(self) -> None:
+        """The /proc fast path reports what psutil reports for the same process."""
+        code = "import sys; print('up', flush=True); sys.stdin.read()"
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # idle from here: nothing moves
+            ps = psutil.Process(proc.pid)
+            sample = ResourceSampler().sample(proc.pid, ps.create_time(), now=0.0)
+            assert sample is not None
+            with ps.oneshot():
+                assert (sample.rss, sample.num_threads, sample.num_fds) == (
+                    ps.memory_info().rss, ps.num_threads(), ps.num_fds())
+                assert sample.cpu_time == pytest.approx(sum(ps.cpu_times()[:2]))
+        finally:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(10)
+            proc.stdout.close()  # type: ignore[union-attr]
+
     def test_uss_is_optional(self) -> None:
         """uss is only read when asked for."""
         me = psutil.Process()

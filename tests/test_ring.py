@@ -164,3 +164,14 @@ def test_child_channel_sees_the_supervisor_go() -> None:
         assert not channel._supervisor_alive()
     finally:
         child.close()
+
+
+def test_a_lazy_write_leaves_the_reader_parked(ring_pair: tuple[SharedRing, SharedRing]) -> None:
+    """A lazy write asks for no doorbell and keeps the reader parked, so the next ordinary write still rings."""
+    writer, reader = ring_pair
+    assert reader.park() is False
+    assert writer.write(encode(Log(level=20, body=b"{}")), lazy=True) is False
+    assert reader.pending
+    assert writer.write(encode(Log(level=20, body=b"{}"))) is True
+    assert len(FrameDecoder(ChildFrame).feed(reader.read())) == 2
+    assert not reader.pending

@@ -15,6 +15,7 @@ import random
 import select
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -368,6 +369,7 @@ class ActorHandle:
         finally:
             if self._loop_watch is not None and run.beats is not None:
                 self._loop_watch.discard(run.beats)
+                self._loop_watch.discard_sweep(run)
             self._run = None
             self.resources = None  # a stopped actor has no RSS
 
@@ -443,6 +445,7 @@ class ActorHandle:
                 env=self.spec.env,
                 cwd=self.spec.cwd,
                 instance=self.spec.instance,
+                lazy_beats=self._loop_watch is not None and self._loop_watch.sweeping,
             )
             if not await child.send(encode(init)):
                 return
@@ -468,7 +471,12 @@ class ActorHandle:
         beats = run.beats
         assert beats is not None
         while True:
-            age = await wait_for_expiry(beats, self._clock)
+            watch = self._loop_watch  # judges every actor's deadline from one task, when it runs
+            if watch is not None and watch.sweeping:
+                age = await watch.expiry(beats)
+            else:
+                age = await wait_for_expiry(beats, self._clock)
+            self._sweep(run, child)  # beats written without a doorbell since the last round
             if not await self._excused(child, beats):
                 break
         log.warning(
@@ -533,6 +541,8 @@ class ActorHandle:
             self._router.emit_child(frame.level, frame.body, actor=self.name, pid=child.pid, restarts=self.restarts)
         elif run.beats is not None and not isinstance(frame, Ready):
             now = self._clock.now()
+            if type(frame) is Beat and frame.at is not None:  # read in a later round: dated when sent
+                now -= max(0.0, time.monotonic() - frame.at)
             run.beats.beat(now)  # any frame proves the loop is alive
             if isinstance(frame, Beat):
                 self._on_beat(run, now)
@@ -549,6 +559,7 @@ class ActorHandle:
             run.beats = HeartbeatDeadline(self.spec.heartbeat_timeout, self._clock.now())
             if self._loop_watch is not None:
                 self._loop_watch.add(run.beats)
+                self._loop_watch.add_sweep(run, self.spec.heartbeat_interval, lambda: self._sweep(run, child))
             self.has_health_check = frame.has_health_check  # the monitor knows it from RUNNING on
             self._feed(m.Ready(child.pid))
             run.ready.set()
@@ -557,6 +568,20 @@ class ActorHandle:
             run.exiting = frame  # failed before Ready (import error)
         else:
             self._protocol_error(child, f"unexpected {type(frame).__name__} frame before Ready")
+
+    def _sweep(self, run: _Run, child: ChildProcess) -> None:
+        """Read what waits in a parked ring: the lazy beats of one round."""
+        if run.child is not child:  # exited: its pump has read the rest
+            return
+        try:
+            frames = child.sweep()
+        except ValueError as exc:  # a broken ring: the pump reports it too, once
+            if self._loop_watch is not None:
+                self._loop_watch.discard_sweep(run)
+            self._protocol_error(child, str(exc))
+            return
+        if frames:
+            self._on_frames(run, frames)
 
     def _on_health(self, run: _Run, frame: Health) -> None:
         record = HealthRecord(self.name, self._clock.now(), frame.ok, frame.error)

@@ -81,6 +81,7 @@ class ChildProcess:
         self.channel = channel
         self.ring = ring
         self._flooding = False
+        self._parked = False  # its reader waits for the doorbell
         self.decoder = FrameDecoder(ChildFrame)
         self.ring_decoder = FrameDecoder(ChildFrame)
         self.backlog: list[Any] = []  # frames decoded along with the Hello
@@ -161,8 +162,20 @@ class ChildProcess:
             if eof:
                 return []
             if data is None:
-                await anyio.wait_readable(self.channel)
+                self._parked = True  # holds no frames while it waits: sweep() may read for it
+                try:
+                    await anyio.wait_readable(self.channel)
+                finally:
+                    self._parked = False
                 waited = True
+
+    def sweep(self) -> list[Any]:
+        """Frames waiting in the ring while the reader is parked (beats written without a
+        doorbell); [] while it is busy, so a sweep never overtakes frames it holds."""
+        if not self._parked or not self.ring_mode:
+            return []
+        assert self.ring is not None
+        return self._drain_ring() if self.ring.pending else []
 
     def _salvage(self, exc: FrameError) -> FrameError:
         """Garbage on the socket: keep what arrived before it (the ring first, as always)."""

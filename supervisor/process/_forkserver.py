@@ -160,7 +160,8 @@ class _Template:
         event, answer = anyio.Event(), list[dict[str, Any]]()
         self._waiting[request_id] = (event, answer)
         try:
-            data = json.dumps({**request, "id": request_id}).encode()
+            # What actors/_template.py parses: the cookie last, it may hold spaces.
+            data = b"%d %d %d %s" % (request_id, request["cgroup"], request["warm"], request["cookie"].encode())
             while True:
                 try:
                     socket.send_fds(self.sock, [data], list(fds))

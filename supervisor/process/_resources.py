@@ -26,6 +26,26 @@ log = structlog.get_logger("actorsup.resources")
 # create_time has clock-tick resolution (10 ms on Linux); equal ticks are one process.
 _IDENTITY_TOLERANCE = 1e-3
 _PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+_STAT_FAST = _PROC_CHILDREN and hasattr(os, "sysconf")  # Linux: read /proc directly
+_TICKS = os.sysconf("SC_CLK_TCK") if _STAT_FAST else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if _STAT_FAST else 4096
+
+
+_BOOT: list[float] = []
+
+
+def _boot_time() -> float:
+    if not _BOOT:  # read once (psutil reads /proc/stat on each call); create_time() adds it the same way
+        _BOOT.append(psutil.boot_time())
+    return _BOOT[0]
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no io wrapper: a third of open()'s cost
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 class ResourceSample(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +75,8 @@ class ResourceSampler:
     def sample(self, pid: int, create_time: float, *, now: float | None = None) -> ResourceSample | None:
         """Sample ``pid``; None if it is gone, a zombie, or no longer the same process."""
         t = now if now is not None else self._clock()
+        if _STAT_FAST and not self.uss:
+            return self._sample_proc(pid, create_time, t)
         try:
             proc = self._procs.get((pid, create_time))
             if proc is None:
@@ -78,6 +100,34 @@ class ResourceSampler:
             log.warning("resources.access_denied", pid=pid)
             return None
 
+        return self._finish(pid, create_time, t, cpu, mem.rss, getattr(mem, "uss", None), fds, threads, children)
+
+    def _sample_proc(self, pid: int, create_time: float, t: float) -> ResourceSample | None:
+        """The same figures from ``/proc/PID/stat`` and ``statm``, the fds and the children: a third
+        of psutil's cost, which 1,000 actors each sampled every 10 s made 20 % of the idle supervisor's."""
+        try:
+            fields = _read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
+            # Fields from 3 (state) on, as in proc(5): utime 14, stime 15, num_threads 20, starttime 22;
+            # psutil derives create_time from starttime the same way.
+            if fields[0] == b"Z" or abs(int(fields[19]) / _TICKS + _boot_time() - create_time) > _IDENTITY_TOLERANCE:
+                self.forget(pid)
+                return None
+            rss = int(_read(f"/proc/{pid}/statm").split()[1]) * _PAGE  # as psutil's rss (stat's field 24 lags)
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            children = _count_children_of(pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError, psutil.NoSuchProcess):
+            self.forget(pid)
+            return None
+        except PermissionError:
+            log.warning("resources.access_denied", pid=pid)
+            return None
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+        return self._finish(pid, create_time, t, cpu, rss, None, fds, int(fields[17]), children)
+
+    def _finish(
+        self, pid: int, create_time: float, t: float, cpu: float, rss: int, uss: int | None, fds: int | None,
+        threads: int, children: int,
+    ) -> ResourceSample:
         percent = None
         prev = self._previous.get(pid)
         if prev is not None and prev[0] == create_time and t > prev[1]:
@@ -89,8 +139,8 @@ class ResourceSampler:
             time=t,
             cpu_time=cpu,
             cpu_percent=percent,
-            rss=mem.rss,
-            uss=getattr(mem, "uss", None),
+            rss=rss,
+            uss=uss,
             num_fds=fds,
             num_threads=threads,
             children=children,
@@ -116,16 +166,19 @@ def _count_children(proc: psutil.Process) -> int:
     # O(n^2) per tick. Linux lists each thread's children directly.
     if not _PROC_CHILDREN:
         return len(proc.children())
-    task_dir = f"/proc/{proc.pid}/task"
+    return _count_children_of(proc.pid)
+
+
+def _count_children_of(pid: int) -> int:
+    task_dir = f"/proc/{pid}/task"
     try:
         tids = os.listdir(task_dir)
     except FileNotFoundError:
-        raise psutil.NoSuchProcess(proc.pid) from None
+        raise psutil.NoSuchProcess(pid) from None
     total = 0
     for tid in tids:
         try:
-            with open(f"{task_dir}/{tid}/children", "rb") as f:
-                total += len(f.read().split())
+            total += len(_read(f"{task_dir}/{tid}/children").split())
         except FileNotFoundError:  # that thread has just exited
             continue
     return total

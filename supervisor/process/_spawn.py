@@ -47,6 +47,7 @@ log = structlog.get_logger()
 # it between two drains; the supervisor maps it, so this also bounds what each
 # busy child adds to the supervisor's RSS.
 RING_SIZE = 128 * 1024
+REFILL_DELAY = 0.02  # after a spare is taken: its Init, import and first statement take a few ms
 
 
 class Spawner(Protocol):
@@ -225,6 +226,9 @@ class WarmSpawner(ColdSpawner):
                         tg.start_soon(self._watch_spare, child)
                     self._taken = anyio.Event()
                     await self._taken.wait()
+                    # The spare just taken is starting its actor: a fork (and its warm-up) now
+                    # would compete with it for the CPU and the loop (crash -> running).
+                    await anyio.sleep(REFILL_DELAY)
             finally:
                 with anyio.CancelScope(shield=True):
                     while self._pool:
