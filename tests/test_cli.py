@@ -75,6 +75,15 @@ class TestCheck:
                 in result.stderr)
 
 
+    def test_called_from_python_it_leaves_sigpipe_alone(self, tmp_path) -> None:
+        """main(argv) from Python keeps the caller's SIGPIPE (only the program resets it for `| head`)."""
+        from supervisor.app._cli import main
+
+        before = signal.getsignal(signal.SIGPIPE)
+        assert main(["check", str(_write(tmp_path))]) == 0
+        assert signal.getsignal(signal.SIGPIPE) == before == signal.SIG_IGN
+
+
 class TestRun:
     @pytest.mark.anyio
     async def test_sigterm_stops_everything_and_exits_zero(self, tmp_path) -> None:

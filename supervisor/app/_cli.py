@@ -153,6 +153,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None  # not called from Python: the process is ours to configure
     argv = list(sys.argv[1:] if argv is None else argv)
     running = argv[:1] == ["run"]
     if argv[:1] == ["_complete"]:  # the shells' completion hook, not a user command
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if running:
             _signals.stop_now()  # SIGINT/SIGTERM at any moment: a clean exit 0
         args = build_parser().parse_args(argv)
-        if not running:
+        if not running and as_program:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `actorsup logs | head` ends quietly
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
