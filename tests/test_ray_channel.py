@@ -222,3 +222,17 @@ class TestPending:
             (row,) = [r for r in sup.status() if r["name"] == "p"]
             assert row["pending"] is None
             assert len(log.find("actor.pending", actor="p")) == 1
+
+    async def test_stopping_a_pending_actor_ends_its_wait(self) -> None:
+        """A stop while Ray has not placed the actor: stopped at once, its request withdrawn, nothing restarts."""
+        backend = LocalRayBackend()
+        backend.hold("p", "no node has {'big_node': 1.0}")
+        actors = {"p": {"target": T + "Steady", "kind": "ray"}}
+        async with ray_supervisor(actors, backend) as (sup, log, _backend):
+            await log.wait_for("actor.pending", actor="p")
+            with anyio.fail_after(5):
+                await sup.stop_actor("p")
+            assert sup.handle("p").state is ActorState.STOPPED
+            assert backend.pending("p#1") is None  # the request was withdrawn: nothing starts it later
+            assert list(backend.hosts) == [] and log.find("actor.errored", actor="p") == []
+

@@ -351,14 +351,16 @@ class ActorHandle:
             if self.spec.kind == "command":
                 return await self._run_command(run)
             try:
-                child = await self._spawner.spawn(actor=self.name, start_timeout=self.spec.start_timeout)
+                spawned = await self._spawn(run)
             except HandshakeTimeout as exc:
                 return m.SpawnFailed("handshake_timeout", str(exc))
             except ProtocolError as exc:
                 return m.SpawnFailed("protocol_error", str(exc))
             except OSError as exc:
                 return m.SpawnFailed("spawn_error", f"cannot start a child process: {exc}")
-            run.child = child
+            if spawned is None:  # stopped while Ray had not placed it
+                return m.SpawnFailed("stopped", "")
+            child = run.child = spawned
             self._feed(m.Spawned(child.pid))
             try:
                 return await self._supervise(run, child)
@@ -372,6 +374,34 @@ class ActorHandle:
                 self._loop_watch.discard_sweep(run)
             self._run = None
             self.resources = None  # a stopped actor has no RSS
+
+    async def _spawn(self, run: _Run) -> ChildProcess | None:
+        """The spawner's child; None if the run is stopped first.
+
+        A local spawn is bounded by start_timeout, but a Ray actor waits
+        unbounded while Ray cannot place it (``actor.pending``), so a stop
+        must cancel that wait (the Ray spawner kills the host it asked for).
+        """
+        spawn = functools.partial(self._spawner.spawn, actor=self.name, start_timeout=self.spec.start_timeout)
+        if self.spec.kind != "ray":
+            return await spawn()
+        outcome: list[ChildProcess | Exception] = []
+        async with anyio.create_task_group() as tg:
+            async def attempt() -> None:
+                try:
+                    outcome.append(await spawn())
+                except (HandshakeTimeout, ProtocolError, OSError) as exc:
+                    outcome.append(exc)  # re-raised below, not as an ExceptionGroup
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(attempt)
+            await run.stop.wait()
+            tg.cancel_scope.cancel()
+        if not outcome:
+            return None
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
     async def _run_command(self, run: _Run) -> m.ChildExited | m.SpawnFailed:
         from ..command._run import CommandRun, run_command

@@ -163,6 +163,10 @@ class RayChild:
             self._frames = anyio.Event()
             await self._frames.wait()
 
+    def sweep(self) -> list[Any]:
+        """Nothing to sweep: a host's child has no ring, so its beats come as frames."""
+        return []
+
     async def wait(self) -> int:
         await self._exited.wait()
         on_exit, self.on_exit = self.on_exit, None
