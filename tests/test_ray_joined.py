@@ -104,7 +104,10 @@ class Run:
         with anyio.fail_after(timeout):
             while len(found := [e for e in self.events if e.get("event") == name]) < count:
                 line = await anyio.to_thread.run_sync(self.process.stdout.readline)
-                assert line, f"the supervisor ended before {count} {name}: {self.process.wait()}"
+                if not line:
+                    assert self.process.stderr is not None
+                    pytest.fail(f"the supervisor ended ({self.process.wait()}) before {count} {name}: "
+                                + self.process.stderr.read()[-2000:])
                 if line.startswith("{"):
                     self.events.append(json.loads(line))
         return found
@@ -196,7 +199,7 @@ async def test_auto_joins_the_cluster_of_ray_address(cluster: LoopbackCluster, f
 
 
 async def test_auto_without_a_cluster_is_one_line(folder: Path) -> None:
-    """address = "auto" whose RAY_ADDRESS answers nothing: one line and exit 2 within connect_timeout."""
+    """address = "auto" whose RAY_ADDRESS answers nothing: one line naming it, exit 2, within connect_timeout."""
     connect = 3.0
     run = Run(write(folder, "auto", "none", 1, connect=connect), env_for(RAY_ADDRESS="127.0.0.1:1"))
     began = time.monotonic()
@@ -208,6 +211,5 @@ async def test_auto_without_a_cluster_is_one_line(folder: Path) -> None:
     finally:
         run.close()
     assert status == 2, err
-    assert err.startswith("could not reach Ray at auto"), err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err == "actorsup: could not reach Ray at 127.0.0.1:1: Connection refused\n"
     assert took < connect + 5 + 3, f"took {took:.1f} s"  # + the driver's start + the supervisor's own

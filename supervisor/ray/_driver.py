@@ -93,7 +93,7 @@ class Driver:
         problem = check_version(self.ray.__version__)
         if problem is not None:
             return Failed(id=request.id, error=problem, fatal=True)
-        problem = _unreachable(request.address, request.connect_timeout)
+        problem = _unreachable(_joined(request.address), request.connect_timeout)
         if problem is not None:
             return Failed(id=request.id, error=problem, fatal=True)
         self.namespace = request.namespace
@@ -137,7 +137,7 @@ class Driver:
             "logging_level": "WARNING",
             "include_dashboard": False,
         }
-        if request.address == "local" or _loopback(request.address):
+        if request.address == "local" or _loopback(_joined(request.address)):
             # Ray swaps a loopback address for this machine's outward IP: keep a private
             # Ray (and a cluster on loopback, the tests') on 127.0.0.1.
             from ray._private import services
@@ -295,6 +295,12 @@ def _encode_ticket(create: Any) -> bytes:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+def _joined(address: str) -> str:
+    """The cluster ``"auto"`` stands for when ``RAY_ADDRESS`` names it (Ray's own first choice)."""
+    named = os.environ.get("RAY_ADDRESS", "")
+    return named if address == "auto" and ":" in named and "://" not in named else address
 
 
 def _loopback(address: str) -> bool:
