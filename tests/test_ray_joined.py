@@ -182,6 +182,27 @@ async def test_sigkilled_joined_supervisor_leaves_no_actor(cluster: LoopbackClus
     print(f"SIGKILLed joined supervisor -> no host or child left: {took:.2f} s (bound {LEFTOVER_BOUND:.1f} s)")
 
 
+async def test_silent_supervisor_loses_its_lease(cluster: LoopbackCluster, folder: Path) -> None:
+    """A supervisor that goes silent without closing its connections (SIGSTOP: a partition): its hosts and
+    children end themselves within lease_timeout + one lease period, not at once."""
+    namespace = f"lease-{uuid.uuid4().hex[:8]}"
+    run = Run(write(folder, cluster.address, namespace, 2), env_for())
+    try:
+        await run.wait_for("where", count=2)
+        children = {e["pid"] for e in await run.wait_for("ray.connected", count=2)}
+        ours = children | {psutil.Process(pid).ppid() for pid in children}
+        run.process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        with anyio.fail_after(LEFTOVER_BOUND + 10):
+            while live(ours):
+                await anyio.sleep(0.05)
+        took = time.monotonic() - stopped
+    finally:
+        run.close()  # SIGKILL ends a stopped process too
+    assert LEASE_TIMEOUT / 2 < took < LEFTOVER_BOUND  # not at once: they wait for the lease, f"hosts ended {took:.2f} s after the stop"
+    print(f"silent supervisor -> hosts and children ended: {took:.2f} s (lease_timeout {LEASE_TIMEOUT:g} s)")
+
+
 async def test_auto_joins_the_cluster_of_ray_address(cluster: LoopbackCluster, folder: Path) -> None:
     """address = "auto" with RAY_ADDRESS set: the supervisor joins that cluster and runs the actor; SIGTERM
     stops it cleanly."""
