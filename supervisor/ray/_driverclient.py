@@ -16,13 +16,13 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import msgspec
 import structlog
-from anyio.abc import Process, TaskGroup, TaskStatus
+from anyio.abc import ByteReceiveStream, Process, TaskGroup, TaskStatus
 
 from ..config._schema import RaySettings
 from ..process._reaper import Reaper
@@ -259,15 +259,8 @@ class RayDriverBackend:
     async def _read_replies(self, driver: _Driver) -> None:
         stdout = driver.process.stdout
         assert stdout is not None
-        buffer = b""
-        try:
-            async for chunk in stdout:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self._on_reply(driver, line)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
+        async for line in _lines(stdout):
+            self._on_reply(driver, line)
         self._fail_waiting(driver, "the Ray driver exited")
 
     def _on_reply(self, driver: _Driver, line: bytes) -> None:
@@ -284,17 +277,8 @@ class RayDriverBackend:
     async def _relay_stderr(self, process: Process) -> None:
         stderr = process.stderr
         assert stderr is not None
-        buffer = b""
-        try:
-            async for chunk in stderr:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    _relay(line, process.pid)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        if buffer:
-            _relay(buffer, process.pid)
+        async for line in _lines(stderr):
+            _relay(line, process.pid)
 
     async def _poll_pending(self) -> None:
         """Refresh the reasons of hosts Ray has not placed, while there are any."""
@@ -349,3 +333,17 @@ async def _end(process: Process) -> None:
         await process.wait()
     await process.aclose()
 
+
+async def _lines(stream: ByteReceiveStream) -> AsyncIterator[bytes]:
+    """The lines of a driver pipe until it closes or breaks, an unfinished last one included."""
+    buffer = b""
+    try:
+        async for chunk in stream:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+    if buffer:
+        yield buffer
