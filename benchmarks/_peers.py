@@ -41,6 +41,7 @@ __all__ = [
     "peer_bin",
     "peer_python",
     "stop_tree",
+    "supervisord_head",
 ]
 
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
@@ -187,3 +188,26 @@ def stop_tree(
         problems.append(line)
     psutil.wait_procs(alive, timeout=2)
     return problems
+
+
+def supervisord_head(*, loglevel: str = "info", extra: str = "") -> str:
+    """The sections every benchmark's supervisord.conf shares, a template with ``{tmp}``
+    (socket, log, pid file and child logs go there); ``extra``: more [supervisord] lines."""
+    return f"""\
+[unix_http_server]
+file = {{tmp}}/supervisor.sock
+
+[supervisorctl]
+serverurl = unix://{{tmp}}/supervisor.sock
+
+[supervisord]
+nodaemon = true
+logfile = {{tmp}}/supervisord.log
+pidfile = {{tmp}}/supervisord.pid
+childlogdir = {{tmp}}
+loglevel = {loglevel}
+{extra}
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+"""

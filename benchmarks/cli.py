@@ -30,7 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._peers import peer_bin, peer_python, stop_tree
+from benchmarks._peers import peer_bin, peer_python, stop_tree, supervisord_head
 from benchmarks._stats import Figure, figures_json, print_figures, summarize
 from benchmarks.restart import SUPERVISORD_PEER, SUPERVISORD_REQ, BenchError, write_config
 from supervisor.control import ControlError, request
@@ -47,23 +47,7 @@ class Idle(Actor):
         await anyio.sleep_forever()
 '''
 
-SUPERVISORD_CONF = """\
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisorctl]
-serverurl = unix://{tmp}/supervisor.sock
-
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-loglevel = warn
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
+SUPERVISORD_CONF = supervisord_head(loglevel="warn") + """\
 [program:idle]
 command = {python} -c "import time; time.sleep(1e9)"
 process_name = %(program_name)s%(process_num)02d

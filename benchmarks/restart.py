@@ -47,7 +47,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
+from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree, supervisord_head
 from benchmarks._stats import Figure, report, summarize
 from supervisor.exceptions import SupervisorError
 
@@ -427,23 +427,7 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 # --- supervisord ----------------------------------------------------------------------
-_SUPERVISORD_CONF = """\
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-loglevel = info
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = unix://{tmp}/supervisor.sock
-
+_SUPERVISORD_CONF = supervisord_head() + """\
 [program:x]
 command = {program}
 autorestart = true

@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import contextlib
 
-from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
+from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree, supervisord_head
 from benchmarks._stats import Figure, report, summarize
 from benchmarks.restart import (
     _NO_BACKOFF,
@@ -216,21 +216,7 @@ def bench_actorsup(cmd: list[str], n: int, args: argparse.Namespace, problems: l
 
 
 # --- supervisord --------------------------------------------------------------------
-_SUPERVISORD_CONF = """\
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-loglevel = warn
-minfds = 16384
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
+_SUPERVISORD_CONF = supervisord_head(loglevel="warn", extra="minfds = 16384\n") + """\
 [program:idle]
 command = {python} {script} {stamps}
 process_name = %(program_name)s%(process_num)04d

@@ -39,7 +39,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree
+from benchmarks._peers import descendants, peer_bin, peer_python, stop_tree, supervisord_head
 from benchmarks._stats import Figure, report, summarize
 from benchmarks.restart import (
     FIXTURES,
@@ -248,19 +248,7 @@ def _kill(run: Supervised, pid: int) -> None:
     child.send_signal(signal.SIGKILL)
 
 
-_SD_HEAD = """\
-[unix_http_server]
-file = {tmp}/supervisor.sock
-
-[supervisord]
-nodaemon = true
-logfile = {tmp}/supervisord.log
-pidfile = {tmp}/supervisord.pid
-childlogdir = {tmp}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-"""
+_SD_HEAD = supervisord_head()
 _SD_PROGRAM = """
 [program:idle{i:02d}]
 command = {python} {script} {stamp_socket}
