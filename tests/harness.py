@@ -70,10 +70,17 @@ async def running_supervisor(
     actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any
 ) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
     """A started Supervisor; on exit it shuts down gracefully (bounded)."""
+    async with serving(make_config(actors, cron, **supervisor)) as running:
+        yield running
+
+
+@asynccontextmanager
+async def serving(config: Any) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
+    """A Supervisor of ``config``, started, its events captured; shut down gracefully (bounded) on exit."""
     sink = CaptureSink()
     router = LogRouter([sink])
     configure_supervisor_logging(router)
-    sup = Supervisor(make_config(actors, cron, **supervisor), router=router)
+    sup = Supervisor(config, router=router)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         try:

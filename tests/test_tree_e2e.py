@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,13 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from harness import CaptureSink, cli_supervisor
+from harness import CaptureSink, cli_supervisor, serving
 
 from supervisor._supervisor import Supervisor
 from supervisor.config import parse_config
 from supervisor.control._commands import select_rows
 from supervisor.exceptions import ConfigError, UnknownActor
 from supervisor.lifecycle._states import ActorState
-from supervisor.logs import LogRouter, configure_supervisor_logging
 
 pytestmark = pytest.mark.anyio
 T = "tests.sample_actors:"
@@ -36,22 +34,10 @@ def tree_config(groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, A
     return parse_config({"supervisor": settings, "groups": groups, "actors": actors}, label="test.toml")
 
 
-@asynccontextmanager
-async def tree_supervisor(
+def tree_supervisor(
     groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, Any]]
-) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
-    sink = CaptureSink()
-    router = LogRouter([sink])
-    configure_supervisor_logging(router)
-    sup = Supervisor(tree_config(groups, actors), router=router)
-    async with anyio.create_task_group() as tg:
-        await tg.start(sup.run)
-        try:
-            yield sup, sink
-        finally:
-            with anyio.CancelScope(shield=True), anyio.fail_after(30):
-                sup.shutdown_nowait()
-                await sup.closed.wait()
+) -> AbstractAsyncContextManager[tuple[Supervisor, CaptureSink]]:
+    return serving(tree_config(groups, actors))
 
 
 def at(sink: CaptureSink, event: str, actor: str, after: str = "") -> str:
