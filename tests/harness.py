@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -131,3 +132,17 @@ async def cli_supervisor(*run_args: Any) -> AsyncIterator[CliSupervisor]:
                 with anyio.move_on_after(10):
                     await process.wait()
             tg.cancel_scope.cancel()
+
+
+async def wait_gone(*pids: int, timeout: float = 10.0) -> None:
+    """Until each of ``pids`` has exited (a zombie counts): its pidfd turns readable, no polling."""
+    with anyio.fail_after(timeout):
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                os.close(fd)

@@ -20,7 +20,7 @@ from supervisor._supervisor import Supervisor
 from supervisor.config import Config
 from supervisor.logs import LogRouter, configure_supervisor_logging
 from supervisor.ray._backend import CreateRequest, HostTicket, encode_ticket
-from tests.harness import CaptureSink, make_config
+from tests.harness import CaptureSink, make_config, wait_gone
 
 HOST_CODE = "import sys, actors._rayhost as h; h.RayHost(bytes.fromhex(sys.argv[1]))"
 
@@ -81,12 +81,10 @@ class LocalRayBackend:
 
 
 async def reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    """Wait for ``proc`` without blocking the loop."""
-    with anyio.fail_after(timeout):
-        while proc.poll() is None:
-            await anyio.sleep(0.01)
-    assert proc.returncode is not None
-    return proc.returncode
+    """Wait for ``proc`` without blocking the loop (its pidfd), then reap it."""
+    if proc.returncode is None:  # not reaped yet: its pid is still its own
+        await wait_gone(proc.pid, timeout=timeout)
+    return proc.wait()
 
 
 PRODUCTION: Any = object()  # ray_supervisor's backend: Ray through the supervisor's own driver

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from harness import CaptureSink, cli_supervisor, running_supervisor
+from harness import CaptureSink, cli_supervisor, running_supervisor, wait_gone
 from rich.console import Console
 
 from supervisor._supervisor import Supervisor
@@ -53,20 +53,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-async def _gone(*pids: int) -> None:
-    """Until each of ``pids`` has exited (no event announces it): its pidfd becomes readable."""
-    with anyio.fail_after(10):
-        for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                continue
-            try:
-                await anyio.wait_readable(fd)
-            finally:
-                os.close(fd)
 
 
 @pytest.fixture
@@ -176,7 +162,7 @@ class TestAProgram:
             assert all(_alive(pid) for pid in pids)
             with anyio.fail_after(10):
                 await sup.stop_actor("forker")
-            await _gone(*pids)
+            await wait_gone(*pids)
 
     async def test_exit_0_under_permanent_restarts_then_fails_by_intensity(self) -> None:
         """`true` under permanent: restarted (reason exit) until the restart intensity is exceeded, then failed."""
@@ -331,7 +317,7 @@ class TestMainPid:
             started = (await sink.wait_for("actor.started", actor="d"))[0]
             assert started["pid"] == daemon and psutil.Process(daemon).name() == "sleep"
             await sink.wait_for("forked", actor="d")
-            await _gone(script_pid)  # the script exits (nothing in the log says so: the run goes on)
+            await wait_gone(script_pid)  # the script exits (nothing in the log says so: the run goes on)
             assert sup.handle("d").state is ActorState.RUNNING and sink.find("actor.exited", actor="d") == []
             assert _alive(daemon) and sup.status()[0]["pid"] == daemon
             os.kill(daemon, signal.SIGKILL)
@@ -375,7 +361,7 @@ class TestMainPid:
             os.kill(daemon, signal.SIGKILL)
             exited = (await sink.wait_for("actor.exited", actor="d"))[0]
             assert exited["pid"] == daemon and exited["signal"] == "SIGKILL"  # read once the program went
-            await _gone(program)
+            await wait_gone(program)
             await sink.wait_for("actor.started", actor="d", count=2)
 
     async def test_a_stop_reaches_a_main_process_in_a_session_of_its_own(self, tmp_path: Path) -> None:
@@ -392,7 +378,7 @@ class TestMainPid:
             daemon = moved["main_pid"]
             await sink.wait_for("actor.started", actor="d")
             assert os.getsid(daemon) == daemon
-            await _gone(moved["pid"])
+            await wait_gone(moved["pid"])
             with anyio.fail_after(5):  # well within stop_timeout: SIGTERM ended it, no SIGKILL needed
                 await sup.stop_actor("d")
             assert not _alive(daemon) and sink.find("actor.stop_timeout", actor="d") == []

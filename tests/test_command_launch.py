@@ -20,6 +20,7 @@ from supervisor.core._clock import MonotonicClock
 from supervisor.process._child import stop_process
 from supervisor.process._popen import FdReader
 from supervisor.process._reaper import Reaper
+from tests.harness import wait_gone
 
 pytestmark = pytest.mark.anyio
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -142,16 +143,7 @@ class TestLaunch:
                 assert await stop_process(proc, stop_timeout=5, clock=MonotonicClock(), actor="t") == -signal.SIGTERM
         finally:
             await proc.aclose()
-        pidfd = None
-        try:
-            pidfd = os.pidfd_open(grandchild)
-        except ProcessLookupError:
-            return
-        try:
-            with anyio.fail_after(10):
-                await anyio.wait_readable(pidfd)
-        finally:
-            os.close(pidfd)
+        await wait_gone(grandchild)
 
     async def test_signal_group_refuses_a_reaped_and_reused_identity(self) -> None:
         """After the program exited and was reaped, its identity no longer matches: is_ours is False."""

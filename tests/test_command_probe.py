@@ -28,6 +28,7 @@ from supervisor.command._probe import (
     tcp_check,
 )
 from tests.fakeclock import FakeClock
+from tests.harness import wait_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -327,19 +328,6 @@ class TestTcpProbe:
         assert await tcp_check("127.0.0.1", port) == (False, f"cannot connect to 127.0.0.1:{port}: Connection refused")
 
 
-async def _wait_gone(pid: int) -> None:
-    """Return once ``pid`` has exited (a zombie counts), via a pidfd: no polling."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with anyio.fail_after(10):
-            await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-
-
 class TestExecProbe:
     async def test_exit_status(self) -> None:
         """true passes; false and a failing script fail with the exit code and the last output line."""
@@ -368,15 +356,15 @@ class TestExecProbe:
         with anyio.fail_after(10):
             assert await runner.check_once() == (False, "timed out after 0.3s")
         leader, grandchild = map(int, pids.read_text().split())
-        await _wait_gone(leader)
-        await _wait_gone(grandchild)
+        await wait_gone(leader)
+        await wait_gone(grandchild)
 
     async def test_background_process_of_a_passing_check_is_killed(self, tmp_path: Path) -> None:
         """A check that exits 0 but leaves a background process behind: that process is killed too."""
         pid_file = tmp_path / "pid"
         with anyio.fail_after(10):
             assert await exec_check(("sh", "-c", f"sleep 30 & echo $! > {pid_file}")) == (True, None)
-        await _wait_gone(int(pid_file.read_text()))
+        await wait_gone(int(pid_file.read_text()))
 
     async def test_chatty_check_does_not_block_on_its_pipe(self) -> None:
         """A check writing 1 MiB (more than a pipe holds) still finishes: its output is drained."""

@@ -16,6 +16,7 @@ from actors._raymux import Handshake, encode_handshake
 from supervisor.control._render import status_table
 from supervisor.lifecycle._states import ActorState
 from supervisor.ray._backend import CreateRequest
+from tests.harness import wait_gone
 from tests.raylocal import LocalRayBackend, ray_supervisor, reap, start_host
 
 pytestmark = pytest.mark.anyio
@@ -30,12 +31,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-async def wait_gone(pid: int, timeout: float) -> None:
-    with anyio.fail_after(timeout):
-        while not gone(pid):
-            await anyio.sleep(0.01)
-
-
 class TestRestarts:
     async def test_crash_restarts_the_actor(self, tmp_path) -> None:
         """An actor that raises in its first life is restarted on a new host, and its second life runs."""
@@ -45,7 +40,7 @@ class TestRestarts:
             assert log.find("actor.exited", actor="c")[0]["reason"] == "crash"
             assert list(backend.requests) == ["c#1", "c#2"]
             assert sup.handle("c").state is ActorState.RUNNING
-            await wait_gone(backend.hosts["c#1"].pid, 10)  # the first host ended with its child
+            await wait_gone(backend.hosts["c#1"].pid, timeout=10)  # the first host ended with its child
 
     async def test_blocked_loop_is_a_heartbeat_timeout(self, tmp_path) -> None:
         """A blocked loop stops the beats over the network: heartbeat_timeout, SIGKILL through the host, restart."""
@@ -72,7 +67,7 @@ class TestRestarts:
             assert lost["kill_bound"] == 2.0
             await log.wait_for("actor.started", actor="s", count=2)
             assert "s#1" in backend.killed  # ray.kill of the frozen host
-            await wait_gone(first, 5)  # PDEATHSIG: the child went with its host
+            await wait_gone(first, timeout=5)  # PDEATHSIG: the child went with its host
 
 
 class TestLogs:
