@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -277,8 +278,9 @@ class RayDriverBackend:
     async def _relay_stderr(self, process: Process) -> None:
         stderr = process.stderr
         assert stderr is not None
+        text_level = "info"  # a continuation line of a multi-line Ray record keeps the record's level
         async for line in _lines(stderr):
-            _relay(line, process.pid)
+            text_level = _relay(line, process.pid, text_level)
 
     async def _poll_pending(self) -> None:
         """Refresh the reasons of hosts Ray has not placed, while there are any."""
@@ -300,11 +302,13 @@ class RayDriverBackend:
                     self._reasons[key] = reason  # the spawner logs it (actor.pending)
 
 
-def _relay(line: bytes, pid: int) -> None:
-    """One stderr line of the driver: its structlog JSON as the event it is, anything else as text."""
+def _relay(line: bytes, pid: int, text_level: str) -> str:
+    """One stderr line of the driver: its structlog JSON as the event it is, anything else as text at the level
+    Ray gave it (its INFO chatter at debug), or at ``text_level`` if it continues the record before it.
+    Returns the level for the next text line."""
     text = line.decode(errors="replace").rstrip()
     if not text:
-        return
+        return text_level
     try:
         fields: Any = msgspec.json.decode(line)
     except msgspec.DecodeError:
@@ -314,8 +318,29 @@ def _relay(line: bytes, pid: int) -> None:
         level = str(fields.pop("level", "info"))
         fields.pop("timestamp", None)
         getattr(log, level if level in _LEVELS else "info")(event, driver_pid=pid, **fields)
-        return
-    log.info("ray.driver_output", line=text[:2000], driver_pid=pid)
+        return text_level
+    # An indented line continues the record before it; any other line that is not Ray's (a traceback from the
+    # driver, a message from a library) is shown at info.
+    level = ray_line_level(text) or (text_level if text[:1].isspace() else "info")
+    getattr(log, level)("ray.driver_output", line=text[:2000], driver_pid=pid)
+    return level
+
+
+# Ray's Python records: "2026-12-01 15:01:02,345\tINFO worker.py:1821 -- ...";
+# its C++ records (raylet, core worker): "[2026-12-01 15:01:02,345 E 1234 1234] core_worker.cc:...".
+_RAY_PY_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+_RAY_CC_LEVEL = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([DIWEF]) ")
+_LEVEL_OF = {
+    "DEBUG": "debug", "INFO": "debug", "WARNING": "warning", "ERROR": "error", "CRITICAL": "critical",
+    "D": "debug", "I": "debug", "W": "warning", "E": "error", "F": "critical",
+}
+
+
+def ray_line_level(text: str) -> str | None:
+    """The structlog level for a line Ray logged (its INFO is our debug), or None if it is not the start of a
+    Ray record."""
+    match = _RAY_PY_LEVEL.match(text) or _RAY_CC_LEVEL.match(text)
+    return _LEVEL_OF[match.group(1)] if match else None
 
 
 def _exited(driver: _Driver) -> None:
