@@ -343,3 +343,14 @@ class HealthChecked(Actor):
 
     async def health_check(self) -> bool:
         return True
+
+
+class SyncHealthSlow(Actor):
+    """A plain-def health_check() that blocks for 0.4 s and fails: it must run off the loop, beats go on."""
+
+    async def run(self) -> None:
+        await anyio.sleep_forever()
+
+    def health_check(self) -> bool:
+        time.sleep(0.4)  # blocking on purpose: a thread must carry it, never the event loop
+        return False

@@ -60,8 +60,6 @@ class TestBadConfig:
             ({"supervisor": {"colour": "blue"}},
              "actorsup.toml: supervisor.colour: unknown key "
              "(check the spelling against docs/CONFIG.md)"),
-            ({"cron": {"c": {"target": CRON}}},
-             'actorsup.toml: cron.c: set interval (seconds) or schedule (a cron expression such as "*/5 * * * *")'),
             ({"cron": {"c": {"target": CRON, "interval": 5, "schedule": "* * * * *"}}},
              "actorsup.toml: cron.c: set either interval or schedule, not both"),
             ({"cron": {"c": {"target": CRON, "interval": 0}}},
@@ -91,6 +89,13 @@ class TestBadConfig:
         message = error_of({"cron": {"c": {"target": CRON, "schedule": "61 * * * *"}}})
         assert message.startswith("actorsup.toml: cron.c.schedule: ")
         assert message.endswith(', got "61 * * * *"')
+
+    def test_a_cron_task_without_a_rate_is_an_error_when_its_class_is_not_read(self) -> None:
+        """Without importing the target there is no class interval to fall back on: the error says what to set."""
+        with pytest.raises(ConfigError) as info:
+            parse_config({"cron": {"c": {"target": CRON}}}, label="actorsup.toml", import_targets=False)
+        assert str(info.value) == ('actorsup.toml: cron.c: set interval (seconds) or schedule '
+                                   '(a cron expression such as "*/5 * * * *")')
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is a ConfigError, not a traceback."""
@@ -125,6 +130,17 @@ class TestGoodConfig:
         assert config.supervisor.state_dir == tmp_path / ".actorsup"
         assert config.cron[0].timezone == "Europe/Berlin"
         assert [s.type for s in config.logs.sinks] == ["stdout"]
+
+    def test_a_cron_task_without_a_rate_runs_at_its_class_interval(self) -> None:
+        """Built-ins keep their documented defaults (CleanupTask hourly, HeartbeatTask every 30 s); a set rate wins."""
+        config = parse_config({"cron": {
+            "cleanup": {"target": "actors.builtin:CleanupTask"},
+            "beat": {"target": "actors.builtin:HeartbeatTask"},
+            "fast": {"target": "actors.builtin:CleanupTask", "interval": 5},
+            "nightly": {"target": "actors.builtin:CleanupTask", "schedule": "0 3 * * *"},
+        }})
+        assert [(c.name, c.interval) for c in config.cron] == [
+            ("cleanup", 3600.0), ("beat", 30.0), ("fast", 5.0), ("nightly", None)]
 
     @pytest.mark.parametrize(("text", "size"), [(0, 0), ("10MiB", 10 * 2**20), ("1GB", 10**9), ("512 KiB", 512 * 1024)])
     def test_sizes(self, text: int | str, size: int) -> None:

@@ -35,3 +35,16 @@ async def test_has_health_check_is_known_at_start() -> None:
         components = sup.heartbeat_status()["components"]
         assert components["checked"]["has_health_check"] is True
         assert components["plain"]["has_health_check"] is False
+
+
+@pytest.mark.slow
+async def test_a_sync_health_check_runs_off_the_loop_and_fails_the_actor() -> None:
+    """A blocking plain-def health_check() (0.4 s, past the 0.3 s heartbeat timeout) never stops the beats,
+    and its False results restart the actor as unhealthy."""
+    actors: dict[str, dict[str, Any]] = {"sync": {
+        "target": T + "SyncHealthSlow", "heartbeat_interval": 0.1, "heartbeat_timeout": 0.3,
+        "health_interval": 0.05, "health_timeout": 2.0, "health_failure_threshold": 2,
+    }}
+    async with running_supervisor(actors) as (sup, log):
+        await log.wait_for("actor.unhealthy", actor="sync")
+        assert log.find("actor.heartbeat_timeout") == []

@@ -20,7 +20,7 @@ from ..tree._validate import StructureError, check_tables
 from ._checks import CHECKS
 from ._convert import MAX_DEPTH, UNKNOWN_KEY, at, build, keys_of, read_keys
 from ._schema import ActorSpec, Config, CronSpec, GroupSpec, LogsSettings, RaySettings, SupervisorSettings
-from ._targets import check_runnable
+from ._targets import check_runnable, class_interval
 from ._types import NAME, Invalid, show
 
 __all__ = ["check_spec", "load_config", "parse_config"]
@@ -134,7 +134,10 @@ def _document(data: dict[str, Any], source: Path | None, base_dir: Path, import_
         specs = []
         for name, raw in data.get(section, {}).items():
             try:
-                spec = _actor(cls, name, read_keys(raw, cls, base_dir), sup)
+                given = read_keys(raw, cls, base_dir)
+                if cls is CronSpec and import_targets and _takes_class_interval(given):
+                    given["interval"] = class_interval(given["target"], base_dir)
+                spec = _actor(cls, name, given, sup)
                 if spec.kind == "command":
                     spec = _command(spec, raw)
                 if import_targets:
@@ -189,6 +192,11 @@ def _actor(cls: type[S], name: str, given: dict[str, Any], sup: SupervisorSettin
         inherited["heartbeat_timeout"] = 2 * given["heartbeat_interval"]
     spec: S = build(cls, {"name": name, **inherited, **given})
     return spec
+
+
+def _takes_class_interval(given: dict[str, Any]) -> bool:
+    """A cron task that sets neither ``interval`` nor ``schedule`` runs at its class's ``interval``."""
+    return "target" in given and "interval" not in given and "schedule" not in given
 
 
 def _command(spec: S, raw: dict[str, Any]) -> S:

@@ -16,7 +16,7 @@ from typing import Any
 from ._schema import ActorSpec
 from ._types import Invalid, show
 
-__all__ = ["check_runnable", "import_target"]
+__all__ = ["check_runnable", "class_interval", "import_target"]
 
 
 def import_target(target: str, base_dir: Path | None = None, base_class: str = "Actor") -> type:
@@ -56,13 +56,23 @@ def check_runnable(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
         raise Invalid(f"not a directory (create it or fix the path), got {show(spec.cwd)}", ("cwd",))
 
 
-def _check_target(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
+def class_interval(target: str, base_dir: Path) -> float:
+    """The ``interval`` a CronTask class declares (``CleanupTask``: 3600 s): a cron task's default rate."""
+    interval: float = _imported(target, base_dir, "CronTask").interval  # type: ignore[attr-defined]
+    return interval
+
+
+def _imported(target: str, base_dir: Path, base_class: str) -> type:
     try:
-        cls = import_target(spec.target, base_dir, base_class)
+        return import_target(target, base_dir, base_class)
     except ImportError as exc:
-        raise Invalid(f"cannot import {show(spec.target)}: {exc}", ("target",)) from None
+        raise Invalid(f"cannot import {show(target)}: {exc}", ("target",)) from None
     except TypeError as exc:
         raise Invalid(str(exc), ("target",)) from None
+
+
+def _check_target(spec: ActorSpec, base_class: str, base_dir: Path) -> None:
+    cls = _imported(spec.target, base_dir, base_class)
     _check_run(spec.target, cls)
     _check_args(spec.target, cls, spec.args)
 
