@@ -45,6 +45,6 @@ async def test_a_sync_health_check_runs_off_the_loop_and_fails_the_actor() -> No
         "target": T + "SyncHealthSlow", "heartbeat_interval": 0.1, "heartbeat_timeout": 0.3,
         "health_interval": 0.05, "health_timeout": 2.0, "health_failure_threshold": 2,
     }}
-    async with running_supervisor(actors) as (sup, log):
+    async with running_supervisor(actors) as (_sup, log):
         await log.wait_for("actor.unhealthy", actor="sync")
         assert log.find("actor.heartbeat_timeout") == []
