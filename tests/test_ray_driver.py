@@ -1,4 +1,4 @@
-"""The driver's decisions without Ray: versions, unreachable addresses, pending reasons, suspect nodes, the loop."""
+"""The driver's decisions without Ray: versions, reachability, host options, pending reasons, suspects, the loop."""
 
 from __future__ import annotations
 
@@ -10,9 +10,21 @@ import types
 import pytest
 
 from supervisor.config._schema import RayOptions
+from supervisor.ray._backend import CreateRequest, HostTicket
 from supervisor.ray._driver import Driver, _unreachable, check_version, serve
 from supervisor.ray._placement import Placement, demand, node_resources
-from supervisor.ray._wire import Done, Failed, Init, Kill, Pending, Reasons, Shutdown, decode_reply, encode
+from supervisor.ray._wire import (
+    Create,
+    Done,
+    Failed,
+    Init,
+    Kill,
+    Pending,
+    Reasons,
+    Shutdown,
+    decode_reply,
+    encode,
+)
 
 NODES = [
     {"NodeID": "h", "Alive": True, "Resources": {"CPU": 2.0, "head": 1.0, "memory": 8e9}},
@@ -135,6 +147,35 @@ class TestPlacement:
         placement.suspect("x", object())
         assert placement.avoiding_suspects({"CPU": 1.0}, node_resources(NODES), _never) is None
         assert placement.suspects == {}
+
+
+class _RecordingHostClass:
+    """Stands in for ``ray.remote(RayHost)``: records the options each host is created with."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, object]] = []
+
+    def options(self, **options: object) -> _RecordingHostClass:
+        self.created.append(options)
+        return self
+
+    def remote(self, ticket: bytes) -> object:
+        return object()
+
+
+class TestCreate:
+    def test_ray_never_restarts_or_retries_a_host(self) -> None:
+        """Each host is created named, in the namespace, non-detached, with Ray's restarts and retries off, and
+        with the actor's resources: restarts are actorsup's alone."""
+        driver = Driver(types.SimpleNamespace(nodes=lambda: NODES))
+        driver.namespace = "ns"
+        driver._host_class = hosts = _RecordingHostClass()
+        ticket = HostTicket(actor="a", generation=3, token="t", address=("127.0.0.1", 1), lease_timeout=5.0)
+        options = RayOptions(num_cpus=0.5, resources={"head": 1.0})
+        reply = driver.create(Create(id=7, request=CreateRequest(key="a#3", options=options, ticket=ticket)))
+        assert reply == Done(id=7)
+        assert hosts.created == [{"name": "a#3", "namespace": "ns", "max_restarts": 0, "max_task_retries": 0,
+                                  "lifetime": None, "num_cpus": 0.5, "resources": {"head": 1.0}}]
 
 
 class TestServe:

@@ -235,3 +235,28 @@ async def test_auto_without_a_cluster_is_one_line(folder: Path) -> None:
     assert status == 2, err
     assert err == "actorsup: could not reach Ray at 127.0.0.1:1: Connection refused\n"
     assert took < connect + 5 + 3, f"took {took:.1f} s"  # + the driver's start + the supervisor's own
+
+
+async def test_a_killed_host_is_restarted_by_actorsup_alone(cluster: LoopbackCluster, folder: Path) -> None:
+    """SIGKILL of the Ray worker hosting an actor: actorsup starts generation 2, and Ray keeps no copy of the
+    old host (none restarted, none dials back to be refused). test_ray_driver pins the options behind it."""
+    namespace = f"restart-{uuid.uuid4().hex[:8]}"
+    run = Run(write(folder, cluster.address, namespace, 1), env_for())
+    try:
+        (first,) = await run.wait_for("ray.host_created")
+        (connected,) = await run.wait_for("ray.connected")
+        host = psutil.Process(connected["pid"]).ppid()
+        assert host not in cluster_pids(cluster)
+        os.kill(host, signal.SIGKILL)  # the Ray worker this test's supervisor asked for
+        second = (await run.wait_for("ray.host_created", count=2))[1]
+        assert (first["key"], second["key"]) == ("j0#1", "j0#2")
+        await run.wait_for("ray.connected", count=2)
+        with anyio.fail_after(30):  # Ray marks the killed actor dead; a restarting one would stay listed
+            while alive_hosts(cluster.address, namespace, ["j0#1", "j0#2"]) != ["j0#2"]:
+                await anyio.sleep(0.5)
+        assert [e for e in run.events if e.get("event") == "ray.refused"] == []
+        run.process.send_signal(signal.SIGTERM)
+        status = await anyio.to_thread.run_sync(lambda: run.process.wait(60))
+    finally:
+        run.close()
+    assert status == 0
