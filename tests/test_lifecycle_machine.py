@@ -335,11 +335,13 @@ class TestFailedRetryAndAbandon:
         assert decide(failed, event, RETRY, NOW) == (failed, [m.CancelTimer()])
 
     def test_abandon_makes_a_stopped_member_failed(self) -> None:
-        """Its top-level group gave up: a stopped actor becomes failed, naming the group."""
-        after, actions = decide(life(S.STOPPED), m.Abandon("pipeline"), RETRY, NOW)
+        """Its top-level group gave up: a stopped actor becomes failed, naming the group, with the contract's
+        restarts and window."""
+        after, actions = decide(life(S.STOPPED, restarts=2), m.Abandon("pipeline"), RETRY, NOW)
         assert after.state is S.FAILED
         assert moves(actions) == [("stopped", "failed")]
-        assert next(a for a in actions if isinstance(a, m.Transition)).fields["group"] == "pipeline"
+        fields = next(a for a in actions if isinstance(a, m.Transition)).fields
+        assert (fields["group"], fields["restarts"], fields["window"]) == ("pipeline", 2, 60.0)  # contract fields
         assert others(actions) == [m.StartTimer(NOW + 300.0)]
 
     @pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.BACKOFF, S.FAILED])

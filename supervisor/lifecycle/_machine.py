@@ -279,7 +279,8 @@ def decide(life: Life, event: Event, policy: Policy, now: float) -> tuple[Life, 
     if retries and isinstance(event, Stop | Retire) and state is S.FAILED:
         return life, [CancelTimer()]
     if isinstance(event, Abandon) and state is S.STOPPED:
-        failed = {"reason": "group_failed", "group": event.group, "hint": GROUP_FAILED_HINT}
+        failed = {"reason": "group_failed", "group": event.group, "restarts": life.restarts,
+                  "window": policy.restart_window, "hint": GROUP_FAILED_HINT}  # restarts, window: as every actor.failed
         return _moves(life, _retry(policy, now), (S.FAILED, failed))
     if isinstance(event, Retire) and state is not S.ERRORED:
         life = dataclasses.replace(life, want_running=False)
