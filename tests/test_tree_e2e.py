@@ -199,21 +199,39 @@ async def test_dynamic_children() -> None:
         assert "b" not in sup.handles
 
 
-def test_critical_actor_makes_run_exit_3(tmp_path: Path) -> None:
-    """A critical actor that gives up: supervisor.give_up, a graceful stop, and `actorsup run` exits 3."""
-    config = tmp_path / "critical.toml"
-    config.write_text(textwrap.dedent(f"""
-        [supervisor]
-        heartbeat_interval = 0.2
-        control_socket = "{tmp_path / 'sock'}"
+CRITICAL = {
+    "actor": """
         [actors.writer]
         target = "{T}ExitsAtOnce"
         critical = true
         max_restarts = 1
         backoff_initial = 0.05
+    """,
+    "group": """
+        [groups.io]
+        strategy = "one_for_all"
+        critical = true
+        max_restarts = 1
+        [actors.writer]
+        target = "{T}ExitsAtOnce"
+        group = "io"
+        backoff_initial = 0.05
+    """,
+}
+
+
+@pytest.mark.parametrize("which", ["actor", "group"])
+def test_critical_actor_or_group_makes_run_exit_3(tmp_path: Path, which: str) -> None:
+    """A critical actor or group that gives up: supervisor.give_up names it, a graceful stop, `actorsup run`
+    exits 3."""
+    config = tmp_path / "critical.toml"
+    config.write_text(textwrap.dedent(f"""
+        [supervisor]
+        heartbeat_interval = 0.2
+        control_socket = "{tmp_path / 'sock'}"
         [actors.other]
         target = "{T}Steady"
-    """))
+    """) + textwrap.dedent(CRITICAL[which].format(T=T)))
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run(
@@ -223,8 +241,10 @@ def test_critical_actor_makes_run_exit_3(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     (give_up,) = [e for e in events if e["event"] == "supervisor.give_up"]
-    assert give_up["actor"] == "writer" and give_up["exit_status"] == 3
+    assert give_up[which] == ("writer" if which == "actor" else "io") and give_up["exit_status"] == 3
     names = [e["event"] for e in events]
+    if which == "group":
+        assert names.index("group.failed") < names.index("supervisor.give_up")
     assert names.index("supervisor.give_up") < names.index("supervisor.stopped")
     assert any(e["event"] == "actor.stopped" and e.get("actor") == "other" for e in events)
 
