@@ -68,7 +68,7 @@ def _source_copy(tmp_path: Path) -> Path:
     """What a wheel build needs, without built modules or caches."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src)
     skip = shutil.ignore_patterns("*.so", "__pycache__", "*.pyc")
     for package in ("supervisor", "actors"):

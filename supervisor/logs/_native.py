@@ -34,7 +34,7 @@ def loaded() -> bool:
 def missing_warning() -> str | None:
     """The one line ``check`` and ``run`` print when the C modules were not built (and not turned off).
 
-    pip shows a failed optional build only with ``-v`` (setup.py says why), so this is where a user
+    pip shows a failed optional build only with ``-v`` (_build_ext.py says why), so this is where a user
     who installed without a terminal learns of it.
     """
     return MISSING if allowed() and not loaded() else None

@@ -1,6 +1,8 @@
 """Build hook: say so when the optional C modules could not be built.
 
-The modules and their options are declared in pyproject.toml. Setuptools
+The modules and their options are declared in pyproject.toml, which names
+this class as ``build_ext`` (setuptools loads this file by its path, so no
+other module of actorsup is imported at build time). Setuptools
 skips an optional module that fails to compile with a warning that pip shows
 only with ``-v``: pip runs a build backend with its output piped, logs that
 output at its verbose level and prints it only if the build fails. So the
@@ -15,7 +17,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 WARNING = (
@@ -53,5 +54,3 @@ def _tell(line: str) -> None:
     except OSError:
         pass  # no controlling terminal
 
-
-setup(cmdclass={"build_ext": BuildExt})
