@@ -66,6 +66,8 @@ ALIVE = textwrap.dedent("""
             ray.get_actor(key)
         except ValueError:
             continue
+        except AssertionError:
+            pass  # listed, but its dead job's class table is gone already: on its way out, still listed
         alive.append(key)
     print(json.dumps(alive))
 """)
@@ -177,7 +179,9 @@ async def test_sigkilled_joined_supervisor_leaves_no_actor(cluster: LoopbackClus
     finally:
         run.close()
     assert took < LEFTOVER_BOUND, f"the supervisor's processes outlived it by {took:.1f} s"
-    assert alive_hosts(cluster.address, namespace, keys) == []
+    with anyio.fail_after(30):  # the GCS drops the dead actors' names a moment after their processes end
+        while alive_hosts(cluster.address, namespace, keys):
+            await anyio.sleep(0.5)
     assert live(theirs) == theirs
     print(f"SIGKILLed joined supervisor -> no host or child left: {took:.2f} s (bound {LEFTOVER_BOUND:.1f} s)")
 
