@@ -190,3 +190,22 @@ async def test_a_cancelled_run_hears_nothing_more() -> None:
     calls.clear()
     handles["a"].move(S.ERRORED, S.BACKOFF)  # no worker to take it: must not raise
     assert not runner.decides_restart("a") and calls == []
+
+
+async def test_an_event_queued_before_a_reload_moved_its_leaf_is_dropped() -> None:
+    """A leaf's exit still queued in its old subtree's worker when a reload moves it to another top-level group:
+    no group acts on it (its old group is gone from under it), and the handle gets its restart back."""
+    groups = {"g": {"strategy": "one_for_all"}, "h": {"strategy": "one_for_all"}}
+    runner, handles, (calls, _) = setup(groups, {"a": {"group": "g"}, "b": {"group": "g"}, "c": {"group": "h"}})
+    members = {"a": "h", "b": "g", "c": "h"}  # a moves from g to h
+    moved = parse_config({"groups": groups, "actors": {n: {"target": T, "group": g} for n, g in members.items()}})
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await runner.start_all(["a", "b", "c"])
+        calls.clear()
+        handles["a"].move(S.ERRORED, S.BACKOFF)  # queued for g's worker, not yet taken
+        runner.retree(moved)
+        await settle()
+        assert calls == [("resume", "a")]
+        assert runner.state.intensity["g"].recent == runner.state.intensity["h"].recent == 0
+        runner.close()

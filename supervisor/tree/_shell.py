@@ -124,8 +124,18 @@ class TreeRunner(Observer):
 
     def retree(self, config: Config) -> None:
         """Adopt a changed config (reload, scale, dynamic children)."""
+        before = {leaf: self._subtree(leaf) for leaf in self.tree.leaves}
         self.tree, self.graph = tree_of(config.groups, config.actors, config.table_order)
         self.state = self.state.retree(self.tree)
+        # A leaf now in another top-level subtree has a new worker: an event still queued for it in the old
+        # one is stale (its group is gone from under it) and must not overtake the new worker's. Touching the
+        # leaf drops it; _work still hands a deferred restart back to the handle.
+        self._touch(leaf for leaf, top in before.items() if leaf in self.tree.leaves and self._subtree(leaf) != top)
+
+    def _subtree(self, leaf: str) -> str:
+        """The top-level subtree ``leaf`` is in: its outermost group, or itself."""
+        above = self.tree.ancestors(leaf)
+        return above[-1] if above else leaf
 
     # --- the observer side: never blocks, never decides ------------------------------
     def _hears(self, leaf: str) -> bool:
@@ -154,8 +164,7 @@ class TreeRunner(Observer):
     def _queue(self, event: _Event) -> None:
         """To the worker of the leaf's top-level subtree, started on its first event."""
         assert self._workers is not None  # _hears
-        above = self.tree.ancestors(event.leaf)
-        subtree = above[-1] if above else event.leaf
+        subtree = self._subtree(event.leaf)
         send = self._queues.get(subtree)
         if send is None:
             send, receive = anyio.create_memory_object_stream[_Event](math.inf)
