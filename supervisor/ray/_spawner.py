@@ -46,13 +46,14 @@ def default_backend(config: Config, reaper: Reaper | None = None) -> RayBackend:
 
 def listen_address(settings: RaySettings) -> tuple[str, int]:
     """Where the hosts dial back: ``[ray] listen``, else loopback for a local Ray, else the
-    address this machine reaches the cluster from."""
+    address this machine reaches the cluster's head from (for ``"auto"``, the head in ``RAY_ADDRESS``)."""
     if settings.listen:
         host, _, port = settings.listen.rpartition(":") if ":" in settings.listen else (settings.listen, "", "0")
         return host.strip("[]"), int(port or 0)
     if settings.address == "local":
         return "127.0.0.1", 0
-    head = settings.address.rpartition(":")[0] if ":" in settings.address else "8.8.8.8"
+    address = os.environ.get("RAY_ADDRESS", "") if settings.address == "auto" else settings.address
+    head = address.rpartition(":")[0].strip("[]") if ":" in address else "8.8.8.8"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # no packet is sent
         try:
             probe.connect((head or "8.8.8.8", 9))
