@@ -37,6 +37,8 @@ class LocalRayBackend:
         self.killed: list[str] = []
         self._held: dict[str, str] = {}  # actor -> the pending reason
         self._waiting: dict[str, CreateRequest] = {}
+        self.asked: dict[str, int] = {}  # key -> how often the spawner asked whether it is placed
+        self._asked = anyio.Event()
 
     def __call__(self, config: Config) -> LocalRayBackend:
         """The Supervisor's ``ray_backend`` factory."""
@@ -55,7 +57,18 @@ class LocalRayBackend:
         else:
             self.hosts[request.key] = start_host(request.ticket)
 
+    async def wait_asked(self, key: str, times: int, timeout: float = 10.0) -> None:
+        """Until the spawner has asked ``times`` times whether ``key`` is placed: its clock has moved on."""
+        with anyio.move_on_after(timeout):
+            while self.asked.get(key, 0) < times:
+                await self._asked.wait()
+            return
+        raise AssertionError(f"asked {self.asked.get(key, 0)} of {times} times whether {key} is placed")
+
     def pending(self, key: str) -> str | None:
+        self.asked[key] = self.asked.get(key, 0) + 1
+        self._asked.set()
+        self._asked = anyio.Event()
         request = self._waiting.get(key)
         if request is None:
             return None

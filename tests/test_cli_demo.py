@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.harness import CliSupervisor
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
+TICK = 2.0  # the demo's tick task: interval = 2.0 (supervisor/app/_demo.py)
 
 
 @pytest.fixture
@@ -60,7 +63,10 @@ async def test_second_run_is_clean_and_status_finds_the_demo(tmp_path: Path) -> 
     async with demo(here, env) as first:
         await first.log.wait_for("cron.run.finished", actor="tick", timeout=30)
         await stop(first)
-    await anyio.sleep(2.5)  # the scenario: the demo is down while a tick (every 2 s) falls due
+    # The scenario: the demo is down while a tick (every 2 s) falls due, i.e. until the wall clock passes it.
+    last = max(datetime.fromisoformat(e["scheduled_at"]).timestamp()
+               for e in first.log.find("cron.run.started", actor="tick"))
+    await anyio.sleep(max(0.0, last + TICK + 0.2 - time.time()))
     async with demo(here, env) as second:
         await second.log.wait_for("cron.run.finished", actor="tick", timeout=30)
         status = await anyio.run_process([sys.executable, "-m", "supervisor", "status", "--json"],

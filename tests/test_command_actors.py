@@ -227,21 +227,20 @@ class TestNotify:
     @needs_systemd_notify
     async def test_started_only_at_ready(self, tmp_path: Path) -> None:
         """With notify = true a program is started at its READY=1, not when its process exists."""
-        marker = tmp_path / "before-ready"
+        gate = tmp_path / "gate"
         script = _script(tmp_path, "slow.sh", f"""\
             #!/bin/sh
-            sleep 0.5
-            touch {marker}
+            echo 'up, no READY=1 yet'
+            while [ ! -e {gate} ]; do sleep 0.01; done
             systemd-notify --ready
             exec sleep 60
             """)
         async with running_supervisor({"slow": _command([script], notify=True)}) as (sup, sink):
-            with anyio.fail_after(10):
-                while sup.handle("slow").pid is None:  # spawned
-                    await anyio.sleep(0.01)
-            assert sup.handle("slow").state is ActorState.STARTING  # its process exists; no READY=1 yet
+            await sink.wait_for("up, no READY=1 yet", actor="slow")  # its process runs and is heard
+            assert sup.handle("slow").state is ActorState.STARTING
+            assert sink.find("actor.started", actor="slow") == []
+            gate.touch()  # READY=1 only from here on
             await sink.wait_for("actor.started", actor="slow")
-            assert marker.exists()
 
     @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
     async def test_redis_is_started_at_its_ready_and_its_status_shows(self, tmp_path: Path) -> None:

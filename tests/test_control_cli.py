@@ -53,6 +53,27 @@ async def cli(*argv: str) -> int:
         return await anyio.to_thread.run_sync(args.func, args)
 
 
+class ReadsCounted(FakeTarget):
+    """A FakeTarget that announces each status read (the CLI polls status while an actor comes up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads_after_start = 0
+        self._read = anyio.Event()
+
+    def status(self) -> list[dict[str, Any]]:
+        if self.calls:  # a lifecycle request came
+            self.reads_after_start += 1
+            self._read.set()
+            self._read = anyio.Event()
+        return super().status()
+
+    async def wait_reads_after_start(self, n: int) -> None:
+        with anyio.fail_after(10):
+            while self.reads_after_start < n:
+                await self._read.wait()
+
+
 async def poll(predicate: Any) -> None:
     with anyio.fail_after(5):
         while not predicate():
@@ -169,12 +190,12 @@ class TestLifecycle:
     async def test_starting_a_failed_actor_waits_for_it_to_leave_failed(
             self, sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """start of a failed actor is not judged by the failed state it still shows just after."""
-        target = FakeTarget()
+        target = ReadsCounted()
         target.rows["actor-001"]["state"] = "failed"
         target.start_outcome["actor-001"] = {"state": "failed"}  # the handle has not moved yet
         async with serving(target, sock):
-            async def comes_up() -> None:
-                await anyio.sleep(0.3)
+            async def comes_up() -> None:  # once the CLI has read "failed" after its start, and read again
+                await target.wait_reads_after_start(2)
                 target.rows["actor-001"]["state"] = "running"
 
             async with anyio.create_task_group() as tg:

@@ -112,11 +112,12 @@ class TestHealthProbe:
     async def test_hung_sync_check_is_abandoned_not_repeated(self) -> None:
         """A sync check stuck in its thread times out, and later calls fail fast until it returns."""
         clock = FakeClock()
-        release = threading.Event()
+        release, entered = threading.Event(), threading.Event()
         calls: list[int] = []
 
         def stuck() -> bool:
             calls.append(1)
+            entered.set()
             release.wait(10)
             return True
 
@@ -125,9 +126,7 @@ class TestHealthProbe:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_run_probe, probe, results)
-                with anyio.fail_after(5):
-                    while not calls:  # the worker thread has entered the check
-                        await anyio.sleep(0.001)
+                assert await anyio.to_thread.run_sync(entered.wait, 5)  # the worker thread is in the check
                 await clock.advance(2.0)
             assert results == [(False, "health check timed out after 2s")]
             assert probe.busy

@@ -208,6 +208,7 @@ class TestRotationOffTheLoop:
             os.close(os.open(tmp_path / f"a.jsonl.{n}", os.O_WRONLY | os.O_CREAT))
         sink = FileSink(SinkSpec(type="file", path=path, max_bytes=1000, backups=backups, daily=False))
         gaps: list[float] = []
+        ticking = anyio.Event()
         async with anyio.create_task_group() as tg:
             await tg.start(sink.run)
 
@@ -218,9 +219,10 @@ class TestRotationOffTheLoop:
                     now = time.monotonic()
                     gaps.append(now - last)
                     last = now
+                    ticking.set()
 
             tg.start_soon(ticker)
-            await anyio.sleep(0.05)
+            await ticking.wait()
             sink.write(_rec(0, 900))
             started = time.monotonic()
             sink.write(_rec(1, 900))  # past max_bytes: the rotation starts

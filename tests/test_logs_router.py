@@ -413,14 +413,15 @@ class TestStdoutSink:
             assert sink._dropped > 0 and not logs  # reported once the reader catches up, not before
             received = b""
             os.set_blocking(read_end, False)
-            while True:  # read until the writer has nothing left and the pipe is empty
-                idle = not sink._writer.pending
-                try:
-                    received += os.read(read_end, 1 << 20)
-                except BlockingIOError:
-                    if idle:
-                        break
-                    await anyio.sleep(0.005)
+            with anyio.fail_after(10):
+                while True:  # read until the writer has nothing left and the pipe is empty
+                    idle = not sink._writer.pending
+                    try:
+                        received += os.read(read_end, 1 << 20)
+                    except BlockingIOError:
+                        if idle:
+                            break
+                        await anyio.sleep(0.005)  # polling, bounded
             os.set_blocking(read_end, True)
             sink.flush()  # the reader caught up: the count is reported
             assert [e["event"] for e in logs] == ["logs.dropped"]

@@ -268,9 +268,7 @@ class TestHeartbeatMonitor:
         monitor.register_component("stuck", stuck)
         try:
             async with monitor:
-                with anyio.fail_after(5):
-                    while not entered.is_set():
-                        await anyio.sleep(0.001)
+                assert await anyio.to_thread.run_sync(entered.wait, 5)
                 await clock.advance(2)
                 assert ticks == [1002.0]
                 await clock.advance(8)  # next tick fails fast: the thread is still busy

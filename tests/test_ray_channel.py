@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 
@@ -16,6 +17,7 @@ from actors._raymux import Handshake, encode_handshake
 from supervisor.control._render import status_table
 from supervisor.lifecycle._states import ActorState
 from supervisor.ray._backend import CreateRequest
+from supervisor.ray._spawner import PENDING_POLL
 from tests.harness import wait_gone
 from tests.raylocal import LocalRayBackend, ray_supervisor, reap, start_host
 
@@ -199,13 +201,15 @@ class TestPending:
         """Unplaced by Ray: actor.pending with the reason, status shows it, start_timeout does not run, others start."""
         backend = LocalRayBackend()
         backend.hold("p", "no node has {'big_node': 1.0}")
-        actors = {"p": {"target": T + "Steady", "kind": "ray", "start_timeout": 0.5},
+        start_timeout = 0.5
+        actors = {"p": {"target": T + "Steady", "kind": "ray", "start_timeout": start_timeout},
                   "s": {"target": T + "Steady", "kind": "ray"}}
         async with ray_supervisor(actors, backend) as (sup, log, _backend):
             (pending,) = await log.wait_for("actor.pending", actor="p")
             assert pending["reason"] == "no node has {'big_node': 1.0}"
             await sup.wait_for_state("s", ActorState.RUNNING)
-            await anyio.sleep(1.0)  # twice p's start_timeout
+            # The spawner asks Ray every PENDING_POLL s: so many asks span twice p's start_timeout on its clock.
+            await backend.wait_asked("p#1", math.ceil(2 * start_timeout / PENDING_POLL))
             (row,) = [r for r in sup.status() if r["name"] == "p"]
             assert (row["state"], row["pending"]) == ("starting", "no node has {'big_node': 1.0}")
             out = io.StringIO()

@@ -30,6 +30,7 @@ from actors._raymux import (
     frame,
 )
 from supervisor.ray._backend import HostTicket, encode_ticket
+from tests.harness import wait_gone
 from tests.raylocal import reap, start_host
 
 pytestmark = pytest.mark.anyio
@@ -86,9 +87,7 @@ async def host_peer(lease_timeout: float = LEASE_TIMEOUT) -> AsyncIterator[Peer]
 async def wait_ended(peer: Peer, timeout: float) -> float:
     """Seconds until the host and its child are both gone (fails after ``timeout``)."""
     started = time.monotonic()
-    with anyio.fail_after(timeout):
-        while alive(peer.host_pid) or alive(peer.child_pid):
-            await anyio.sleep(0.01)
+    await wait_gone(peer.host_pid, peer.child_pid, timeout=timeout)
     return time.monotonic() - started
 
 

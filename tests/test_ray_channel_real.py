@@ -17,7 +17,7 @@ import pytest
 
 from supervisor._supervisor import Supervisor
 from supervisor.lifecycle._states import ActorState
-from tests.harness import CaptureSink, cli_supervisor
+from tests.harness import CaptureSink, cli_supervisor, wait_gone
 from tests.raylocal import PRODUCTION, ray_supervisor
 from tests.rayreal import InProcessRayBackend, needs_ray, ray, start_ray
 
@@ -86,9 +86,7 @@ class TestThroughTheDriver:
             assert "ray" in " ".join(psutil.Process(host).cmdline()).lower()  # a Ray worker hosts it
             cli.process.kill()  # only the supervisor this test started
             killed = time.monotonic()
-            with anyio.fail_after(bound + 1.0):
-                while _alive(child) or _alive(host):
-                    await anyio.sleep(0.02)
+            await wait_gone(child, host, timeout=bound + 1.0)
             assert time.monotonic() - killed <= bound + 0.5
 
 
@@ -118,9 +116,7 @@ class TestSupervisorKilled:
                 assert "ray" in " ".join(psutil.Process(host_pid).cmdline()).lower()  # a Ray worker hosts it
                 killed = time.monotonic()
                 proc.send_signal(sig)  # only the supervisor this test started
-                with anyio.fail_after(bound + 1.0):
-                    while _alive(child_pid) or _alive(host_pid):
-                        await anyio.sleep(0.02)
+                await wait_gone(child_pid, host_pid, timeout=bound + 1.0)
                 assert time.monotonic() - killed <= bound + 0.5
                 with anyio.fail_after(10):  # Ray itself has forgotten the actor too
                     while _ray_alive("s#1"):
@@ -144,13 +140,6 @@ async def _started_pid(proc: anyio.abc.Process) -> int:
                 if event.get("event") == "actor.started":
                     return int(event["pid"])
     raise AssertionError("the supervisor ended before its actor started")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _ray_alive(name: str) -> bool:

@@ -19,6 +19,7 @@ import anyio
 import psutil
 import pytest
 
+from tests.harness import wait_gone
 from tests.raycluster import ROOT, LoopbackCluster, cluster, needs_ray, no_leaked_processes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, needs_ray]
@@ -172,9 +173,7 @@ async def test_sigkilled_joined_supervisor_leaves_no_actor(cluster: LoopbackClus
         assert not theirs & ours
         run.process.kill()
         killed = time.monotonic()
-        with anyio.fail_after(LEFTOVER_BOUND + 10):
-            while live(ours):
-                await anyio.sleep(0.05)
+        await wait_gone(*ours, timeout=LEFTOVER_BOUND + 10)
         took = time.monotonic() - killed
     finally:
         run.close()
@@ -197,9 +196,7 @@ async def test_silent_supervisor_loses_its_lease(cluster: LoopbackCluster, folde
         ours = children | {psutil.Process(pid).ppid() for pid in children}
         run.process.send_signal(signal.SIGSTOP)
         stopped = time.monotonic()
-        with anyio.fail_after(LEFTOVER_BOUND + 10):
-            while live(ours):
-                await anyio.sleep(0.05)
+        await wait_gone(*ours, timeout=LEFTOVER_BOUND + 10)
         took = time.monotonic() - stopped
     finally:
         run.close()  # SIGKILL ends a stopped process too

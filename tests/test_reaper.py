@@ -13,6 +13,7 @@ import anyio
 import psutil
 import pytest
 
+from supervisor.process import _reaper
 from supervisor.process._cgroup import open_tree
 from supervisor.process._reaper import ENV_KEY, Reaper, own_children
 from tests.harness import cli_supervisor, running_supervisor
@@ -39,6 +40,14 @@ async def _all_gone(procs: list[psutil.Process]) -> dict[int, str]:
         except psutil.NoSuchProcess:
             pass
     return survivors
+
+
+async def _computed(proc: psutil.Process, seconds: float) -> None:
+    """Until ``proc`` has spent ``seconds`` more of CPU time than now (bounded): it is computing."""
+    start = sum(proc.cpu_times()[:2])
+    with anyio.fail_after(GONE_WITHIN):
+        while sum(proc.cpu_times()[:2]) < start + seconds:
+            await anyio.sleep(0.01)
 
 
 def _deathwatch_of(pid: int) -> psutil.Process:
@@ -73,7 +82,7 @@ class TestSupervisorKilled:
             watch = _deathwatch_of(cli.process.pid)
             watch.suspend()
             try:
-                await anyio.sleep(0.2)  # well inside the C call by now
+                await _computed(actor, 0.1)  # well inside the C call by now
                 assert actor.status() == psutil.STATUS_RUNNING
                 cli.process.kill()
                 await cli.process.wait()
@@ -237,14 +246,22 @@ class _Exiting:
 
 async def test_a_burst_of_exits_shares_one_sweep_off_the_exit_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten exits in a row sweep once, from the reaper's task, not inside exited() (a sweep reads every child)."""
+    interval = 0.2  # the periodic sweep after the burst's one is the event that ends the wait
+    monkeypatch.setattr(_reaper, "SWEEP_INTERVAL", interval)
     reaper = Reaper()
-    sweeps: list[bool] = []
+    sweeps: list[float] = []
+    swept = anyio.Event()
     real = reaper.sweep
-    monkeypatch.setattr(reaper, "sweep", lambda **kw: (sweeps.append(True), real(**kw))[1])
+
+    def counted(**kw: Any) -> None:
+        sweeps.append(anyio.current_time())
+        if len(sweeps) == 2:
+            swept.set()
+        real(**kw)
+
+    monkeypatch.setattr(reaper, "sweep", counted)
     async with anyio.create_task_group() as tg:
-        await tg.start(reaper.run)
-        await anyio.sleep(0.1)  # the run loop's first sweep has passed
-        sweeps.clear()
+        await tg.start(reaper.run)  # no sweep before the first exit or interval
         tokens = [reaper.new_token() for _ in range(10)]
         for token in tokens:
             reaper.track(_Exiting(999_999), token, "a", move=False)
@@ -252,8 +269,7 @@ async def test_a_burst_of_exits_shares_one_sweep_off_the_exit_path(monkeypatch: 
             reaper.exited(token)
         assert sweeps == []  # none inside exited()
         with anyio.fail_after(5):
-            while not sweeps:
-                await anyio.sleep(0.005)
-        await anyio.sleep(0.2)
-        assert len(sweeps) == 1
+            await swept.wait()
         tg.cancel_scope.cancel()
+    first, periodic = sweeps[:2]
+    assert periodic - first >= interval  # the burst's exits woke no second sweep before the periodic one

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,7 +73,11 @@ def test_full_ring_blocks_the_writer_until_the_reader_makes_room(ring_pair: tupl
     done = threading.Event()
     thread = threading.Thread(target=lambda: (writer.write(b"b" * 500), done.set()))
     thread.start()
-    assert not done.wait(0.2)  # blocked: only 96 bytes free
+    deadline = time.monotonic() + 10
+    while not reader._waiting.value:  # the header's writer_waiting: the rest waits for room
+        assert time.monotonic() < deadline, "the writer never waited for room"
+        time.sleep(0.001)
+    assert not done.is_set()  # blocked: only 96 bytes free
     first = reader.read()
     thread.join(10)
     assert done.is_set()
