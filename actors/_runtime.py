@@ -279,4 +279,7 @@ class _nullscope:
 
 
 if __name__ == "__main__":
+    from ._signals import reset_signals
+
+    reset_signals(python=True)  # a forked child has this from its template (actors._template.main)
     main()

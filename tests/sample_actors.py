@@ -354,3 +354,13 @@ class SyncHealthSlow(Actor):
     def health_check(self) -> bool:
         time.sleep(0.4)  # blocking on purpose: a thread must carry it, never the event loop
         return False
+
+
+class SignalState(Actor):
+    """Logs the signal mask and the ignored signals it started with, from /proc/self/status."""
+
+    async def run(self) -> None:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":\t", 1) for line in status if line.startswith(("SigBlk", "SigIgn")))
+        self.log.info("signals", blocked=int(fields["SigBlk"], 16), ignored=int(fields["SigIgn"], 16))
+        await anyio.sleep_forever()

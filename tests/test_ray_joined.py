@@ -130,10 +130,12 @@ def env_for(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
 
-def alive_hosts(address: str, namespace: str, keys: list[str]) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", ALIVE, address, namespace, *keys], cwd=ROOT, env=env_for(),
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    return list(json.loads(out.strip().splitlines()[-1]))
+async def alive_hosts(address: str, namespace: str, keys: list[str]) -> list[str]:
+    """Asked from a Ray driver of its own, without blocking the loop that reads the supervisor's events."""
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", ALIVE, address, namespace, *keys], cwd=ROOT,
+                                       env=env_for(), stderr=subprocess.PIPE)
+    return list(json.loads(done.stdout.decode().strip().splitlines()[-1]))
 
 
 def cluster_pids(cluster: LoopbackCluster) -> set[int]:
@@ -168,7 +170,7 @@ async def test_sigkilled_joined_supervisor_leaves_no_actor(cluster: LoopbackClus
         hosts = {psutil.Process(pid).ppid() for pid in children}  # a child's parent is its host (a Ray worker)
         ours = children | hosts | {driver}
         assert live(ours) == ours
-        assert sorted(alive_hosts(cluster.address, namespace, keys)) == sorted(keys)
+        assert sorted(await alive_hosts(cluster.address, namespace, keys)) == sorted(keys)
         theirs = cluster_pids(cluster)
         assert not theirs & ours
         run.process.kill()
@@ -179,7 +181,7 @@ async def test_sigkilled_joined_supervisor_leaves_no_actor(cluster: LoopbackClus
         run.close()
     assert took < LEFTOVER_BOUND, f"the supervisor's processes outlived it by {took:.1f} s"
     with anyio.fail_after(30):  # the GCS drops the dead actors' names a moment after their processes end
-        while alive_hosts(cluster.address, namespace, keys):
+        while await alive_hosts(cluster.address, namespace, keys):
             await anyio.sleep(0.5)
     assert live(theirs) == theirs
     print(f"SIGKILLed joined supervisor -> no host or child left: {took:.2f} s (bound {LEFTOVER_BOUND:.1f} s)")
@@ -253,7 +255,7 @@ async def test_a_killed_host_is_restarted_by_actorsup_alone(cluster: LoopbackClu
         assert (first["key"], second["key"]) == ("j0#1", "j0#2")
         await run.wait_for("ray.connected", count=2)
         with anyio.fail_after(30):  # Ray marks the killed actor dead; a restarting one would stay listed
-            while alive_hosts(cluster.address, namespace, ["j0#1", "j0#2"]) != ["j0#2"]:
+            while await alive_hosts(cluster.address, namespace, ["j0#1", "j0#2"]) != ["j0#2"]:
                 await anyio.sleep(0.5)
         assert [e for e in run.events if e.get("event") == "ray.refused"] == []
         run.process.send_signal(signal.SIGTERM)

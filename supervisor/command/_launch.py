@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import anyio
 import psutil
 
+from actors._signals import reset_signals
+
 from ..app._sdnotify import SYSTEMD_ENV
 from ..process._child import signal_own_group, still_ours
 from ..process._popen import FdReader
@@ -70,6 +72,7 @@ def _libc_prctl() -> Callable[..., int] | None:
 
 def _preexec(parent: int, prctl: Callable[..., int] | None, nice: int) -> Callable[[], None]:
     def preexec() -> None:
+        reset_signals(python=False)  # nothing ignored or blocked that the supervisor inherited
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
