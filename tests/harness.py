@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,9 @@ from supervisor.config import SinkSpec, parse_config
 from supervisor.logs import LogRecord, LogRouter, configure_supervisor_logging
 
 Match = Callable[[dict[str, Any]], bool]
+# Each config's state_dir (cron history) in a folder of its own, never the repository's .actorsup/
+# that two test workers would share; removed when the worker exits.
+_STATE_ROOT = tempfile.TemporaryDirectory(prefix="actorsup-tests-")
 
 
 class CaptureSink:
@@ -59,10 +63,16 @@ class CaptureSink:
         return found
 
 
+def state_dir() -> str:
+    """A fresh state_dir for one test's config."""
+    return tempfile.mkdtemp(dir=_STATE_ROOT.name)
+
+
 def make_config(
     actors: dict[str, dict[str, Any]], cron: dict[str, dict[str, Any]] | None = None, **supervisor: Any
 ) -> Any:
-    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0, **supervisor}
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0,
+                "state_dir": state_dir(), **supervisor}
     return parse_config({"supervisor": settings, "actors": actors, "cron": cron or {}}, label="test.toml")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from harness import CaptureSink, cli_supervisor, serving
+from harness import CaptureSink, cli_supervisor, serving, state_dir
 
 from supervisor._supervisor import Supervisor
 from supervisor.config import parse_config
@@ -30,7 +30,7 @@ FAST = {"backoff_initial": 0.05, "backoff_max": 0.1}
 
 
 def tree_config(groups: dict[str, dict[str, Any]], actors: dict[str, dict[str, Any]]) -> Any:
-    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0}
+    settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "start_timeout": 20.0, "state_dir": state_dir()}
     return parse_config({"supervisor": settings, "groups": groups, "actors": actors}, label="test.toml")
 
 
