@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from harness import CaptureSink, cli_supervisor, running_supervisor, wait_gone
+from harness import CaptureSink, cli_supervisor, running_supervisor, state_dir, wait_gone
 from rich.console import Console
 
 from supervisor._supervisor import Supervisor
@@ -180,7 +180,8 @@ class TestInATree:
         """Command actors in a one_for_all group with depends_on: one crash restarts both, db before app."""
         actors = {"db": _command(["sleep", "60"], group="g", backoff_initial=0.01),
                   "app": _command(["sleep", "61"], group="g", depends_on=["db"], backoff_initial=0.01)}
-        config = parse_config({"supervisor": {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0},
+        settings = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "state_dir": state_dir()}
+        config = parse_config({"supervisor": settings,
                                "groups": {"g": {"strategy": "one_for_all"}}, "actors": actors}, label="t.toml")
         sink = CaptureSink()
         router = LogRouter([sink])

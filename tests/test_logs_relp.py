@@ -40,10 +40,10 @@ class TestRelpParser:
 
 
 class TestRelpConfig:
-    def test_relp_sink_type(self) -> None:
+    def test_relp_sink_type(self, tmp_path: Path) -> None:
         """type = "relp" takes the keys of tcp/syslog and builds a RelpSink."""
         config = parse_config({"logs": {"sinks": [{"type": "relp", "address": "127.0.0.1:2514",
-                                                   "spool_dir": "spool", "app_name": "web"}]}})
+                                                   "spool_dir": str(tmp_path / "spool"), "app_name": "web"}]}})
         (spec,) = config.logs.sinks
         assert spec.type == "relp" and spec.address == ("127.0.0.1", 2514)
         assert [type(s).__name__ for s in build_sinks(config.logs.sinks)] == ["RelpSink"]
