@@ -279,7 +279,7 @@ class _nullscope:
 
 
 if __name__ == "__main__":
-    from ._signals import reset_signals
+    from ._fresh import start_fresh
 
-    reset_signals(python=True)  # a forked child has this from its template (actors._template.main)
+    start_fresh()  # a forked child has this from its template (actors._template.main)
     main()

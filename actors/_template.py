@@ -97,11 +97,11 @@ def _reply(sock: socket.socket, request: dict[str, Any], pid: int, placed: bool)
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
+    from ._fresh import start_fresh
     from ._runtime import _die_with_parent
-    from ._signals import reset_signals
 
     _die_with_parent()
-    reset_signals(python=True)  # once here: every child forked below inherits it
+    start_fresh()  # once here: every child forked below inherits it
     sock = socket.socket(fileno=int(argv[1]))
     try:
         _find_cookie_slot()

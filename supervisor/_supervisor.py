@@ -35,6 +35,7 @@ from .logs._build import SinkPlan, plan_sinks
 from .logs._native import loaded as native_loaded
 from .metrics import Metrics
 from .monitor import HeartbeatMonitor
+from .process._fdlimit import fds_needed, raise_open_files
 from .process._forkserver import ForkServerSpawner, spawner_for
 from .process._resources import ResourceSampler
 from .process._spawn import Spawner
@@ -71,6 +72,7 @@ class Supervisor:
         self.clock = clock or MonotonicClock()
         self.router = router or LogRouter(ring_size=config.supervisor.log_buffer)
         self.bus = bus or EventBus()
+        self.open_files = raise_open_files()  # before the spawner: it hands children the original limit
         self.spawner = spawner or spawner_for(config, self.clock)
         self._ray_backend = ray_backend
         self.ray: RaySpawner | None = None  # from the first kind = "ray" actor on
@@ -103,6 +105,13 @@ class Supervisor:
         finally:
             self.closed.set()
 
+    def _check_open_files(self, actors: int) -> None:
+        """Say so at start if the open-files limit cannot hold every actor (EMFILE would fail their starts)."""
+        needed = fds_needed(actors)
+        if self.open_files < needed:
+            log.warning("supervisor.fd_limit_low", limit=self.open_files, actors=actors, needed=needed,
+                        hint="raise the hard limit: ulimit -Hn, or LimitNOFILE= in the systemd unit")
+
     async def _run(self, cfg: Config, names: list[str], task_status: TaskStatus[Supervisor]) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -129,7 +138,9 @@ class Supervisor:
                 actors=names,
                 pid=os.getpid(),
                 native=native_loaded(),
+                open_files=self.open_files,
             )
+            self._check_open_files(len(names))
             task_status.started(self)
             await self._shutdown.wait()
             self.notifier.stopping()

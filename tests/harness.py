@@ -121,13 +121,18 @@ class CliSupervisor:
 
 
 @asynccontextmanager
-async def cli_supervisor(*run_args: Any) -> AsyncIterator[CliSupervisor]:
-    """``python -m supervisor run *run_args``; killed by pid if the test leaves it running."""
+async def cli_supervisor(*run_args: Any, shell_setup: str = "") -> AsyncIterator[CliSupervisor]:
+    """``python -m supervisor run *run_args``; killed by pid if the test leaves it running.
+
+    ``shell_setup``: shell commands (``ulimit -Sn 512``) run first, then ``exec`` the supervisor (same pid)."""
     import subprocess
     import sys
 
+    argv = [sys.executable, "-m", "supervisor", "run", *map(str, run_args)]
+    if shell_setup:
+        argv = ["/bin/sh", "-c", f'{shell_setup} && exec "$@"', "sh", *argv]
     process = await anyio.open_process(
-        [sys.executable, "-m", "supervisor", "run", *map(str, run_args)],
+        argv,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     cli = CliSupervisor(process)

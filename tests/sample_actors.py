@@ -364,3 +364,14 @@ class SignalState(Actor):
             fields = dict(line.split(":\t", 1) for line in status if line.startswith(("SigBlk", "SigIgn")))
         self.log.info("signals", blocked=int(fields["SigBlk"], 16), ignored=int(fields["SigIgn"], 16))
         await anyio.sleep_forever()
+
+
+class OpenFilesLimit(Actor):
+    """Logs the soft and hard open-files limits it started with."""
+
+    async def run(self) -> None:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.log.info("open_files", soft=soft, hard=hard)
+        await anyio.sleep_forever()

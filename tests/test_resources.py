@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 import anyio
 import psutil
@@ -116,6 +117,28 @@ class TestResourceSampler:
             proc.stdin.close()  # type: ignore[union-attr]
             proc.wait(10)
             proc.stdout.close()  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize("uss", [False, True], ids=["proc", "psutil"])
+    def test_no_descriptor_left_skips_the_sample_and_keeps_the_identity(self, uss: bool) -> None:
+        """Every descriptor in use (EMFILE): a sample is skipped (None), not raised; an unreaped pid stays ours."""
+        code = textwrap.dedent(f"""
+            import os, resource, psutil
+            from supervisor.process._child import still_ours
+            from supervisor.process._resources import ResourceSampler
+            me = psutil.Process()
+            created = me.create_time()
+            sampler = ResourceSampler(uss={uss})
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            held = []
+            try:
+                while True:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            print(sampler.sample(me.pid, created, now=0.0), still_ours(me.pid, created, None))
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stdout.splitlines()[-1:]) == (0, ["None True"]), out.stderr[-1000:]
 
     def test_uss_is_optional(self) -> None:
         """uss is only read when asked for."""

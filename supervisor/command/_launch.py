@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import anyio
 import psutil
 
-from actors._signals import reset_signals
+from actors._fresh import reset_signals, restore_open_files
 
 from ..app._sdnotify import SYSTEMD_ENV
 from ..process._child import signal_own_group, still_ours
+from ..process._fdlimit import original_open_files
 from ..process._popen import FdReader
 from ._argv import exec_failure_reason, resolve_program
 from ._errors import ProgramError
@@ -71,8 +72,12 @@ def _libc_prctl() -> Callable[..., int] | None:
 
 
 def _preexec(parent: int, prctl: Callable[..., int] | None, nice: int) -> Callable[[], None]:
+    open_files = original_open_files()
+
     def preexec() -> None:
         reset_signals(python=False)  # nothing ignored or blocked that the supervisor inherited
+        if open_files is not None:
+            restore_open_files(open_files)  # the limit the supervisor started with, not its raised one
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the supervisor died before prctl took effect

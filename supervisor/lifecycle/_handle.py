@@ -10,6 +10,7 @@ Everything that lives and dies with one child sits in one :class:`_Run`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import random
 import select
@@ -357,7 +358,7 @@ class ActorHandle:
             except ProtocolError as exc:
                 return m.SpawnFailed("protocol_error", str(exc))
             except OSError as exc:
-                return m.SpawnFailed("spawn_error", f"cannot start a child process: {exc}")
+                return m.SpawnFailed("spawn_error", f"cannot start a child process: {exc}{_os_hint(exc)}")
             if spawned is None:  # stopped while Ray had not placed it
                 return m.SpawnFailed("stopped", "")
             child = run.child = spawned
@@ -714,3 +715,9 @@ class _CommandHooks:
             every = min(h.spec.heartbeat_interval * 0.9, STATUS_SAMPLE_INTERVAL)  # a sample is ~0.1 ms
             self.handle._check_limits(self.run, now, h.sample(max_age=0.0))
             await h._clock.sleep_until(now + every)
+
+
+def _os_hint(exc: OSError) -> str:
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return " (the open-files limit is exhausted: raise it with ulimit -Hn, or LimitNOFILE= in the systemd unit)"
+    return ""

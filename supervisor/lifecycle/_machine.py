@@ -389,7 +389,8 @@ def _after_exit(
         life, moved = _moves(dataclasses.replace(life, want_running=False), [], *steps,
                              (S.STOPPED, {"reason": ended.reason}))
         return life, actions + moved
-    errored = (S.ERRORED, {"reason": ended.reason, "exit_code": ended.exit_code, "signal": ended.signal})
+    errored = (S.ERRORED, {"reason": ended.reason, "exit_code": ended.exit_code, "signal": ended.signal,
+                           **({"error": ended.error} if isinstance(event, SpawnFailed) and ended.error else {})})
     allowed, times = intensity_allows(life.restart_times, now, policy.max_restarts, policy.restart_window)
     life = dataclasses.replace(life, restart_times=times)
     if not allowed:

@@ -54,6 +54,8 @@ def still_ours(pid: int, create_time: float | None, returncode: int | None) -> b
         return psutil.Process(pid).create_time() == create_time
     except psutil.NoSuchProcess:
         return False
+    except OSError:  # no descriptor left to read /proc with (EMFILE): a pid we have not reaped is not reused
+        return True
 
 
 def signal_own_group(pid: int, create_time: float | None, returncode: int | None, sig: int) -> bool:

@@ -99,6 +99,9 @@ class ResourceSampler:
         except psutil.AccessDenied:
             log.warning("resources.access_denied", pid=pid)
             return None
+        except OSError as exc:  # EMFILE and the like: this round goes without the sample, the next one retries
+            log.debug("resources.sample_failed", pid=pid, error=str(exc))
+            return None
 
         return self._finish(pid, create_time, t, cpu, mem.rss, getattr(mem, "uss", None), fds, threads, children)
 
@@ -120,6 +123,9 @@ class ResourceSampler:
             return None
         except PermissionError:
             log.warning("resources.access_denied", pid=pid)
+            return None
+        except OSError as exc:  # EMFILE and the like: this round goes without the sample, the next one retries
+            log.debug("resources.sample_failed", pid=pid, error=str(exc))
             return None
         cpu = (int(fields[11]) + int(fields[12])) / _TICKS
         return self._finish(pid, create_time, t, cpu, rss, None, fds, int(fields[17]), children)

@@ -25,6 +25,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from actors._fresh import NOFILE_ENV
 from actors._protocol import PROTOCOL_VERSION, Hello
 from actors._ring import SharedRing, create_ring_fd, ring_supported
 
@@ -32,6 +33,7 @@ from ..app._sdnotify import SYSTEMD_ENV
 from ..core._clock import Clock, MonotonicClock
 from ..exceptions import HandshakeTimeout, ProtocolError
 from ._child import REAP_TIMEOUT, ChildProcess, wait_until
+from ._fdlimit import original_open_files
 from ._popen import AsyncPopen
 from ._reaper import Reaper
 
@@ -98,6 +100,9 @@ class ColdSpawner:
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}  # systemd talks to us only
         env["PYTHONUNBUFFERED"] = "1"  # print() then os._exit() must still reach the pipe
         env["ACTORSUP_PARENT_PID"] = str(os.getpid())
+        original = original_open_files()
+        if original is not None:
+            env[NOFILE_ENV] = str(original)  # the child's limit, not the supervisor's raised one
         if backend is not None:
             env["ACTORSUP_BACKEND"] = backend
         if child_nice:
