@@ -15,7 +15,7 @@ from supervisor.config import parse_config
 from supervisor.logs._router import LogRouter
 from supervisor.logs._setup import configure_supervisor_logging
 from supervisor.ray._driverclient import RayDriverBackend
-from tests.harness import CaptureSink
+from tests.harness import CaptureSink, state_dir
 from tests.raycluster import LoopbackCluster, cluster, driver_env, needs_ray, no_leaked_processes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, needs_ray]
@@ -37,7 +37,8 @@ def anyio_backend() -> str:
 async def supervisor_on(cluster: LoopbackCluster, actors: dict[str, dict[str, Any]]
                         ) -> AsyncIterator[tuple[Supervisor, CaptureSink]]:
     data = {
-        "supervisor": {"heartbeat_interval": 0.5, "heartbeat_timeout": HEARTBEAT_TIMEOUT, "start_timeout": 30.0},
+        "supervisor": {"heartbeat_interval": 0.5, "heartbeat_timeout": HEARTBEAT_TIMEOUT, "start_timeout": 30.0,
+                       "state_dir": state_dir()},
         "ray": {"address": cluster.address, "namespace": "e2e", "listen": "127.0.0.1"},
         "actors": actors,
     }
