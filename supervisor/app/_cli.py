@@ -154,6 +154,10 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     as_program = argv is None  # not called from Python: the process is ours to configure
+    if as_program:
+        from ._stdio import ensure_standard_fds
+
+        ensure_standard_fds()
     argv = list(sys.argv[1:] if argv is None else argv)
     running = argv[:1] == ["run"]
     if argv[:1] == ["_complete"]:  # the shells' completion hook, not a user command
