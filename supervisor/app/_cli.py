@@ -24,8 +24,16 @@ EXIT_CONFIG = 2
 
 def _load(path: str | None) -> Config | None:
     """The config (the demo's without a path); None after printing a config error."""
+    import os
+
     from ..exceptions import ConfigError
 
+    try:
+        os.getcwd()  # relative paths (and the demo's state) resolve against it
+    except FileNotFoundError:
+        print("actorsup: the current folder no longer exists (it was deleted): cd to one that does and run again",
+              file=sys.stderr)
+        return None
     try:
         if path is None:
             from ._demo import demo_config

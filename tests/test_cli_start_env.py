@@ -1,5 +1,5 @@
-"""`actorsup run` started with stdin, stdout and stderr closed (`>&-`, a bare launcher) runs, and no socket or
-pipe it opens takes their numbers."""
+"""`actorsup run` in odd start environments: stdin, stdout and stderr closed (`>&-`, a bare launcher); the
+current folder deleted."""
 
 from __future__ import annotations
 
@@ -60,3 +60,16 @@ async def test_run_with_the_standard_fds_closed(folder: Path) -> None:
             proc.kill()
             proc.wait()
     assert [e["event"] for e in _events(out)][-2:] == ["supervisor.stopped", "control.stopped"]
+
+
+@pytest.mark.parametrize("command", [["run"], ["check", "actorsup.toml"]])
+def test_a_deleted_current_folder_is_one_line(folder: Path, command: list[str]) -> None:
+    """Started from a folder that was deleted: one line that says so and what to do, exit 2, no traceback."""
+    gone = folder / "gone"
+    gone.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(["/bin/sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone),
+                           sys.executable, "-m", "supervisor", *command], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (2, "actorsup: the current folder no longer exists (it was deleted): "
+                                                 "cd to one that does and run again\n")
