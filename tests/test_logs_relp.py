@@ -249,7 +249,9 @@ class TestRelpRsyslog:
         assert sink.connections >= 2
         events = rsyslog.read(rsyslog.relp_log)
         duplicates = _check_exact(events, n, sink)
-        assert sink.acknowledged == len(events)  # each ack is one line in the file, duplicates included
+        # Each event is acknowledged exactly once: a frame is sent again only while unacknowledged. A line
+        # written just before the stop whose 200 OK never arrived is in the file twice, with one ack.
+        assert sink.acknowledged == n
         assert not list((tmp_path / "spool").glob("*.seg"))  # every spooled event released once acknowledged
         print(f"relp restart: {n} events, {duplicates} duplicates, {sink.replayed} replayed")
 
