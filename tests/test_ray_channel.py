@@ -6,6 +6,7 @@ import io
 import math
 import os
 import signal
+from typing import Any
 
 import anyio
 import msgspec
@@ -16,9 +17,9 @@ from rich.console import Console
 from actors._raymux import Handshake, encode_handshake
 from supervisor.control._render import status_table
 from supervisor.lifecycle._states import ActorState
-from supervisor.ray._backend import CreateRequest
+from supervisor.ray._backend import CreateRequest, HostTicket
 from supervisor.ray._spawner import PENDING_POLL
-from tests.harness import wait_gone
+from tests.harness import CaptureSink, wait_gone
 from tests.raylocal import LocalRayBackend, ray_supervisor, reap, start_host
 
 pytestmark = pytest.mark.anyio
@@ -141,22 +142,28 @@ class ScriptedBackend(LocalRayBackend):
         self.created.set()
 
 
+async def refused_host(ticket: HostTicket, log: CaptureSink, actor: str) -> dict[str, Any]:
+    """Start a host with ``ticket``; its ``ray.refused`` event, once the refused host has ended (it must)."""
+    host = start_host(ticket)
+    try:
+        (refused,) = await log.wait_for("ray.refused", actor=actor)
+        await reap(host, timeout=10)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            await reap(host)
+    return refused
+
+
 class TestRefusals:
     async def test_a_stale_generation_is_refused_and_its_host_ends(self, tmp_path) -> None:
         """A host of the first generation that dials again (a node back from a partition) is refused; it ends."""
         actors = {"c": {"target": T + "CrashOnce", "kind": "ray", "args": {"marker": str(tmp_path / "m")}}}
         async with ray_supervisor(actors) as (_sup, log, backend):
             await log.wait_for("crashonce.second_life", actor="c")
-            ghost = start_host(backend.requests["c#1"].ticket)
-            try:
-                (refused,) = await log.wait_for("ray.refused", actor="c")
-                assert refused["reason"] == "stale_generation"
-                assert (refused["generation"], refused["current"]) == (1, 2)
-                await reap(ghost, timeout=10)
-            finally:
-                if ghost.poll() is None:
-                    ghost.kill()
-                    await reap(ghost)
+            refused = await refused_host(backend.requests["c#1"].ticket, log, "c")
+            assert refused["reason"] == "stale_generation"
+            assert (refused["generation"], refused["current"]) == (1, 2)
             assert log.find("actor.exited", actor="c", count=None) == log.find("actor.exited", actor="c")
             assert len(log.find("actor.started", actor="c")) == 2  # the running generation is untouched
 
@@ -168,15 +175,7 @@ class TestRefusals:
         async with ray_supervisor(actors, backend) as (sup, log, _backend):
             await log.wait_for("actor.pending", actor="s")
             ticket = msgspec.structs.replace(backend.requests["s#1"].ticket, token="another-run.secret")
-            impostor = start_host(ticket)
-            try:
-                (refused,) = await log.wait_for("ray.refused", actor="s")
-                assert refused["reason"] == "bad_token"
-                await reap(impostor, timeout=10)
-            finally:
-                if impostor.poll() is None:
-                    impostor.kill()
-                    await reap(impostor)
+            assert (await refused_host(ticket, log, "s"))["reason"] == "bad_token"
             backend.release("s")
             await sup.wait_for_state("s", ActorState.RUNNING)  # the real host still gets in
 

@@ -42,6 +42,13 @@ def events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
     return [e for e in logs if e["event"] == name]
 
 
+async def replaced(logs: list[dict[str, object]]) -> None:
+    """Until a second driver has started (structlog's capture announces nothing: a bounded poll)."""
+    with anyio.fail_after(60):
+        while len(events(logs, "ray.started")) < 2:
+            await anyio.sleep(0.1)
+
+
 @needs_ray
 async def test_local_ray_runs_a_host_and_shuts_down() -> None:
     """address = "local": a private Ray on 127.0.0.1 runs a host; aclose leaves no process (conftest checks)."""
@@ -70,9 +77,7 @@ async def test_lost_driver_is_restarted() -> None:
             first = backend._driver
             assert first is not None
             os.killpg(first.process.pid, signal.SIGKILL)
-            with anyio.fail_after(60):
-                while len(events(logs, "ray.started")) < 2:
-                    await anyio.sleep(0.1)
+            await replaced(logs)
             await backend.create(request(got, "after"))
             assert (await got.next()).actor == "after"
             with anyio.fail_after(30):
@@ -95,9 +100,7 @@ async def test_hung_driver_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatc
             with pytest.raises(RayUnavailable, match=r"^the Ray driver did not answer Create within 1 s$"):
                 await backend.create(request(got, "x"))
             assert time.monotonic() - started < 3.0
-            with anyio.fail_after(60):
-                while len(events(logs, "ray.started")) < 2:
-                    await anyio.sleep(0.1)
+            await replaced(logs)
             with anyio.fail_after(30):
                 await backend.aclose()
     assert len(events(logs, "ray.driver_hung")) == 1
